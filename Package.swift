@@ -1,0 +1,76 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// MARK: - Layers (imports point down only):
+//   PeerNode -> DiLoCo -> Collectives -> Transport,  DiLoCo -> Models.
+let package = Package(
+    name: "peernode",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "peernode", targets: ["PeerNode"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    ],
+    targets: [
+        // MARK: C libraries (Debian: libopenblas-dev, libzstd-dev, libssl-dev)
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+
+        // MARK: Library modules
+        .target(
+            name: "Transport",
+            dependencies: [
+                "COpenSSL",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "Collectives",
+            dependencies: [
+                "Transport", "COpenSSL",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(name: "Models", dependencies: ["COpenBLAS", "CZstd"]),
+        .target(name: "DiLoCo", dependencies: ["Collectives", "Models"]),
+
+        // MARK: The executable
+        .executableTarget(
+            name: "PeerNode",
+            dependencies: [
+                "DiLoCo", "Collectives", "Transport", "Models",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        // MARK: Tests
+        .target(
+            name: "PeerTestSupport",
+            dependencies: ["Collectives", "Transport"],
+            path: "Tests/PeerTestSupport"
+        ),
+        .testTarget(
+            name: "TransportTests",
+            dependencies: [
+                "Transport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOTestUtils", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(name: "CollectivesTests", dependencies: ["Collectives", "PeerTestSupport"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models"]),
+    ]
+)

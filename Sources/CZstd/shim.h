@@ -1,0 +1,2 @@
+// zstd (Debian: libzstd-dev).
+#include <zstd.h>

@@ -1,0 +1,90 @@
+import NIOCore
+
+/// The fixed 28-byte header in front of every frame on every peernode connection.
+///
+/// All integers are big-endian (network order). A reader needs nothing but these 28 bytes to
+/// know how many payload bytes follow, so a receiver can bound and skip anything it does not
+/// understand before reading it.
+///
+/// ```
+///  0       4     5     6       8          12                  20                  28
+///  +-------+-----+-----+-------+----------+-------------------+-------------------+----------
+///  | magic | ver | type| flags |  length  |        tag        |        aux        | payload..
+///  | PNOD  | u8  | u8  |  u16  |   u32    |        u64        |        u64        | (length)
+///  +-------+-----+-----+-------+----------+-------------------+-------------------+----------
+/// ```
+public struct FrameHeader: Hashable, Sendable {
+    /// "PNOD": lets a receiver tell a stray client (HTTP, TLS, a port scanner) from a peer at once.
+    public static let magic: UInt32 = 0x504E_4F44
+    /// Bumped on any incompatible change to framing, handshake or message layouts.
+    public static let protocolVersion: UInt8 = 1
+    public static let size = 28
+
+    public var type: MessageType
+    public var flags: UInt16
+    /// Payload bytes following the header.
+    public var length: UInt32
+    /// Collective tag for data frames; request id for control frames; 0 otherwise.
+    public var tag: UInt64
+    /// Type-specific: the segment sequence number of a data frame.
+    public var aux: UInt64
+
+    public init(type: MessageType, flags: UInt16 = 0, length: UInt32, tag: UInt64 = 0, aux: UInt64 = 0) {
+        self.type = type
+        self.flags = flags
+        self.length = length
+        self.tag = tag
+        self.aux = aux
+    }
+
+    /// Appends the 28 header bytes to `buffer`.
+    public func write(to buffer: inout ByteBuffer) {
+        buffer.writeInteger(Self.magic)
+        buffer.writeInteger(Self.protocolVersion)
+        buffer.writeInteger(type.rawValue)
+        buffer.writeInteger(flags)
+        buffer.writeInteger(length)
+        buffer.writeInteger(tag)
+        buffer.writeInteger(aux)
+    }
+}
+
+/// Message types. Numbers are part of the wire protocol (docs/protocol.md); never reuse one.
+public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public var rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+
+    // Handshake (P2P, both directions): see Handshake.swift.
+    public static let hello = MessageType(rawValue: 1)
+    public static let challenge = MessageType(rawValue: 2)
+    public static let response = MessageType(rawValue: 3)
+    public static let accept = MessageType(rawValue: 4)
+    public static let reject = MessageType(rawValue: 5)
+
+    /// Bulk collective payload. Streamed to the receiver in fragments, never buffered whole.
+    public static let data = MessageType(rawValue: 16)
+    /// Collective control (outcome votes, aborts): small, buffered whole.
+    public static let collectiveControl = MessageType(rawValue: 17)
+
+    /// Membership and coordination messages (small, buffered whole).
+    public static let control = MessageType(rawValue: 32)
+
+    public var isHandshake: Bool { (1...5).contains(rawValue) }
+    public var isStreamed: Bool { self == .data }
+
+    public var description: String {
+        switch self {
+        case .hello: "hello"
+        case .challenge: "challenge"
+        case .response: "response"
+        case .accept: "accept"
+        case .reject: "reject"
+        case .data: "data"
+        case .collectiveControl: "collective-control"
+        case .control: "control"
+        default: "type(\(rawValue))"
+        }
+    }
+
+    static let known: Set<UInt8> = [1, 2, 3, 4, 5, 16, 17, 32]
+}

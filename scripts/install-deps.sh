@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the system libraries peernode links against, only when one is missing.
+# Called by the README's commands and by .ci/run; safe to run again.
+set -euo pipefail
+need=()
+for p in libopenblas-dev libzstd-dev libssl-dev pkg-config; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+if ((${#need[@]})); then
+  SUDO=()
+  if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || { echo "install-deps: need root or sudo to install: ${need[*]}" >&2; exit 1; }
+    SUDO=(sudo)
+  fi
+  echo "install-deps: apt-get install ${need[*]}" >&2
+  "${SUDO[@]}" apt-get update -qq
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
+fi
