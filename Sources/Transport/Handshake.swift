@@ -1,0 +1,179 @@
+import NIOCore
+
+/// What a connection is for, declared by the dialer and authenticated with the key.
+public struct ConnectionPurpose: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public var rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+    /// Collective data from the left ring neighbour.
+    public static let ring = ConnectionPurpose(rawValue: 1)
+    /// Membership and coordination traffic.
+    public static let control = ConnectionPurpose(rawValue: 2)
+    /// Shared-state downloads.
+    public static let stateTransfer = ConnectionPurpose(rawValue: 3)
+    public var description: String {
+        switch self {
+        case .ring: "ring"
+        case .control: "control"
+        case .stateTransfer: "state-transfer"
+        default: "purpose(\(rawValue))"
+        }
+    }
+}
+
+/// Who is on the other end, once both sides have proven the key.
+public struct HandshakeResult: Sendable, Hashable {
+    public var remoteId: UInt64
+    public var purpose: ConnectionPurpose
+    /// Opaque bytes the dialer attached to its hello (e.g. its listening address).
+    public var info: [UInt8]
+}
+
+public struct HandshakeError: Error, Hashable, CustomStringConvertible {
+    public enum Code: UInt8, Sendable { case badKey = 1, versionMismatch = 2, protocolViolation = 3, timeout = 4, refused = 5 }
+    public var code: Code
+    public var message: String
+    public var description: String { message }
+}
+
+/// The connection handshake as a value type: events in, actions out (no I/O here).
+///
+/// ```
+/// dialer                                   acceptor
+///   hello     id_d, purpose, nonce_d, info  ->
+///          <-  challenge id_a, nonce_a, HMAC(k, "peernode/1 acceptor" | nonce_d | nonce_a | id_a | id_d)
+///   response  HMAC(k, "peernode/1 dialer" | nonce_d | nonce_a | id_d | id_a | purpose)  ->
+///          <-  accept  (or reject: code u8, UTF-8 reason)
+/// ```
+/// Both sides contribute a fresh 32-byte nonce, so neither MAC can be replayed, and the acceptor
+/// proves the key first, so a dialer never reveals a MAC to an impostor.
+struct HandshakeStateMachine {
+    enum Role { case dialer(ConnectionPurpose, info: [UInt8]), acceptor }
+
+    struct Step {
+        var send: (MessageType, [UInt8])?
+        var outcome: Outcome?
+    }
+    enum Outcome {
+        case authenticated(HandshakeResult)
+        case failed(HandshakeError)
+    }
+
+    private enum State {
+        case idle
+        case dialerAwaitingChallenge(nonce: [UInt8])
+        case dialerAwaitingAccept(HandshakeResult)
+        case acceptorAwaitingHello
+        case acceptorAwaitingResponse(HandshakeResult, nonceD: [UInt8], nonceA: [UInt8])
+        case done
+    }
+
+    static let nonceSize = 32
+    static let macSize = 32
+    static let maxInfo = 512
+
+    private let role: Role
+    private let localId: UInt64
+    private let key: ClusterKey
+    private var state: State = .idle
+
+    init(role: Role, localId: UInt64, key: ClusterKey) {
+        self.role = role
+        self.localId = localId
+        self.key = key
+        if case .acceptor = role { state = .acceptorAwaitingHello }
+    }
+
+    /// The dialer speaks first.
+    mutating func start() -> Step {
+        guard case .dialer(let purpose, let info) = role, case .idle = state else { return Step() }
+        let nonce = randomBytes(Self.nonceSize)
+        state = .dialerAwaitingChallenge(nonce: nonce)
+        var payload = be(localId) + [purpose.rawValue] + nonce
+        payload += be16(UInt16(min(info.count, Self.maxInfo))) + info.prefix(Self.maxInfo)
+        return Step(send: (.hello, payload))
+    }
+
+    mutating func receive(_ type: MessageType, _ payload: ByteBuffer) -> Step {
+        var p = payload
+        switch (state, type) {
+        case (_, .reject):
+            state = .done
+            let code = p.readInteger(as: UInt8.self).flatMap(HandshakeError.Code.init(rawValue:)) ?? .refused
+            let reason = p.readString(length: min(p.readableBytes, 1024)) ?? ""
+            return fail(code, "refused by peer: \(reason)", reject: false)
+
+        case (.acceptorAwaitingHello, .hello):
+            guard let dialerId = p.readInteger(as: UInt64.self),
+                  let purpose = p.readInteger(as: UInt8.self),
+                  let nonceD = p.readBytes(length: Self.nonceSize),
+                  let infoLength = p.readInteger(as: UInt16.self), Int(infoLength) <= Self.maxInfo,
+                  let info = p.readBytes(length: Int(infoLength)), p.readableBytes == 0
+            else { return fail(.protocolViolation, "malformed hello") }
+            let nonceA = randomBytes(Self.nonceSize)
+            let result = HandshakeResult(remoteId: dialerId, purpose: ConnectionPurpose(rawValue: purpose), info: info)
+            state = .acceptorAwaitingResponse(result, nonceD: nonceD, nonceA: nonceA)
+            let proof = key.mac(Array("peernode/1 acceptor".utf8), nonceD, nonceA, be(localId), be(dialerId))
+            return Step(send: (.challenge, be(localId) + nonceA + proof))
+
+        case (.dialerAwaitingChallenge(let nonceD), .challenge):
+            guard case .dialer(let purpose, let info) = role,
+                  let acceptorId = p.readInteger(as: UInt64.self),
+                  let nonceA = p.readBytes(length: Self.nonceSize),
+                  let proof = p.readBytes(length: Self.macSize), p.readableBytes == 0
+            else { return fail(.protocolViolation, "malformed challenge") }
+            let expected = key.mac(Array("peernode/1 acceptor".utf8), nonceD, nonceA, be(acceptorId), be(localId))
+            guard constantTimeEqual(proof, expected) else {
+                return fail(.badKey, "peer \(hex(acceptorId)) failed the cluster key check (different cluster key?)")
+            }
+            state = .dialerAwaitingAccept(HandshakeResult(remoteId: acceptorId, purpose: purpose, info: info))
+            let answer = key.mac(Array("peernode/1 dialer".utf8), nonceD, nonceA, be(localId), be(acceptorId),
+                                 [purpose.rawValue])
+            return Step(send: (.response, answer))
+
+        case (.acceptorAwaitingResponse(let result, let nonceD, let nonceA), .response):
+            guard let answer = p.readBytes(length: Self.macSize), p.readableBytes == 0 else {
+                return fail(.protocolViolation, "malformed response")
+            }
+            let expected = key.mac(Array("peernode/1 dialer".utf8), nonceD, nonceA, be(result.remoteId), be(localId),
+                                   [result.purpose.rawValue])
+            guard constantTimeEqual(answer, expected) else {
+                return fail(.badKey, "peer \(hex(result.remoteId)) failed the cluster key check (different cluster key?)")
+            }
+            state = .done
+            return Step(send: (.accept, []), outcome: .authenticated(result))
+
+        case (.dialerAwaitingAccept(let result), .accept):
+            guard p.readableBytes == 0 else { return fail(.protocolViolation, "malformed accept") }
+            state = .done
+            return Step(outcome: .authenticated(result))
+
+        default:
+            return fail(.protocolViolation, "unexpected \(type) frame during the handshake")
+        }
+    }
+
+    /// A failure the other side should hear about gets a reject frame before the close.
+    private mutating func fail(_ code: HandshakeError.Code, _ message: String, reject: Bool = true) -> Step {
+        state = .done
+        let send: (MessageType, [UInt8])? = reject ? (.reject, [code.rawValue] + Array(rejectReason(code).utf8)) : nil
+        return Step(send: send, outcome: .failed(HandshakeError(code: code, message: message)))
+    }
+
+    private func rejectReason(_ code: HandshakeError.Code) -> String {
+        switch code {
+        case .badKey: "authentication failed: wrong cluster key"
+        case .versionMismatch: "protocol version mismatch (this node speaks v\(FrameHeader.protocolVersion))"
+        case .protocolViolation: "protocol violation during the handshake"
+        case .timeout: "handshake timed out"
+        case .refused: "refused"
+        }
+    }
+}
+
+func be(_ v: UInt64) -> [UInt8] { withUnsafeBytes(of: v.bigEndian) { Array($0) } }
+func be16(_ v: UInt16) -> [UInt8] { withUnsafeBytes(of: v.bigEndian) { Array($0) } }
+/// Peer ids are shown as 16 hex digits everywhere (logs, status page).
+public func hex(_ id: UInt64) -> String {
+    let s = String(id, radix: 16)
+    return String(repeating: "0", count: 16 - s.count) + s
+}
