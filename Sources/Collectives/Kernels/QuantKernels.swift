@@ -1,0 +1,449 @@
+#if _endian(big)
+#error("QuantKernels assumes a little-endian host")
+#endif
+
+/// Block quantization of f32 data to 8-bit codes, for the wire. Byte-exact layouts, rounding
+/// rules and error bounds are in docs/kernels.md; in short, per block of ``blockSize`` elements
+/// (the last block may be shorter):
+///
+/// - `int8MinMax`: f32 `lo`, f32 `step` (little-endian bit patterns), then one `UInt8` code per
+///   element; `x' = lo + Float(code) * step`.
+/// - `int8ZeroPoint`: f32 `scale`, f32 `zeroPoint` (an integer 0...255), then one code per
+///   element; `x' = (Float(code) - zeroPoint) * scale`. Zero decodes to exactly `+0`.
+///
+/// Encoding (exact, so that every peer produces the same bytes):
+/// - `int8MinMax`: `lo`/`hi` = block min/max; `step = (hi - lo) / 255`; `inv = 1 / step`
+///   (`inv = 0` when `step == 0`); `code = clamp(RNE((x - lo) * inv), 0, 255)`.
+/// - `int8ZeroPoint`: `lo' = min(lo, 0)`, `hi' = max(hi, 0)`, `scale = (hi' - lo') / 255`,
+///   `zeroPoint = clamp(RNE(-lo' / scale), 0, 255)` (0 when `scale == 0`), `inv = 1 / scale`
+///   (0 when `scale == 0`); `code = clamp(RNE((x * inv) + zeroPoint), 0, 255)`.
+/// - When `1 / step` (or `1 / scale`) overflows (a range below about 3e-36), the code is
+///   computed with a division, `(x - lo) / step` (or `x / scale`), instead of the product.
+/// - Every operation is a single IEEE f32 operation rounded to nearest-even; no fused
+///   multiply-add. The rounding `RNE` is done by adding 1.5·2²³ and keeping the low byte.
+///
+/// Non-finite input: a block that contains a NaN or an infinity, or whose range `hi − lo`
+/// (`hi' − lo'` for zero-point) is 2¹²⁷ or more, is encoded as a *poisoned* block: header
+/// `NaN, NaN` (min-max) or `NaN, 0` (zero-point), with NaN = `0x7FC00000`, and all codes 0.
+/// Every element of a poisoned block decodes to NaN, so a NaN or infinity is never silently
+/// turned into a finite value, and damage stays within its block.
+///
+/// Decoding is bit-identical on every IEEE platform: plain `+`, `-`, `*` only.
+public enum QuantKernels {
+    /// Elements per block. Part of the wire format.
+    public static let blockSize = 256
+    /// Bytes of header per block (two f32).
+    public static let headerSize = 8
+
+    /// 1.5 · 2²³: adding it to a value in [0, 255] rounds to an integer in the low mantissa bits.
+    @usableFromInline static let magic: Float = 12_582_912.0
+    /// The canonical quiet NaN written into poisoned block headers.
+    public static let poisonNaN = Float(bitPattern: 0x7FC0_0000)
+    /// Ranges at or beyond this are treated like non-finite input (poisoned block).
+    public static let maxRange: Float = 0x1p127
+
+    // MARK: - Sizes
+
+    /// Number of blocks for `count` elements.
+    public static func blockCount(_ count: Int) -> Int { (count &+ blockSize &- 1) / blockSize }
+
+    /// Bytes of the encoding of `count` f32 elements.
+    public static func encodedSize(count: Int, mode: Quantization) -> Int {
+        precondition(count >= 0, "negative count")
+        switch mode {
+        case .none: return count &* 4
+        case .int8MinMax, .int8ZeroPoint: return blockCount(count) &* headerSize &+ count
+        }
+    }
+
+    // MARK: - Public entry points
+
+    /// Encodes `count` floats from `src` into `dst`, which must hold `encodedSize(count:mode:)` bytes.
+    public static func quantize(
+        _ mode: Quantization, _ src: UnsafePointer<Float>, count: Int, into dst: UnsafeMutableRawPointer
+    ) {
+        precondition(count >= 0, "negative count")
+        if count == 0 { return }
+        switch mode {
+        case .none: dst.copyMemory(from: UnsafeRawPointer(src), byteCount: count &* 4)
+        case .int8MinMax: quantizeMinMax(src, count, dst)
+        case .int8ZeroPoint: quantizeZeroPoint(src, count, dst)
+        }
+    }
+
+    /// Decodes `count` floats from `src` (`encodedSize(count:mode:)` bytes) into `dst`.
+    public static func dequantize(
+        _ mode: Quantization, _ src: UnsafeRawPointer, count: Int, into dst: UnsafeMutablePointer<Float>
+    ) {
+        precondition(count >= 0, "negative count")
+        if count == 0 { return }
+        switch mode {
+        case .none: UnsafeMutableRawPointer(dst).copyMemory(from: src, byteCount: count &* 4)
+        case .int8MinMax: dequantizeMinMax(src, count, dst)
+        case .int8ZeroPoint: dequantizeZeroPoint(src, count, dst)
+        }
+    }
+
+    /// `dst[i] = addend[i] + dequantized[i]` in one pass (exactly the bits of `dequantize`
+    /// followed by an f32 add). `dst` may be `addend`.
+    public static func dequantizeAdd(
+        _ mode: Quantization, _ src: UnsafeRawPointer, count: Int,
+        adding addend: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>
+    ) {
+        precondition(count >= 0, "negative count")
+        if count == 0 { return }
+        switch mode {
+        case .none:
+            ReduceKernels.sumF32(UnsafeMutableRawPointer(dst), UnsafeRawPointer(addend), src, count)
+        case .int8MinMax: dequantizeAddMinMax(src, count, addend, dst)
+        case .int8ZeroPoint: dequantizeAddZeroPoint(src, count, addend, dst)
+        }
+    }
+
+    /// The largest `|x' − x|` for finite elements of a block whose minimum is `lo` and maximum is
+    /// `hi` (both finite): half a quantization step, plus float rounding in encoding and decoding.
+    /// Returns `.infinity` for blocks that would be poisoned, 0 for `.none`.
+    ///
+    /// Bound: `(0.5 + 2⁻¹⁰)·s + 2⁻²¹·M + 2⁻¹⁴¹`, where `s` is `step` (or `scale`) and `M` is the
+    /// largest magnitude of the (zero-extended, for zero-point) range ends.
+    public static func maxError(forBlockMin lo: Float, max hi: Float, mode: Quantization) -> Float {
+        switch mode {
+        case .none: return 0
+        case .int8MinMax:
+            guard let p = minMaxParams(lo: lo, hi: hi, allFinite: lo.isFinite && hi.isFinite) else {
+                return .infinity
+            }
+            return bound(p.step, Swift.max(abs(lo), abs(hi)))
+        case .int8ZeroPoint:
+            guard let p = zeroPointParams(lo: lo, hi: hi, allFinite: lo.isFinite && hi.isFinite) else {
+                return .infinity
+            }
+            let m = Swift.max(abs(Swift.min(lo, 0)), abs(Swift.max(hi, 0)))
+            return bound(p.scale, m)
+        }
+    }
+
+    static func bound(_ s: Float, _ m: Float) -> Float {
+        (0.5 + 0x1p-10) * s + 0x1p-21 * m + 0x1p-141
+    }
+
+    // MARK: - Block parameters
+
+    struct MinMaxParams {
+        var lo: Float, step: Float, inv: Float, useDivision: Bool
+    }
+
+    struct ZeroPointParams {
+        var scale: Float, zeroPoint: Float, inv: Float, useDivision: Bool
+    }
+
+    /// nil: poisoned block.
+    @inline(__always)
+    static func minMaxParams(lo: Float, hi: Float, allFinite: Bool) -> MinMaxParams? {
+        let range = hi - lo
+        guard allFinite, range < maxRange else { return nil }
+        let step = range / 255
+        if step == 0 { return MinMaxParams(lo: lo, step: 0, inv: 0, useDivision: false) }
+        let inv = 1 / step
+        return MinMaxParams(lo: lo, step: step, inv: inv, useDivision: !inv.isFinite)
+    }
+
+    /// nil: poisoned block.
+    @inline(__always)
+    static func zeroPointParams(lo: Float, hi: Float, allFinite: Bool) -> ZeroPointParams? {
+        let lo0: Float = lo < 0 ? lo : 0
+        let hi0: Float = hi > 0 ? hi : 0
+        let range = hi0 - lo0
+        guard allFinite, range < maxRange else { return nil }
+        let scale = range / 255
+        if scale == 0 { return ZeroPointParams(scale: 0, zeroPoint: 0, inv: 0, useDivision: false) }
+        let r = ((0 - lo0) / scale).rounded(.toNearestOrEven)
+        let zp: Float = r > 0 ? (r < 255 ? r : 255) : 0   // also maps -0 to +0
+        let inv = 1 / scale
+        return ZeroPointParams(scale: scale, zeroPoint: zp, inv: inv, useDivision: !inv.isFinite)
+    }
+
+    /// Block minimum and maximum (NaN ignored) and whether every element is finite.
+    /// `lo`/`hi` are found by compare-and-replace; the lane results are folded in lane order.
+    @inline(__always)
+    static func blockRange(_ p: UnsafeRawPointer, _ n: Int) -> (lo: Float, hi: Float, allFinite: Bool) {
+        var vlo = SIMD16<Float>(repeating: .infinity)
+        var vhi = SIMD16<Float>(repeating: -.infinity)
+        var acc = SIMD16<Float>.zero
+        var i = 0
+        while i &+ 16 <= n {
+            let v = p.loadUnaligned(fromByteOffset: i &* 4, as: SIMD16<Float>.self)
+            vlo.replace(with: v, where: v .< vlo)
+            vhi.replace(with: v, where: v .> vhi)
+            acc += v - v            // 0 for finite, NaN for NaN and ±inf; NaN is sticky
+            i &+= 16
+        }
+        var lo = Float.infinity, hi = -Float.infinity, fin: Float = 0
+        for k in 0..<16 {
+            if vlo[k] < lo { lo = vlo[k] }
+            if vhi[k] > hi { hi = vhi[k] }
+            fin += acc[k]
+        }
+        while i < n {
+            let x = p.loadUnaligned(fromByteOffset: i &* 4, as: Float.self)
+            if x < lo { lo = x }
+            if x > hi { hi = x }
+            fin += x - x
+            i &+= 1
+        }
+        return (lo, hi, fin == 0)
+    }
+
+    @inline(__always)
+    static func writeHeader(_ out: UnsafeMutableRawPointer, _ a: Float, _ b: Float) {
+        out.storeBytes(of: a.bitPattern.littleEndian, toByteOffset: 0, as: UInt32.self)
+        out.storeBytes(of: b.bitPattern.littleEndian, toByteOffset: 4, as: UInt32.self)
+    }
+
+    @inline(__always)
+    static func readHeader(_ p: UnsafeRawPointer) -> (Float, Float) {
+        (Float(bitPattern: UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 0, as: UInt32.self))),
+         Float(bitPattern: UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4, as: UInt32.self))))
+    }
+
+    @inline(__always)
+    static func writePoison(_ out: UnsafeMutableRawPointer, _ n: Int, second: Float) {
+        writeHeader(out, poisonNaN, second)
+        (out + headerSize).initializeMemory(as: UInt8.self, repeating: 0, count: n)
+    }
+
+    /// The low byte of a float in [magic, magic + 255].
+    @inline(__always)
+    static func lowByte(_ u: Float) -> UInt8 { UInt8(truncatingIfNeeded: u.bitPattern) }
+
+    // MARK: - int8 min-max
+
+    @inline(never)
+    static func quantizeMinMax(_ src: UnsafePointer<Float>, _ count: Int, _ dst: UnsafeMutableRawPointer) {
+        var start = 0
+        var out = dst
+        while start < count {
+            let n = Swift.min(blockSize, count &- start)
+            let p = UnsafeRawPointer(src + start)
+            let r = blockRange(p, n)
+            if let params = minMaxParams(lo: r.lo, hi: r.hi, allFinite: r.allFinite) {
+                writeHeader(out, params.lo, params.step)
+                if params.useDivision {
+                    encodeMinMaxDividing(p, n, params, out + headerSize)
+                } else {
+                    encodeMinMax(p, n, params, out + headerSize)
+                }
+            } else {
+                writePoison(out, n, second: poisonNaN)
+            }
+            out += headerSize &+ n
+            start &+= n
+        }
+    }
+
+    @inline(__always)
+    static func encodeMinMax(_ p: UnsafeRawPointer, _ n: Int, _ params: MinMaxParams, _ codes: UnsafeMutableRawPointer) {
+        let lo = params.lo, inv = params.inv, cap = magic + 255
+        let vlo = SIMD16<Float>(repeating: lo), vinv = SIMD16<Float>(repeating: inv)
+        let vmagic = SIMD16<Float>(repeating: magic), vcap = SIMD16<Float>(repeating: cap)
+        var i = 0
+        while i &+ 16 <= n {
+            let v = p.loadUnaligned(fromByteOffset: i &* 4, as: SIMD16<Float>.self)
+            let t = (v - vlo) * vinv
+            var u = t + vmagic
+            u.replace(with: vcap, where: u .> vcap)
+            let bits = unsafeBitCast(u, to: SIMD16<UInt32>.self)
+            codes.storeBytes(of: SIMD16<UInt8>(truncatingIfNeeded: bits), toByteOffset: i, as: SIMD16<UInt8>.self)
+            i &+= 16
+        }
+        while i < n {
+            let x = p.loadUnaligned(fromByteOffset: i &* 4, as: Float.self)
+            let t = (x - lo) * inv
+            var u = t + magic
+            if u > cap { u = cap }
+            codes.storeBytes(of: lowByte(u), toByteOffset: i, as: UInt8.self)
+            i &+= 1
+        }
+    }
+
+    /// Only for blocks whose `1 / step` overflows (range below about 3e-36).
+    @inline(never)
+    static func encodeMinMaxDividing(_ p: UnsafeRawPointer, _ n: Int, _ params: MinMaxParams, _ codes: UnsafeMutableRawPointer) {
+        let cap = magic + 255
+        for i in 0..<n {
+            let x = p.loadUnaligned(fromByteOffset: i &* 4, as: Float.self)
+            let t = (x - params.lo) / params.step
+            var u = t + magic
+            if u > cap { u = cap }
+            codes.storeBytes(of: lowByte(u), toByteOffset: i, as: UInt8.self)
+        }
+    }
+
+    @inline(__always)
+    static func decodeMinMaxBlock(
+        _ blk: UnsafeRawPointer, _ n: Int, _ out: UnsafeMutableRawPointer, _ addend: UnsafeRawPointer?
+    ) {
+        let (lo, step) = readHeader(blk)
+        let codes = blk + headerSize
+        let vlo = SIMD16<Float>(repeating: lo), vstep = SIMD16<Float>(repeating: step)
+        var i = 0
+        while i &+ 16 <= n {
+            let c = codes.loadUnaligned(fromByteOffset: i, as: SIMD16<UInt8>.self)
+            let f = SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: c))
+            var y = vlo + f * vstep
+            if let addend { y = addend.loadUnaligned(fromByteOffset: i &* 4, as: SIMD16<Float>.self) + y }
+            out.storeBytes(of: y, toByteOffset: i &* 4, as: SIMD16<Float>.self)
+            i &+= 16
+        }
+        while i < n {
+            let c = codes.load(fromByteOffset: i, as: UInt8.self)
+            var y = lo + Float(c) * step
+            if let addend { y = addend.loadUnaligned(fromByteOffset: i &* 4, as: Float.self) + y }
+            out.storeBytes(of: y, toByteOffset: i &* 4, as: Float.self)
+            i &+= 1
+        }
+    }
+
+    @inline(never)
+    static func dequantizeMinMax(_ src: UnsafeRawPointer, _ count: Int, _ dst: UnsafeMutablePointer<Float>) {
+        var start = 0
+        var blk = src
+        while start < count {
+            let n = Swift.min(blockSize, count &- start)
+            decodeMinMaxBlock(blk, n, UnsafeMutableRawPointer(dst + start), nil)
+            blk += headerSize &+ n
+            start &+= n
+        }
+    }
+
+    @inline(never)
+    static func dequantizeAddMinMax(
+        _ src: UnsafeRawPointer, _ count: Int, _ addend: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>
+    ) {
+        var start = 0
+        var blk = src
+        while start < count {
+            let n = Swift.min(blockSize, count &- start)
+            decodeMinMaxBlock(blk, n, UnsafeMutableRawPointer(dst + start), UnsafeRawPointer(addend + start))
+            blk += headerSize &+ n
+            start &+= n
+        }
+    }
+
+    // MARK: - int8 zero-point
+
+    @inline(never)
+    static func quantizeZeroPoint(_ src: UnsafePointer<Float>, _ count: Int, _ dst: UnsafeMutableRawPointer) {
+        var start = 0
+        var out = dst
+        while start < count {
+            let n = Swift.min(blockSize, count &- start)
+            let p = UnsafeRawPointer(src + start)
+            let r = blockRange(p, n)
+            if let params = zeroPointParams(lo: r.lo, hi: r.hi, allFinite: r.allFinite) {
+                writeHeader(out, params.scale, params.zeroPoint)
+                if params.useDivision {
+                    encodeZeroPointDividing(p, n, params, out + headerSize)
+                } else {
+                    encodeZeroPoint(p, n, params, out + headerSize)
+                }
+            } else {
+                writePoison(out, n, second: 0)
+            }
+            out += headerSize &+ n
+            start &+= n
+        }
+    }
+
+    @inline(__always)
+    static func encodeZeroPoint(_ p: UnsafeRawPointer, _ n: Int, _ params: ZeroPointParams, _ codes: UnsafeMutableRawPointer) {
+        let inv = params.inv, base = magic + params.zeroPoint, cap = magic + 255
+        let vinv = SIMD16<Float>(repeating: inv), vbase = SIMD16<Float>(repeating: base)
+        let vfloor = SIMD16<Float>(repeating: magic), vcap = SIMD16<Float>(repeating: cap)
+        var i = 0
+        while i &+ 16 <= n {
+            let v = p.loadUnaligned(fromByteOffset: i &* 4, as: SIMD16<Float>.self)
+            let t = v * vinv
+            var u = t + vbase
+            u.replace(with: vfloor, where: u .< vfloor)
+            u.replace(with: vcap, where: u .> vcap)
+            let bits = unsafeBitCast(u, to: SIMD16<UInt32>.self)
+            codes.storeBytes(of: SIMD16<UInt8>(truncatingIfNeeded: bits), toByteOffset: i, as: SIMD16<UInt8>.self)
+            i &+= 16
+        }
+        while i < n {
+            let x = p.loadUnaligned(fromByteOffset: i &* 4, as: Float.self)
+            let t = x * inv
+            var u = t + base
+            if u < magic { u = magic }
+            if u > cap { u = cap }
+            codes.storeBytes(of: lowByte(u), toByteOffset: i, as: UInt8.self)
+            i &+= 1
+        }
+    }
+
+    /// Only for blocks whose `1 / scale` overflows (range below about 7e-36).
+    @inline(never)
+    static func encodeZeroPointDividing(_ p: UnsafeRawPointer, _ n: Int, _ params: ZeroPointParams, _ codes: UnsafeMutableRawPointer) {
+        let base = magic + params.zeroPoint, cap = magic + 255
+        for i in 0..<n {
+            let x = p.loadUnaligned(fromByteOffset: i &* 4, as: Float.self)
+            let t = x / params.scale
+            var u = t + base
+            if u < magic { u = magic }
+            if u > cap { u = cap }
+            codes.storeBytes(of: lowByte(u), toByteOffset: i, as: UInt8.self)
+        }
+    }
+
+    @inline(__always)
+    static func decodeZeroPointBlock(
+        _ blk: UnsafeRawPointer, _ n: Int, _ out: UnsafeMutableRawPointer, _ addend: UnsafeRawPointer?
+    ) {
+        let (scale, zp) = readHeader(blk)
+        let codes = blk + headerSize
+        let vscale = SIMD16<Float>(repeating: scale), vzp = SIMD16<Float>(repeating: zp)
+        var i = 0
+        while i &+ 16 <= n {
+            let c = codes.loadUnaligned(fromByteOffset: i, as: SIMD16<UInt8>.self)
+            let f = SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: c))
+            var y = (f - vzp) * vscale
+            if let addend { y = addend.loadUnaligned(fromByteOffset: i &* 4, as: SIMD16<Float>.self) + y }
+            out.storeBytes(of: y, toByteOffset: i &* 4, as: SIMD16<Float>.self)
+            i &+= 16
+        }
+        while i < n {
+            let c = codes.load(fromByteOffset: i, as: UInt8.self)
+            var y = (Float(c) - zp) * scale
+            if let addend { y = addend.loadUnaligned(fromByteOffset: i &* 4, as: Float.self) + y }
+            out.storeBytes(of: y, toByteOffset: i &* 4, as: Float.self)
+            i &+= 1
+        }
+    }
+
+    @inline(never)
+    static func dequantizeZeroPoint(_ src: UnsafeRawPointer, _ count: Int, _ dst: UnsafeMutablePointer<Float>) {
+        var start = 0
+        var blk = src
+        while start < count {
+            let n = Swift.min(blockSize, count &- start)
+            decodeZeroPointBlock(blk, n, UnsafeMutableRawPointer(dst + start), nil)
+            blk += headerSize &+ n
+            start &+= n
+        }
+    }
+
+    @inline(never)
+    static func dequantizeAddZeroPoint(
+        _ src: UnsafeRawPointer, _ count: Int, _ addend: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>
+    ) {
+        var start = 0
+        var blk = src
+        while start < count {
+            let n = Swift.min(blockSize, count &- start)
+            decodeZeroPointBlock(blk, n, UnsafeMutableRawPointer(dst + start), UnsafeRawPointer(addend + start))
+            blk += headerSize &+ n
+            start &+= n
+        }
+    }
+}
