@@ -37,6 +37,11 @@ public final class TransportNode: Sendable {
         self.logger = logger
     }
 
+    /// Event loops for transports, so that layers above need not import NIOPosix.
+    public static func makeEventLoopGroup(threads: Int) -> any EventLoopGroup {
+        MultiThreadedEventLoopGroup(numberOfThreads: threads)
+    }
+
     /// A listening socket; `port` is the one the OS chose when 0 was asked for.
     public struct Listener: Sendable {
         public let channel: any Channel

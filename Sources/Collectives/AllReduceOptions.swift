@@ -1,0 +1,43 @@
+import NIOCore
+
+/// Per-call settings of an all-reduce (gloo's `AllreduceOptions` shape).
+public struct AllReduceOptions: Sendable {
+    /// Tells concurrent collectives apart. Must be equal on every peer for one call and unique
+    /// among the collectives running at the same time; may be reused once a call has returned.
+    public var tag: UInt64
+    public var op: ReduceOp
+    /// Ignored for integer types, which are always sent exactly.
+    public var quantization: Quantization
+    public var timeout: TimeAmount
+    /// Bytes of input per pipelined segment; must be equal on every peer. Tests shrink it to
+    /// reach multi-segment paths with small buffers.
+    public var segmentBytes: Int
+
+    public init(tag: UInt64 = 0, op: ReduceOp = .sum, quantization: Quantization = .none,
+                timeout: TimeAmount = .seconds(60), segmentBytes: Int = 1 << 20) {
+        self.tag = tag
+        self.op = op
+        self.quantization = quantization
+        self.timeout = timeout
+        self.segmentBytes = segmentBytes
+    }
+}
+
+/// Why a collective did not complete. In every case the caller's buffer is as it was.
+public struct CollectiveError: Error, Hashable, CustomStringConvertible {
+    public enum Code: Hashable, Sendable {
+        /// A member died or left: retry after the next topology update.
+        case membershipChanged
+        case timedOut
+        /// A neighbour sent something that does not fit the plan (different options?).
+        case protocolViolation
+        case invalidArgument
+        /// The communicator has no ring (not connected, or shut down).
+        case notConnected
+    }
+    public var code: Code
+    public var message: String
+    public var description: String { "collective aborted (\(code)): \(message)" }
+
+    public static func aborted(_ message: String) -> CollectiveError { .init(code: .membershipChanged, message: message) }
+}

@@ -1,0 +1,238 @@
+import Collectives
+import NIOCore
+import PeerTestSupport
+import Testing
+
+/// Small integers: every partial sum and product is exact in every type, so the ring's
+/// order of operations cannot hide behind rounding and results compare bit for bit.
+private func value(_ op: ReduceOp, rank r: Int, index i: Int, type: DType) -> Double {
+    switch op {
+    case .sum, .avg: return Double((r * 3 + i * 5) % 13) - (type == .u8 ? 0 : 4)
+    case .min, .max: return Double((r * 7 + i * 3) % 11) - (type == .u8 ? 0 : 5)
+    case .prod: return (i + r) % 3 == 0 ? 2 : 1
+    }
+}
+
+private func encode(_ values: [Double], _ type: DType) -> [UInt8] {
+    var out: [UInt8] = []
+    out.reserveCapacity(values.count * type.size)
+    func append<T>(_ x: T) { withUnsafeBytes(of: x) { out += $0 } }
+    for v in values {
+        switch type {
+        case .f32: append(Float(v))
+        case .f64: append(v)
+        case .f16: append(Float16(Float(v)))
+        case .bf16: append(ReduceKernels.floatToBF16(Float(v)))
+        case .i32: append(Int32(v))
+        case .i64: append(Int64(v))
+        case .u8: append(UInt8(v))
+        }
+    }
+    return out
+}
+
+/// The closed form, computed apart from the ring: fold over ranks, then avg's one division.
+private func expected(_ op: ReduceOp, _ type: DType, n: Int, count: Int) -> [UInt8] {
+    var out: [UInt8] = []
+    for i in 0..<count {
+        let xs = (0..<n).map { value(op, rank: $0, index: i, type: type) }
+        let folded: Double = switch op {
+        case .sum, .avg: xs.reduce(0, +)
+        case .min: xs.min()!
+        case .max: xs.max()!
+        case .prod: xs.reduce(1, *)
+        }
+        guard op == .avg else {
+            out += encode([folded], type)
+            continue
+        }
+        func append<T>(_ x: T) { withUnsafeBytes(of: x) { out += $0 } }
+        switch type {
+        case .f32: append(Float(folded) / Float(n))
+        case .f64: append(folded / Double(n))
+        case .f16: append(Float16(Float(folded) / Float(n)))
+        case .bf16: append(ReduceKernels.floatToBF16(Float(folded) / Float(n)))
+        case .i32: append(Int32(folded) / Int32(n))
+        case .i64: append(Int64(folded) / Int64(n))
+        case .u8: append(UInt8(folded) / UInt8(n))
+        }
+    }
+    return out
+}
+
+private func run(_ peer: Communicator, _ input: [UInt8], _ type: DType, _ options: AllReduceOptions) async throws -> [UInt8] {
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(input.count, 1), alignment: 64)
+    defer { buffer.deallocate() }
+    let view = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<input.count])
+    view.copyBytes(from: input)
+    try await peer.allReduce(view, type: type, options: options)
+    return Array(view)
+}
+
+@Test(arguments: [1, 2, 3, 4, 5, 8])
+func everyOpAndTypeMatchesTheClosedFormOnEveryPeer(n: Int) async throws {
+    try await withCluster(size: n) { peers in
+        var tag: UInt64 = 0
+        for type in DType.allCases {
+            for op in ReduceOp.allCases {
+                for count in Set([0, 1, max(n - 1, 0), n, 37 * n + 3]).sorted() {
+                    tag += 1
+                    // 64-byte segments: every chunk of more than a few elements spans many frames.
+                    let options = AllReduceOptions(tag: tag, op: op, segmentBytes: 64)
+                    let results = try await onEveryPeer(peers) { rank, peer in
+                        let input = encode((0..<count).map { value(op, rank: rank, index: $0, type: type) }, type)
+                        return try await run(peer, input, type, options)
+                    }
+                    let want = expected(op, type, n: n, count: count)
+                    for (rank, got) in results.enumerated() {
+                        #expect(got == want, "n=\(n) \(type) \(op) count=\(count) rank=\(rank)")
+                    }
+                }
+            }
+        }
+    }
+}
+
+@Test(arguments: [2, 3, 4])
+func largeBuffersWithDefaultAndOddSegmentSizes(n: Int) async throws {
+    try await withCluster(size: n) { peers in
+        let count = 250_007
+        for (tag, segment) in [(UInt64(1), 1 << 20), (2, 40_000), (3, 4096)] {
+            let options = AllReduceOptions(tag: tag, op: .sum, segmentBytes: segment)
+            let results = try await onEveryPeer(peers) { rank, peer in
+                var values = (0..<count).map { Float(value(.sum, rank: rank, index: $0, type: .f32)) }
+                try await peer.allReduce(&values, options: options)
+                return values
+            }
+            let want = (0..<count).map { i in Float((0..<n).map { value(.sum, rank: $0, index: i, type: .f32) }.reduce(0, +)) }
+            for got in results { #expect(got == want) }
+        }
+    }
+}
+
+/// Random data (never constant: constant blocks would hide parity bugs).
+private func randomFloats(_ count: Int, seed: UInt64, scale: Float = 1) -> [Float] {
+    var rng = SplitMix64(seed: seed)
+    return (0..<count).map { _ in Float.random(in: -scale...scale, using: &rng) }
+}
+
+@Test(arguments: [2, 3, 5], [Quantization.int8MinMax, .int8ZeroPoint])
+func quantizedResultsAreBitIdenticalAndWithinTheBound(n: Int, mode: Quantization) async throws {
+    try await withCluster(size: n) { peers in
+        let count = 70_001
+        for (tag, op) in [(UInt64(1), ReduceOp.sum), (2, .avg)] {
+            let options = AllReduceOptions(tag: tag, op: op, quantization: mode, segmentBytes: 32 << 10)
+            let inputs = (0..<n).map { randomFloats(count, seed: UInt64($0 + 1) * 77) }
+            let results = try await onEveryPeer(peers) { rank, peer in
+                var values = inputs[rank]
+                try await peer.allReduce(&values, options: options)
+                return values
+            }
+            // Bit-parity: every peer holds the same bytes.
+            for r in 1..<n { #expect(results[r].map(\.bitPattern) == results[0].map(\.bitPattern)) }
+            // Each of the n quantizations on a value's path (n − 1 hops, then the owner's) errs by
+            // at most half a step of its block; a partial sum of k inputs in [−1, 1] spans at most 2k.
+            var bound = (1...n).reduce(Float(0)) { $0 + Float(2 * $1) / 255 / 2 } * 1.001 + 1e-5
+            if op == .avg { bound /= Float(n) }
+            var worst: Float = 0
+            for i in 0..<count {
+                var exact = (0..<n).reduce(0.0) { $0 + Double(inputs[$1][i]) }
+                if op == .avg { exact /= Double(n) }
+                worst = max(worst, abs(Float(exact) - results[0][i]))
+            }
+            #expect(worst <= bound, "worst error \(worst) > bound \(bound)")
+            #expect(worst > 0, "int8 quantization cannot be exact on random data")
+        }
+    }
+}
+
+@Test func quantizedOtherFloatTypesStayInParity() async throws {
+    try await withCluster(size: 3) { peers in
+        for (tag, type) in [(UInt64(1), DType.f16), (2, .bf16), (3, .f64)] {
+            let options = AllReduceOptions(tag: tag, op: .sum, quantization: .int8MinMax, segmentBytes: 4096)
+            let results = try await onEveryPeer(peers) { rank, peer in
+                let input = encode(randomFloats(5000, seed: UInt64(rank) + 9).map(Double.init), type)
+                return try await run(peer, input, type, options)
+            }
+            #expect(results[1] == results[0] && results[2] == results[0], "\(type)")
+        }
+    }
+}
+
+@Test func concurrentCollectivesWithDifferentTagsStartedInDifferentOrders() async throws {
+    try await withCluster(size: 3) { peers in
+        let sizes: [UInt64: Int] = [11: 100_000, 12: 3_001, 13: 50_000]
+        let results = try await onEveryPeer(peers) { rank, peer in
+            // Each peer starts the three collectives in its own order.
+            let order: [UInt64] = rank == 0 ? [11, 12, 13] : rank == 1 ? [13, 12, 11] : [12, 11, 13]
+            return try await withThrowingTaskGroup(of: (UInt64, [Float]).self) { group in
+                for tag in order {
+                    group.addTask {
+                        var values = (0..<sizes[tag]!).map { Float(($0 + rank + Int(tag)) % 9) }
+                        try await peer.allReduce(&values, options: AllReduceOptions(tag: tag, op: .max, segmentBytes: 8192))
+                        return (tag, values)
+                    }
+                    try await Task.sleep(for: .milliseconds(rank * 5))
+                }
+                var out: [UInt64: [Float]] = [:]
+                for try await (tag, values) in group { out[tag] = values }
+                return out
+            }
+        }
+        for tag in sizes.keys {
+            let want = (0..<sizes[tag]!).map { i in (0..<3).map { Float((i + $0 + Int(tag)) % 9) }.max()! }
+            for r in 0..<3 { #expect(results[r][tag] == want, "tag \(tag) rank \(r)") }
+        }
+    }
+}
+
+@Test func aPeerThatLeavesAbortsTheCollectiveAndLeavesInputsUntouched() async throws {
+    try await withCluster(size: 3) { peers in
+        let count = 400_000
+        let outcomes = try await onEveryPeer(peers) { rank, peer -> (Bool, Bool) in
+            if rank == 2 {
+                try await Task.sleep(for: .milliseconds(100))
+                await peer.shutdown()
+                return (false, true)
+            }
+            let original = (0..<count).map { Float($0 % 1000) + Float(rank) }
+            var values = original
+            do {
+                try await peer.allReduce(&values, options: AllReduceOptions(tag: 5, timeout: .seconds(20)))
+                return (false, values == original)
+            } catch let error as CollectiveError {
+                return (error.code == .membershipChanged, values == original)
+            }
+        }
+        #expect(outcomes[0] == (true, true))
+        #expect(outcomes[1] == (true, true))
+        // A broken ring refuses further collectives until it is formed again.
+        var values: [Float] = [1]
+        await #expect(throws: CollectiveError.self) { try await peers[0].allReduce(&values, options: AllReduceOptions(tag: 6)) }
+    }
+}
+
+@Test func reusingARunningTagIsRefused() async throws {
+    try await withCluster(size: 2) { peers in
+        let errors = try await onEveryPeer(peers) { rank, peer -> Int in
+            guard rank == 0 else { return 0 }
+            return try await withThrowingTaskGroup(of: Int.self) { group in
+                for _ in 0..<2 {
+                    group.addTask {
+                        var values = [Float](repeating: 1, count: 1000)
+                        do {
+                            try await peer.allReduce(&values, options: AllReduceOptions(tag: 1, timeout: .milliseconds(300)))
+                            return 0
+                        } catch let error as CollectiveError where error.code == .invalidArgument {
+                            return 1
+                        } catch {
+                            return 0
+                        }
+                    }
+                }
+                return try await group.reduce(0, +)
+            }
+        }
+        #expect(errors[0] == 1)
+    }
+}
