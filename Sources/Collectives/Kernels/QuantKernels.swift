@@ -165,25 +165,24 @@ public enum QuantKernels {
 
     /// Block minimum and maximum (NaN ignored) and whether every element is finite.
     /// `lo`/`hi` are found by compare-and-replace; the lane results are folded in lane order.
-    @inline(__always)
+    @inline(never)
     static func blockRange(_ p: UnsafeRawPointer, _ n: Int) -> (lo: Float, hi: Float, allFinite: Bool) {
-        var vlo = SIMD16<Float>(repeating: .infinity)
-        var vhi = SIMD16<Float>(repeating: -.infinity)
-        var acc = SIMD16<Float>.zero
-        var i = 0
-        while i &+ 16 <= n {
-            let v = p.loadUnaligned(fromByteOffset: i &* 4, as: SIMD16<Float>.self)
-            vlo.replace(with: v, where: v .< vlo)
-            vhi.replace(with: v, where: v .> vhi)
-            acc += v - v            // 0 for finite, NaN for NaN and ±inf; NaN is sticky
-            i &+= 16
-        }
-        var lo = Float.infinity, hi = -Float.infinity, fin: Float = 0
-        for k in 0..<16 {
-            if vlo[k] < lo { lo = vlo[k] }
-            if vhi[k] > hi { hi = vhi[k] }
-            fin += acc[k]
-        }
+        let (vlo, vhi, acc) = vectorRange(p, n)
+        // Fold the lanes as a fixed tree (16 -> 8 -> 4 -> 2 -> 1), keeping the first operand on ties.
+        var lo8 = vlo.lowHalf, hi8 = vhi.lowHalf
+        lo8.replace(with: vlo.highHalf, where: vlo.highHalf .< lo8)
+        hi8.replace(with: vhi.highHalf, where: vhi.highHalf .> hi8)
+        var lo4 = lo8.lowHalf, hi4 = hi8.lowHalf
+        lo4.replace(with: lo8.highHalf, where: lo8.highHalf .< lo4)
+        hi4.replace(with: hi8.highHalf, where: hi8.highHalf .> hi4)
+        var lo2 = lo4.lowHalf, hi2 = hi4.lowHalf
+        lo2.replace(with: lo4.highHalf, where: lo4.highHalf .< lo2)
+        hi2.replace(with: hi4.highHalf, where: hi4.highHalf .> hi2)
+        var lo = lo2[0], hi = hi2[0]
+        if lo2[1] < lo { lo = lo2[1] }
+        if hi2[1] > hi { hi = hi2[1] }
+        var fin = (acc[0] + acc[1]) + (acc[2] + acc[3])
+        var i = n & ~15
         while i < n {
             let x = p.loadUnaligned(fromByteOffset: i &* 4, as: Float.self)
             if x < lo { lo = x }
@@ -192,6 +191,26 @@ public enum QuantKernels {
             i &+= 1
         }
         return (lo, hi, fin == 0)
+    }
+
+    /// Lane-wise min, max and non-finite detector (0 or NaN) over the first `n & ~15` elements.
+    @inline(never)
+    static func vectorRange(_ p: UnsafeRawPointer, _ n: Int) -> (SIMD16<Float>, SIMD16<Float>, SIMD4<Float>) {
+        var vlo = SIMD16<Float>(repeating: .infinity)
+        var vhi = SIMD16<Float>(repeating: -.infinity)
+        var acc = SIMD4<Float>.zero
+        var i = 0
+        while i &+ 16 <= n {
+            let v = p.loadUnaligned(fromByteOffset: i &* 4, as: SIMD16<Float>.self)
+            vlo.replace(with: v, where: v .< vlo)
+            vhi.replace(with: v, where: v .> vhi)
+            // v - v is 0 for finite elements and NaN for NaN and ±inf; NaN is sticky. Folded into
+            // four lanes at once, which keeps the loop within the sixteen SSE registers.
+            let d = v - v
+            acc += (d.lowHalf.lowHalf + d.lowHalf.highHalf) + (d.highHalf.lowHalf + d.highHalf.highHalf)
+            i &+= 16
+        }
+        return (vlo, vhi, acc)
     }
 
     @inline(__always)
@@ -241,7 +260,7 @@ public enum QuantKernels {
         }
     }
 
-    @inline(__always)
+    @inline(never)
     static func encodeMinMax(_ p: UnsafeRawPointer, _ n: Int, _ params: MinMaxParams, _ codes: UnsafeMutableRawPointer) {
         let lo = params.lo, inv = params.inv, cap = magic + 255
         let vlo = SIMD16<Float>(repeating: lo), vinv = SIMD16<Float>(repeating: inv)
@@ -355,7 +374,7 @@ public enum QuantKernels {
         }
     }
 
-    @inline(__always)
+    @inline(never)
     static func encodeZeroPoint(_ p: UnsafeRawPointer, _ n: Int, _ params: ZeroPointParams, _ codes: UnsafeMutableRawPointer) {
         let inv = params.inv, base = magic + params.zeroPoint, cap = magic + 255
         let vinv = SIMD16<Float>(repeating: inv), vbase = SIMD16<Float>(repeating: base)
