@@ -17,7 +17,7 @@
 /// - `int8ZeroPoint`: `lo' = min(lo, 0)`, `hi' = max(hi, 0)`, `scale = (hi' - lo') / 255`,
 ///   `zeroPoint = clamp(RNE(-lo' / scale), 0, 255)` (0 when `scale == 0`), `inv = 1 / scale`
 ///   (0 when `scale == 0`); `code = clamp(RNE((x * inv) + zeroPoint), 0, 255)`.
-/// - When `1 / step` (or `1 / scale`) overflows (a range below about 3e-36), the code is
+/// - When `1 / step` (or `1 / scale`) overflows (a range below about 7.5e-37), the code is
 ///   computed with a division, `(x - lo) / step` (or `x / scale`), instead of the product.
 /// - Every operation is a single IEEE f32 operation rounded to nearest-even; no fused
 ///   multiply-add. The rounding `RNE` is done by adding 1.5·2²³ and keeping the low byte.
@@ -285,7 +285,7 @@ public enum QuantKernels {
         }
     }
 
-    /// Only for blocks whose `1 / step` overflows (range below about 3e-36).
+    /// Only for blocks whose `1 / step` overflows (range below about 7.5e-37).
     @inline(never)
     static func encodeMinMaxDividing(_ p: UnsafeRawPointer, _ n: Int, _ params: MinMaxParams, _ codes: UnsafeMutableRawPointer) {
         let cap = magic + 255
@@ -401,7 +401,7 @@ public enum QuantKernels {
         }
     }
 
-    /// Only for blocks whose `1 / scale` overflows (range below about 7e-36).
+    /// Only for blocks whose `1 / scale` overflows (range below about 7.5e-37).
     @inline(never)
     static func encodeZeroPointDividing(_ p: UnsafeRawPointer, _ n: Int, _ params: ZeroPointParams, _ codes: UnsafeMutableRawPointer) {
         let base = magic + params.zeroPoint, cap = magic + 255
