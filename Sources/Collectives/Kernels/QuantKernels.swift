@@ -157,7 +157,7 @@ public enum QuantKernels {
         guard allFinite, range < maxRange else { return nil }
         let scale = range / 255
         if scale == 0 { return ZeroPointParams(scale: 0, zeroPoint: 0, inv: 0, useDivision: false) }
-        let r = ((0 - lo0) / scale).rounded(.toNearestOrEven)
+        let r = (((0 - lo0) / scale) + magic) - magic       // RNE; the quotient is in [0, 256)
         let zp: Float = r > 0 ? (r < 255 ? r : 255) : 0   // also maps -0 to +0
         let inv = 1 / scale
         return ZeroPointParams(scale: scale, zeroPoint: zp, inv: inv, useDivision: !inv.isFinite)
@@ -168,21 +168,18 @@ public enum QuantKernels {
     @inline(never)
     static func blockRange(_ p: UnsafeRawPointer, _ n: Int) -> (lo: Float, hi: Float, allFinite: Bool) {
         let (vlo, vhi, acc) = vectorRange(p, n)
-        // Fold the lanes as a fixed tree (16 -> 8 -> 4 -> 2 -> 1), keeping the first operand on ties.
-        var lo8 = vlo.lowHalf, hi8 = vhi.lowHalf
-        lo8.replace(with: vlo.highHalf, where: vlo.highHalf .< lo8)
-        hi8.replace(with: vhi.highHalf, where: vhi.highHalf .> hi8)
-        var lo4 = lo8.lowHalf, hi4 = hi8.lowHalf
-        lo4.replace(with: lo8.highHalf, where: lo8.highHalf .< lo4)
-        hi4.replace(with: hi8.highHalf, where: hi8.highHalf .> hi4)
+        // Fold the lanes as a fixed tree (8 -> 4 -> 2 -> 1), keeping the first operand on ties.
+        var lo4 = vlo.lowHalf, hi4 = vhi.lowHalf
+        lo4.replace(with: vlo.highHalf, where: vlo.highHalf .< lo4)
+        hi4.replace(with: vhi.highHalf, where: vhi.highHalf .> hi4)
         var lo2 = lo4.lowHalf, hi2 = hi4.lowHalf
         lo2.replace(with: lo4.highHalf, where: lo4.highHalf .< lo2)
         hi2.replace(with: hi4.highHalf, where: hi4.highHalf .> hi2)
         var lo = lo2[0], hi = hi2[0]
         if lo2[1] < lo { lo = lo2[1] }
         if hi2[1] > hi { hi = hi2[1] }
-        var fin = (acc[0] + acc[1]) + (acc[2] + acc[3])
-        var i = n & ~15
+        var fin = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+        var i = n & ~7
         while i < n {
             let x = p.loadUnaligned(fromByteOffset: i &* 4, as: Float.self)
             if x < lo { lo = x }
@@ -193,22 +190,21 @@ public enum QuantKernels {
         return (lo, hi, fin == 0)
     }
 
-    /// Lane-wise min, max and non-finite detector (0 or NaN) over the first `n & ~15` elements.
+    /// Lane-wise min, max and non-finite detector over the first `n & ~7` elements. SIMD8, not
+    /// SIMD16: three SIMD16 accumulators plus the loaded vector need more than the sixteen SSE
+    /// registers, and the spills made this pass three times slower (measured).
     @inline(never)
-    static func vectorRange(_ p: UnsafeRawPointer, _ n: Int) -> (SIMD16<Float>, SIMD16<Float>, SIMD4<Float>) {
-        var vlo = SIMD16<Float>(repeating: .infinity)
-        var vhi = SIMD16<Float>(repeating: -.infinity)
-        var acc = SIMD4<Float>.zero
+    static func vectorRange(_ p: UnsafeRawPointer, _ n: Int) -> (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>) {
+        var vlo = SIMD8<Float>(repeating: .infinity)
+        var vhi = SIMD8<Float>(repeating: -.infinity)
+        var acc = SIMD8<Float>.zero
         var i = 0
-        while i &+ 16 <= n {
-            let v = p.loadUnaligned(fromByteOffset: i &* 4, as: SIMD16<Float>.self)
+        while i &+ 8 <= n {
+            let v = p.loadUnaligned(fromByteOffset: i &* 4, as: SIMD8<Float>.self)
             vlo.replace(with: v, where: v .< vlo)
             vhi.replace(with: v, where: v .> vhi)
-            // v - v is 0 for finite elements and NaN for NaN and ±inf; NaN is sticky. Folded into
-            // four lanes at once, which keeps the loop within the sixteen SSE registers.
-            let d = v - v
-            acc += (d.lowHalf.lowHalf + d.lowHalf.highHalf) + (d.highHalf.lowHalf + d.highHalf.highHalf)
-            i &+= 16
+            acc += v - v            // 0 for finite, NaN for NaN and ±inf; NaN is sticky
+            i &+= 8
         }
         return (vlo, vhi, acc)
     }
@@ -229,6 +225,28 @@ public enum QuantKernels {
     static func writePoison(_ out: UnsafeMutableRawPointer, _ n: Int, second: Float) {
         writeHeader(out, poisonNaN, second)
         (out + headerSize).initializeMemory(as: UInt8.self, repeating: 0, count: n)
+    }
+
+    /// The low byte of each lane. Written as a lane shuffle, which the optimizer lowers to
+    /// `pand` + `packuswb`; `SIMD16<UInt8>(truncatingIfNeeded:)` is an out-of-line call into the
+    /// standard library here, and the call forces every vector register to be spilled (measured).
+    @inline(__always)
+    static func narrow(_ u: SIMD16<UInt32>) -> SIMD16<UInt8> {
+        let b = unsafeBitCast(u, to: SIMD64<UInt8>.self)
+        return SIMD16<UInt8>(b[0], b[4], b[8], b[12], b[16], b[20], b[24], b[28],
+                             b[32], b[36], b[40], b[44], b[48], b[52], b[56], b[60])
+    }
+
+    /// `Float(code)` for 16 codes, exactly: the bits `0x4B000000 | code` are the float 2²³ + code,
+    /// and subtracting 2²³ is exact. (Avoids two out-of-line standard-library conversions.)
+    @inline(__always)
+    static func widen(_ c: SIMD16<UInt8>) -> SIMD16<Float> {
+        let w = SIMD16<UInt32>(
+            UInt32(c[0]), UInt32(c[1]), UInt32(c[2]), UInt32(c[3]),
+            UInt32(c[4]), UInt32(c[5]), UInt32(c[6]), UInt32(c[7]),
+            UInt32(c[8]), UInt32(c[9]), UInt32(c[10]), UInt32(c[11]),
+            UInt32(c[12]), UInt32(c[13]), UInt32(c[14]), UInt32(c[15]))
+        return unsafeBitCast(w | 0x4B00_0000, to: SIMD16<Float>.self) - 8_388_608
     }
 
     /// The low byte of a float in [magic, magic + 255].
@@ -272,7 +290,7 @@ public enum QuantKernels {
             var u = t + vmagic
             u.replace(with: vcap, where: u .> vcap)
             let bits = unsafeBitCast(u, to: SIMD16<UInt32>.self)
-            codes.storeBytes(of: SIMD16<UInt8>(truncatingIfNeeded: bits), toByteOffset: i, as: SIMD16<UInt8>.self)
+            codes.storeBytes(of: narrow(bits), toByteOffset: i, as: SIMD16<UInt8>.self)
             i &+= 16
         }
         while i < n {
@@ -308,7 +326,7 @@ public enum QuantKernels {
         var i = 0
         while i &+ 16 <= n {
             let c = codes.loadUnaligned(fromByteOffset: i, as: SIMD16<UInt8>.self)
-            let f = SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: c))
+            let f = widen(c)
             var y = vlo + f * vstep
             if let addend { y = addend.loadUnaligned(fromByteOffset: i &* 4, as: SIMD16<Float>.self) + y }
             out.storeBytes(of: y, toByteOffset: i &* 4, as: SIMD16<Float>.self)
@@ -387,7 +405,7 @@ public enum QuantKernels {
             u.replace(with: vfloor, where: u .< vfloor)
             u.replace(with: vcap, where: u .> vcap)
             let bits = unsafeBitCast(u, to: SIMD16<UInt32>.self)
-            codes.storeBytes(of: SIMD16<UInt8>(truncatingIfNeeded: bits), toByteOffset: i, as: SIMD16<UInt8>.self)
+            codes.storeBytes(of: narrow(bits), toByteOffset: i, as: SIMD16<UInt8>.self)
             i &+= 16
         }
         while i < n {
@@ -425,7 +443,7 @@ public enum QuantKernels {
         var i = 0
         while i &+ 16 <= n {
             let c = codes.loadUnaligned(fromByteOffset: i, as: SIMD16<UInt8>.self)
-            let f = SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: c))
+            let f = widen(c)
             var y = (f - vzp) * vscale
             if let addend { y = addend.loadUnaligned(fromByteOffset: i &* 4, as: SIMD16<Float>.self) + y }
             out.storeBytes(of: y, toByteOffset: i &* 4, as: SIMD16<Float>.self)
