@@ -178,19 +178,21 @@ public enum QuantKernels {
         var lo = lo2[0], hi = hi2[0]
         if lo2[1] < lo { lo = lo2[1] }
         if hi2[1] > hi { hi = hi2[1] }
-        var fin = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+        var sawNaN = false
+        for k in 0..<8 where acc[k].isNaN { sawNaN = true }
         var i = n & ~7
         while i < n {
             let x = p.loadUnaligned(fromByteOffset: i &* 4, as: Float.self)
             if x < lo { lo = x }
             if x > hi { hi = x }
-            fin += x - x
+            if x.isNaN { sawNaN = true }
             i &+= 1
         }
-        return (lo, hi, fin == 0)
+        // An infinite element makes lo or hi infinite; NaN elements never compare, the lane sums catch them.
+        return (lo, hi, !sawNaN && lo.isFinite && hi.isFinite)
     }
 
-    /// Lane-wise min, max and non-finite detector over the first `n & ~7` elements. SIMD8, not
+    /// Lane-wise min, max and NaN-detecting sums over the first `n & ~7` elements. SIMD8, not
     /// SIMD16: three SIMD16 accumulators plus the loaded vector need more than the sixteen SSE
     /// registers, and the spills made this pass three times slower (measured).
     @inline(never)
@@ -203,7 +205,10 @@ public enum QuantKernels {
             let v = p.loadUnaligned(fromByteOffset: i &* 4, as: SIMD8<Float>.self)
             vlo.replace(with: v, where: v .< vlo)
             vhi.replace(with: v, where: v .> vhi)
-            acc += v - v            // 0 for finite, NaN for NaN and ±inf; NaN is sticky
+            // Lane sums: NaN is sticky, so a NaN element leaves its lane NaN. Finite elements
+            // never make a lane NaN: a sum that overflows to ±inf stays there, since only an
+            // infinite element of the other sign could turn it into NaN (and that poisons anyway).
+            acc += v
             i &+= 8
         }
         return (vlo, vhi, acc)
