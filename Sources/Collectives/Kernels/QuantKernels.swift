@@ -178,8 +178,12 @@ public enum QuantKernels {
         var lo = lo2[0], hi = hi2[0]
         if lo2[1] < lo { lo = lo2[1] }
         if hi2[1] > hi { hi = hi2[1] }
-        var sawNaN = false
-        for k in 0..<8 where acc[k].isNaN { sawNaN = true }
+        // Which lanes are NaN, as 0/1 values (summing the lanes themselves could turn +inf and
+        // -inf into NaN); a vector compare instead of a lane loop, which went through memory.
+        var flag = SIMD8<Float>.zero
+        flag.replace(with: 1, where: acc .!= acc)
+        let flag4 = flag.lowHalf + flag.highHalf
+        var sawNaN = (flag4[0] + flag4[1]) + (flag4[2] + flag4[3]) > 0
         var i = n & ~7
         while i < n {
             let x = p.loadUnaligned(fromByteOffset: i &* 4, as: Float.self)
@@ -195,7 +199,7 @@ public enum QuantKernels {
     /// Lane-wise min, max and NaN-detecting sums over the first `n & ~7` elements. SIMD8, not
     /// SIMD16: three SIMD16 accumulators plus the loaded vector need more than the sixteen SSE
     /// registers, and the spills made this pass three times slower (measured).
-    @inline(never)
+    @inline(__always)
     static func vectorRange(_ p: UnsafeRawPointer, _ n: Int) -> (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>) {
         var vlo = SIMD8<Float>(repeating: .infinity)
         var vhi = SIMD8<Float>(repeating: -.infinity)
