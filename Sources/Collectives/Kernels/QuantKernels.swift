@@ -17,7 +17,7 @@
 /// - `int8ZeroPoint`: `lo' = min(lo, 0)`, `hi' = max(hi, 0)`, `scale = (hi' - lo') / 255`,
 ///   `zeroPoint = clamp(RNE(-lo' / scale), 0, 255)` (0 when `scale == 0`), `inv = 1 / scale`
 ///   (0 when `scale == 0`); `code = clamp(RNE((x * inv) + zeroPoint), 0, 255)`.
-/// - When `1 / step` (or `1 / scale`) overflows (a range below about 3e-36), the code is
+/// - When `1 / step` (or `1 / scale`) overflows (a range below about 7.5e-37), the code is
 ///   computed with a division, `(x - lo) / step` (or `x / scale`), instead of the product.
 /// - Every operation is a single IEEE f32 operation rounded to nearest-even; no fused
 ///   multiply-add. The rounding `RNE` is done by adding 1.5·2²³ and keeping the low byte.
@@ -157,7 +157,7 @@ public enum QuantKernels {
         guard allFinite, range < maxRange else { return nil }
         let scale = range / 255
         if scale == 0 { return ZeroPointParams(scale: 0, zeroPoint: 0, inv: 0, useDivision: false) }
-        let r = ((0 - lo0) / scale).rounded(.toNearestOrEven)
+        let r = (((0 - lo0) / scale) + magic) - magic       // RNE; the quotient is in [0, 256)
         let zp: Float = r > 0 ? (r < 255 ? r : 255) : 0   // also maps -0 to +0
         let inv = 1 / scale
         return ZeroPointParams(scale: scale, zeroPoint: zp, inv: inv, useDivision: !inv.isFinite)
@@ -165,33 +165,57 @@ public enum QuantKernels {
 
     /// Block minimum and maximum (NaN ignored) and whether every element is finite.
     /// `lo`/`hi` are found by compare-and-replace; the lane results are folded in lane order.
-    @inline(__always)
+    @inline(never)
     static func blockRange(_ p: UnsafeRawPointer, _ n: Int) -> (lo: Float, hi: Float, allFinite: Bool) {
-        var vlo = SIMD16<Float>(repeating: .infinity)
-        var vhi = SIMD16<Float>(repeating: -.infinity)
-        var acc = SIMD16<Float>.zero
-        var i = 0
-        while i &+ 16 <= n {
-            let v = p.loadUnaligned(fromByteOffset: i &* 4, as: SIMD16<Float>.self)
-            vlo.replace(with: v, where: v .< vlo)
-            vhi.replace(with: v, where: v .> vhi)
-            acc += v - v            // 0 for finite, NaN for NaN and ±inf; NaN is sticky
-            i &+= 16
-        }
-        var lo = Float.infinity, hi = -Float.infinity, fin: Float = 0
-        for k in 0..<16 {
-            if vlo[k] < lo { lo = vlo[k] }
-            if vhi[k] > hi { hi = vhi[k] }
-            fin += acc[k]
-        }
+        let (vlo, vhi, acc) = vectorRange(p, n)
+        // Fold the lanes as a fixed tree (8 -> 4 -> 2 -> 1), keeping the first operand on ties.
+        var lo4 = vlo.lowHalf, hi4 = vhi.lowHalf
+        lo4.replace(with: vlo.highHalf, where: vlo.highHalf .< lo4)
+        hi4.replace(with: vhi.highHalf, where: vhi.highHalf .> hi4)
+        var lo2 = lo4.lowHalf, hi2 = hi4.lowHalf
+        lo2.replace(with: lo4.highHalf, where: lo4.highHalf .< lo2)
+        hi2.replace(with: hi4.highHalf, where: hi4.highHalf .> hi2)
+        var lo = lo2[0], hi = hi2[0]
+        if lo2[1] < lo { lo = lo2[1] }
+        if hi2[1] > hi { hi = hi2[1] }
+        // Which lanes are NaN, as 0/1 values (summing the lanes themselves could turn +inf and
+        // -inf into NaN); a vector compare instead of a lane loop, which went through memory.
+        var flag = SIMD8<Float>.zero
+        flag.replace(with: 1, where: acc .!= acc)
+        let flag4 = flag.lowHalf + flag.highHalf
+        var sawNaN = (flag4[0] + flag4[1]) + (flag4[2] + flag4[3]) > 0
+        var i = n & ~7
         while i < n {
             let x = p.loadUnaligned(fromByteOffset: i &* 4, as: Float.self)
             if x < lo { lo = x }
             if x > hi { hi = x }
-            fin += x - x
+            if x.isNaN { sawNaN = true }
             i &+= 1
         }
-        return (lo, hi, fin == 0)
+        // An infinite element makes lo or hi infinite; NaN elements never compare, the lane sums catch them.
+        return (lo, hi, !sawNaN && lo.isFinite && hi.isFinite)
+    }
+
+    /// Lane-wise min, max and NaN-detecting sums over the first `n & ~7` elements. SIMD8, not
+    /// SIMD16: three SIMD16 accumulators plus the loaded vector need more than the sixteen SSE
+    /// registers, and the spills made this pass three times slower (measured).
+    @inline(__always)
+    static func vectorRange(_ p: UnsafeRawPointer, _ n: Int) -> (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>) {
+        var vlo = SIMD8<Float>(repeating: .infinity)
+        var vhi = SIMD8<Float>(repeating: -.infinity)
+        var acc = SIMD8<Float>.zero
+        var i = 0
+        while i &+ 8 <= n {
+            let v = p.loadUnaligned(fromByteOffset: i &* 4, as: SIMD8<Float>.self)
+            vlo.replace(with: v, where: v .< vlo)
+            vhi.replace(with: v, where: v .> vhi)
+            // Lane sums: NaN is sticky, so a NaN element leaves its lane NaN. Finite elements
+            // never make a lane NaN: a sum that overflows to ±inf stays there, since only an
+            // infinite element of the other sign could turn it into NaN (and that poisons anyway).
+            acc += v
+            i &+= 8
+        }
+        return (vlo, vhi, acc)
     }
 
     @inline(__always)
@@ -210,6 +234,28 @@ public enum QuantKernels {
     static func writePoison(_ out: UnsafeMutableRawPointer, _ n: Int, second: Float) {
         writeHeader(out, poisonNaN, second)
         (out + headerSize).initializeMemory(as: UInt8.self, repeating: 0, count: n)
+    }
+
+    /// The low byte of each lane. Written as a lane shuffle, which the optimizer lowers to
+    /// `pand` + `packuswb`; `SIMD16<UInt8>(truncatingIfNeeded:)` is an out-of-line call into the
+    /// standard library here, and the call forces every vector register to be spilled (measured).
+    @inline(__always)
+    static func narrow(_ u: SIMD16<UInt32>) -> SIMD16<UInt8> {
+        let b = unsafeBitCast(u, to: SIMD64<UInt8>.self)
+        return SIMD16<UInt8>(b[0], b[4], b[8], b[12], b[16], b[20], b[24], b[28],
+                             b[32], b[36], b[40], b[44], b[48], b[52], b[56], b[60])
+    }
+
+    /// `Float(code)` for 16 codes, exactly: the bits `0x4B000000 | code` are the float 2²³ + code,
+    /// and subtracting 2²³ is exact. (Avoids two out-of-line standard-library conversions.)
+    @inline(__always)
+    static func widen(_ c: SIMD16<UInt8>) -> SIMD16<Float> {
+        let w = SIMD16<UInt32>(
+            UInt32(c[0]), UInt32(c[1]), UInt32(c[2]), UInt32(c[3]),
+            UInt32(c[4]), UInt32(c[5]), UInt32(c[6]), UInt32(c[7]),
+            UInt32(c[8]), UInt32(c[9]), UInt32(c[10]), UInt32(c[11]),
+            UInt32(c[12]), UInt32(c[13]), UInt32(c[14]), UInt32(c[15]))
+        return unsafeBitCast(w | 0x4B00_0000, to: SIMD16<Float>.self) - 8_388_608
     }
 
     /// The low byte of a float in [magic, magic + 255].
@@ -241,7 +287,7 @@ public enum QuantKernels {
         }
     }
 
-    @inline(__always)
+    @inline(never)
     static func encodeMinMax(_ p: UnsafeRawPointer, _ n: Int, _ params: MinMaxParams, _ codes: UnsafeMutableRawPointer) {
         let lo = params.lo, inv = params.inv, cap = magic + 255
         let vlo = SIMD16<Float>(repeating: lo), vinv = SIMD16<Float>(repeating: inv)
@@ -253,7 +299,7 @@ public enum QuantKernels {
             var u = t + vmagic
             u.replace(with: vcap, where: u .> vcap)
             let bits = unsafeBitCast(u, to: SIMD16<UInt32>.self)
-            codes.storeBytes(of: SIMD16<UInt8>(truncatingIfNeeded: bits), toByteOffset: i, as: SIMD16<UInt8>.self)
+            codes.storeBytes(of: narrow(bits), toByteOffset: i, as: SIMD16<UInt8>.self)
             i &+= 16
         }
         while i < n {
@@ -266,7 +312,7 @@ public enum QuantKernels {
         }
     }
 
-    /// Only for blocks whose `1 / step` overflows (range below about 3e-36).
+    /// Only for blocks whose `1 / step` overflows (range below about 7.5e-37).
     @inline(never)
     static func encodeMinMaxDividing(_ p: UnsafeRawPointer, _ n: Int, _ params: MinMaxParams, _ codes: UnsafeMutableRawPointer) {
         let cap = magic + 255
@@ -289,7 +335,7 @@ public enum QuantKernels {
         var i = 0
         while i &+ 16 <= n {
             let c = codes.loadUnaligned(fromByteOffset: i, as: SIMD16<UInt8>.self)
-            let f = SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: c))
+            let f = widen(c)
             var y = vlo + f * vstep
             if let addend { y = addend.loadUnaligned(fromByteOffset: i &* 4, as: SIMD16<Float>.self) + y }
             out.storeBytes(of: y, toByteOffset: i &* 4, as: SIMD16<Float>.self)
@@ -355,7 +401,7 @@ public enum QuantKernels {
         }
     }
 
-    @inline(__always)
+    @inline(never)
     static func encodeZeroPoint(_ p: UnsafeRawPointer, _ n: Int, _ params: ZeroPointParams, _ codes: UnsafeMutableRawPointer) {
         let inv = params.inv, base = magic + params.zeroPoint, cap = magic + 255
         let vinv = SIMD16<Float>(repeating: inv), vbase = SIMD16<Float>(repeating: base)
@@ -368,7 +414,7 @@ public enum QuantKernels {
             u.replace(with: vfloor, where: u .< vfloor)
             u.replace(with: vcap, where: u .> vcap)
             let bits = unsafeBitCast(u, to: SIMD16<UInt32>.self)
-            codes.storeBytes(of: SIMD16<UInt8>(truncatingIfNeeded: bits), toByteOffset: i, as: SIMD16<UInt8>.self)
+            codes.storeBytes(of: narrow(bits), toByteOffset: i, as: SIMD16<UInt8>.self)
             i &+= 16
         }
         while i < n {
@@ -382,7 +428,7 @@ public enum QuantKernels {
         }
     }
 
-    /// Only for blocks whose `1 / scale` overflows (range below about 7e-36).
+    /// Only for blocks whose `1 / scale` overflows (range below about 7.5e-37).
     @inline(never)
     static func encodeZeroPointDividing(_ p: UnsafeRawPointer, _ n: Int, _ params: ZeroPointParams, _ codes: UnsafeMutableRawPointer) {
         let base = magic + params.zeroPoint, cap = magic + 255
@@ -406,7 +452,7 @@ public enum QuantKernels {
         var i = 0
         while i &+ 16 <= n {
             let c = codes.loadUnaligned(fromByteOffset: i, as: SIMD16<UInt8>.self)
-            let f = SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: c))
+            let f = widen(c)
             var y = (f - vzp) * vscale
             if let addend { y = addend.loadUnaligned(fromByteOffset: i &* 4, as: SIMD16<Float>.self) + y }
             out.storeBytes(of: y, toByteOffset: i &* 4, as: SIMD16<Float>.self)

@@ -148,20 +148,46 @@ public enum ReduceKernels {
 
     @inline(never)
     static func minF32(_ d: UnsafeMutableRawPointer, _ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ n: Int) {
-        map2(d, a, b, n, SIMD16<Float>.self, { x, y in
-            var r = x
-            r.replace(with: y, where: (y .< x) .| (y .!= y))
-            return r
-        }, { x, y in (y < x || y.isNaN) ? y : x })
+        // Written out (not through map2): the closure form was not inlined into the loop.
+        var i = 0
+        while i &+ 16 <= n {
+            let off = i &* 4
+            var x = a.loadUnaligned(fromByteOffset: off, as: SIMD16<Float>.self)
+            let y = b.loadUnaligned(fromByteOffset: off, as: SIMD16<Float>.self)
+            x.replace(with: y, where: y .< x)
+            x.replace(with: y, where: y .!= y)
+            d.storeBytes(of: x, toByteOffset: off, as: SIMD16<Float>.self)
+            i &+= 16
+        }
+        while i < n {
+            let off = i &* 4
+            let x = a.loadUnaligned(fromByteOffset: off, as: Float.self)
+            let y = b.loadUnaligned(fromByteOffset: off, as: Float.self)
+            d.storeBytes(of: (y < x || y.isNaN) ? y : x, toByteOffset: off, as: Float.self)
+            i &+= 1
+        }
     }
 
     @inline(never)
     static func maxF32(_ d: UnsafeMutableRawPointer, _ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ n: Int) {
-        map2(d, a, b, n, SIMD16<Float>.self, { x, y in
-            var r = x
-            r.replace(with: y, where: (y .> x) .| (y .!= y))
-            return r
-        }, { x, y in (y > x || y.isNaN) ? y : x })
+        // Written out (not through map2): the closure form was not inlined into the loop.
+        var i = 0
+        while i &+ 16 <= n {
+            let off = i &* 4
+            var x = a.loadUnaligned(fromByteOffset: off, as: SIMD16<Float>.self)
+            let y = b.loadUnaligned(fromByteOffset: off, as: SIMD16<Float>.self)
+            x.replace(with: y, where: y .> x)
+            x.replace(with: y, where: y .!= y)
+            d.storeBytes(of: x, toByteOffset: off, as: SIMD16<Float>.self)
+            i &+= 16
+        }
+        while i < n {
+            let off = i &* 4
+            let x = a.loadUnaligned(fromByteOffset: off, as: Float.self)
+            let y = b.loadUnaligned(fromByteOffset: off, as: Float.self)
+            d.storeBytes(of: (y > x || y.isNaN) ? y : x, toByteOffset: off, as: Float.self)
+            i &+= 1
+        }
     }
 
     @inline(never)
@@ -196,20 +222,44 @@ public enum ReduceKernels {
 
     @inline(never)
     static func minF64(_ d: UnsafeMutableRawPointer, _ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ n: Int) {
-        map2(d, a, b, n, SIMD8<Double>.self, { x, y in
-            var r = x
-            r.replace(with: y, where: (y .< x) .| (y .!= y))
-            return r
-        }, { x, y in (y < x || y.isNaN) ? y : x })
+        var i = 0
+        while i &+ 8 <= n {
+            let off = i &* 8
+            var x = a.loadUnaligned(fromByteOffset: off, as: SIMD8<Double>.self)
+            let y = b.loadUnaligned(fromByteOffset: off, as: SIMD8<Double>.self)
+            x.replace(with: y, where: y .< x)
+            x.replace(with: y, where: y .!= y)
+            d.storeBytes(of: x, toByteOffset: off, as: SIMD8<Double>.self)
+            i &+= 8
+        }
+        while i < n {
+            let off = i &* 8
+            let x = a.loadUnaligned(fromByteOffset: off, as: Double.self)
+            let y = b.loadUnaligned(fromByteOffset: off, as: Double.self)
+            d.storeBytes(of: (y < x || y.isNaN) ? y : x, toByteOffset: off, as: Double.self)
+            i &+= 1
+        }
     }
 
     @inline(never)
     static func maxF64(_ d: UnsafeMutableRawPointer, _ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ n: Int) {
-        map2(d, a, b, n, SIMD8<Double>.self, { x, y in
-            var r = x
-            r.replace(with: y, where: (y .> x) .| (y .!= y))
-            return r
-        }, { x, y in (y > x || y.isNaN) ? y : x })
+        var i = 0
+        while i &+ 8 <= n {
+            let off = i &* 8
+            var x = a.loadUnaligned(fromByteOffset: off, as: SIMD8<Double>.self)
+            let y = b.loadUnaligned(fromByteOffset: off, as: SIMD8<Double>.self)
+            x.replace(with: y, where: y .> x)
+            x.replace(with: y, where: y .!= y)
+            d.storeBytes(of: x, toByteOffset: off, as: SIMD8<Double>.self)
+            i &+= 8
+        }
+        while i < n {
+            let off = i &* 8
+            let x = a.loadUnaligned(fromByteOffset: off, as: Double.self)
+            let y = b.loadUnaligned(fromByteOffset: off, as: Double.self)
+            d.storeBytes(of: (y > x || y.isNaN) ? y : x, toByteOffset: off, as: Double.self)
+            i &+= 1
+        }
     }
 
     @inline(never)

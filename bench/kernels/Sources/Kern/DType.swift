@@ -1,0 +1,1 @@
+../../../../Sources/Collectives/Kernels/DType.swift

@@ -1,0 +1,1 @@
+../../../../Sources/Collectives/Kernels/ReduceKernels.swift
