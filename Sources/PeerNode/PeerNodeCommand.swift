@@ -6,5 +6,5 @@ struct PeerNodeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "peernode",
         abstract: "A decentralized, fault-tolerant training cluster over plain TCP.",
-        subcommands: [])
+        subcommands: [Bench.self])
 }

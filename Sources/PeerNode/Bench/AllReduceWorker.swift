@@ -1,0 +1,105 @@
+import ArgumentParser
+import Collectives
+import Foundation
+import Logging
+import Transport
+
+extension WorkerSettings {
+    static func quantization(_ name: String) -> Quantization? {
+        switch name {
+        case "none": Quantization.none
+        case "int8": .int8MinMax
+        case "int8-zp": .int8ZeroPoint
+        default: nil
+        }
+    }
+}
+
+/// One rank of `peernode bench allreduce` (started by it; not for direct use).
+struct AllReduceWorker: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "allreduce-worker", abstract: "One rank of `bench allreduce`.", shouldDisplay: false)
+
+    @Option var rank: Int
+    @Option var peers: Int
+    @Option(name: .customLong("size-mib"), parsing: .upToNextOption) var sizes: [Double]
+    @Option var reps: Int
+    @Option var quant: String
+    @Option(name: .customLong("segment-kib")) var segmentKiB: Int
+
+    func run() async throws {
+        var logger = Logger(label: "peernode.bench")
+        logger.logLevel = .warning
+        let key = try ClusterKey.load(file: nil)
+        let communicator = Communicator(localId: UInt64(rank + 1), key: key, logger: logger)
+        let port = try await communicator.listen(host: "127.0.0.1", port: 0)
+        print("port \(port)")
+        fflush(nil)
+        guard let line = readLine(), line.hasPrefix("view ") else { throw BenchError("no view on stdin") }
+        let ports = line.dropFirst(5).split(separator: " ").compactMap { Int($0) }
+        let view = RingView(epoch: 1, members: ports.enumerated().map {
+            PeerEndpoint(id: UInt64($0.offset + 1), host: "127.0.0.1", port: $0.element)
+        })
+        try await communicator.connect(view: view)
+        let quantization = WorkerSettings.quantization(quant)!
+        var barrierTag: UInt64 = 1 << 40
+        func barrier() async throws {
+            var one: [Float] = [0]
+            barrierTag += 1
+            try await communicator.allReduce(&one, options: AllReduceOptions(tag: barrierTag))
+        }
+
+        for size in sizes {
+            let count = Int(size * 1_048_576) / 4
+            let input = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(count, 1))
+            let output = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(count, 1))
+            defer { input.deallocate(); output.deallocate() }
+            for i in 0..<count { input[i] = value(rank: rank, index: i, quantized: quantization != .none) }
+            output.initialize(repeating: 0)
+            let options = AllReduceOptions(tag: 1, op: .sum, quantization: quantization, timeout: .seconds(300),
+                                           segmentBytes: segmentKiB << 10)
+            let inBytes = UnsafeRawBufferPointer(UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(input)[0..<(count * 4)]))
+            let outBytes = UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(output)[0..<(count * 4)])
+            var times: [Double] = []
+            for rep in 0...reps {
+                try await barrier()
+                let start = DispatchTime.now().uptimeNanoseconds
+                try await communicator.allReduce(input: inBytes, output: outBytes, type: .f32, options: options)
+                let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
+                if rep > 0 { times.append(elapsed) }
+            }
+            let digest = Digest.of(UnsafeRawBufferPointer(outBytes))
+            let ok = check(output, count: count, quantized: quantization != .none)
+            print("result size_mib=\(size) times_ms=\(times.map { String(format: "%.4f", $0) }.joined(separator: ",")) digest=\(digest) check=\(ok ? "ok" : "fail")")
+            fflush(nil)
+        }
+        try await barrier()
+        await communicator.shutdown()
+    }
+
+    /// Exact data for the unquantized run (rank + 1, as the MPI reference); pseudo-random data
+    /// in [−1, 1] for the quantized one, computable per index so that any rank can check.
+    private func value(rank: Int, index: Int, quantized: Bool) -> Float {
+        guard quantized else { return Float(rank + 1) }
+        var z = UInt64(rank) << 40 ^ UInt64(index) &+ 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        z ^= z >> 31
+        return Float(z >> 40) / Float(1 << 23) - 1
+    }
+
+    private func check(_ output: UnsafeMutableBufferPointer<Float>, count: Int, quantized: Bool) -> Bool {
+        if !quantized {
+            let want = Float(peers * (peers + 1) / 2)
+            for i in 0..<count where output[i] != want { return false }
+            return true
+        }
+        // n quantizations on each value's path, each within half a step of a range ≤ 2k.
+        let bound = (1...peers).reduce(Float(0)) { $0 + Float($1) / 255 } * 1.01 + 1e-5
+        for i in stride(from: 0, to: count, by: 61) {
+            let exact = (0..<peers).reduce(Float(0)) { $0 + value(rank: $1, index: i, quantized: true) }
+            if abs(exact - output[i]) > bound { return false }
+        }
+        return true
+    }
+}

@@ -1,0 +1,11 @@
+import ArgumentParser
+
+extension PeerNodeCommand {
+    /// `peernode bench ...`: benchmarks a user can run on their own machines.
+    struct Bench: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "bench",
+            abstract: "Measure peernode on this machine.",
+            subcommands: [AllReduceBench.self, AllReduceWorker.self])
+    }
+}
