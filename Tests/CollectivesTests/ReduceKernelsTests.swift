@@ -252,3 +252,33 @@ func combineIntegers(op: ReduceOp) {
     dbl.withUnsafeBytes { s in fl.withUnsafeMutableBufferPointer { ReduceKernels.toFloat(.f64, s.baseAddress!, count: 3, into: $0.baseAddress!) } }
     #expect(fl == [Float(0.1), -.infinity, 2])
 }
+
+/// The vector bf16 rounding (16 at a time) agrees with the independent scalar rule, including
+/// ties, overflow to infinity, subnormals and NaN.
+@Test func bf16VectorRoundingMatchesScalar() {
+    var bits: [UInt32] = [0x3F80_8000, 0x3F81_8000, 0xBF80_8000, 0x7F7F_FFFF, 0xFF7F_FFFF, 0x0000_8000,
+                          0x0001_8000, 0x7FC0_0001, 0xFFA0_0000, 0x7F80_0000, 0x8000_0000, 0x3F80_7FFF]
+    var rng = SplitMix64(seed: 99)
+    while bits.count < 100 { bits.append(UInt32(truncatingIfNeeded: rng.next())) }
+    let values = bits.map { Float(bitPattern: $0) }
+    var out = [UInt16](repeating: 0, count: values.count)
+    values.withUnsafeBufferPointer { src in
+        out.withUnsafeMutableBytes { ReduceKernels.fromFloat(.bf16, src.baseAddress!, count: values.count, into: $0.baseAddress!) }
+    }
+    for (i, v) in values.enumerated() {
+        if v.isNaN {
+            #expect(out[i] == UInt16(bits[i] >> 16) | 0x0040, "NaN keeps sign and top payload, quiet bit set")
+        } else {
+            #expect(out[i] == refBF16(v), "bf16(\(v)) = \(String(out[i], radix: 16)), want \(String(refBF16(v), radix: 16))")
+        }
+    }
+    // Combine through the vector path (32 elements) equals the scalar path (one at a time).
+    let a = Array(out[0..<32]), b = Array(out[32..<64])
+    for op in ReduceOp.allCases {
+        let (whole, _) = run(op, .bf16, a, b)
+        for i in 0..<32 {
+            let (one, _) = run(op, .bf16, [a[i]], [b[i]])
+            #expect(whole[i] == one[0], "\(op) bf16 lane \(i)")
+        }
+    }
+}

@@ -300,6 +300,27 @@ public enum ReduceKernels {
     @inline(never)
     static func combineBF16(_ op: ReduceOp, _ d: UnsafeMutableRawPointer, _ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ n: Int) {
         var i = 0
+        while i &+ 16 <= n {
+            let off = i &* 2
+            let x = widenBF16(a.loadUnaligned(fromByteOffset: off, as: SIMD16<UInt16>.self))
+            var y = widenBF16(b.loadUnaligned(fromByteOffset: off, as: SIMD16<UInt16>.self))
+            switch op {
+            case .sum, .avg: y = x + y
+            case .prod: y = x * y
+            case .min:
+                var r = x
+                r.replace(with: y, where: y .< x)
+                r.replace(with: y, where: y .!= y)
+                y = r
+            case .max:
+                var r = x
+                r.replace(with: y, where: y .> x)
+                r.replace(with: y, where: y .!= y)
+                y = r
+            }
+            d.storeBytes(of: roundBF16(y), toByteOffset: off, as: SIMD16<UInt16>.self)
+            i &+= 16
+        }
         while i < n {
             let off = i &* 2
             let x = bf16ToFloat(a.loadUnaligned(fromByteOffset: off, as: UInt16.self))
@@ -307,6 +328,29 @@ public enum ReduceKernels {
             d.storeBytes(of: floatToBF16(floatOp(op, x, y)), toByteOffset: off, as: UInt16.self)
             i &+= 1
         }
+    }
+
+    /// 16 bf16 values to `Float`, exactly (`bits << 16`), with the widening written as a lane
+    /// shuffle (the standard-library conversion is an out-of-line call here).
+    @inline(__always)
+    static func widenBF16(_ h: SIMD16<UInt16>) -> SIMD16<Float> {
+        let w = SIMD16<UInt32>(
+            UInt32(h[0]), UInt32(h[1]), UInt32(h[2]), UInt32(h[3]),
+            UInt32(h[4]), UInt32(h[5]), UInt32(h[6]), UInt32(h[7]),
+            UInt32(h[8]), UInt32(h[9]), UInt32(h[10]), UInt32(h[11]),
+            UInt32(h[12]), UInt32(h[13]), UInt32(h[14]), UInt32(h[15]))
+        return unsafeBitCast(w &<< 16, to: SIMD16<Float>.self)
+    }
+
+    /// 16 floats to bf16 bits, the same rule as the scalar ``floatToBF16(_:)-(Float)``.
+    @inline(__always)
+    static func roundBF16(_ f: SIMD16<Float>) -> SIMD16<UInt16> {
+        let u = unsafeBitCast(f, to: SIMD16<UInt32>.self)
+        var r = (u &+ 0x7FFF &+ ((u &>> 16) & 1)) &>> 16
+        r.replace(with: (u &>> 16) | 0x0040, where: f .!= f)
+        let h = unsafeBitCast(r, to: SIMD32<UInt16>.self)
+        return SIMD16<UInt16>(h[0], h[2], h[4], h[6], h[8], h[10], h[12], h[14],
+                              h[16], h[18], h[20], h[22], h[24], h[26], h[28], h[30])
     }
 
     @inline(never)
@@ -385,7 +429,13 @@ public enum ReduceKernels {
 
     @inline(never)
     static func floatToBF16(_ s: UnsafePointer<Float>, _ n: Int, _ d: UnsafeMutableRawPointer) {
+        let src = UnsafeRawPointer(s)
         var i = 0
+        while i &+ 16 <= n {
+            let f = src.loadUnaligned(fromByteOffset: i &* 4, as: SIMD16<Float>.self)
+            d.storeBytes(of: roundBF16(f), toByteOffset: i &* 2, as: SIMD16<UInt16>.self)
+            i &+= 16
+        }
         while i < n {
             d.storeBytes(of: floatToBF16(s[i]), toByteOffset: i &* 2, as: UInt16.self)
             i &+= 1
