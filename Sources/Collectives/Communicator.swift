@@ -5,13 +5,14 @@ import Transport
 
 /// Collectives over an ordered ring of peers.
 ///
-/// All ring traffic of one communicator runs on one event-loop thread: receiving, reducing
-/// and sending for every collective are serialised there, so collective state needs no locks
-/// (docs/protocol.md has the measurements behind this choice).
+/// Ring traffic uses two event-loop threads: `loop` receives and reduces (every collective's
+/// state is confined to it, so it needs no locks) and `sendLoop` writes to the right
+/// neighbour, so a blocked send never stalls receiving (docs/protocol.md).
 public final class Communicator: @unchecked Sendable {
     public let localId: UInt64
     public let transport: TransportNode
     public let loop: any EventLoop
+    let sendLoop: any EventLoop
     private let group: any EventLoopGroup
     private let logger: Logger
     private let options: CommunicatorOptions
@@ -34,8 +35,9 @@ public final class Communicator: @unchecked Sendable {
         var logger = logger
         logger[metadataKey: "node.id"] = "\(hex(localId))"
         self.logger = logger
-        group = TransportNode.makeEventLoopGroup(threads: 1)
+        group = TransportNode.makeEventLoopGroup(threads: 2)
         loop = group.next()
+        sendLoop = group.next()
         transport = TransportNode(localId: localId, key: key, group: group, options: options.transport, logger: logger)
     }
 
@@ -46,14 +48,14 @@ public final class Communicator: @unchecked Sendable {
     /// Binds the data port (0: the OS picks one) and returns it.
     public func listen(host: String, port: Int) async throws -> Int {
         try checkRunning()
-        let listener = try await transport.listen(host: host, port: port) { [self] connection in
+        let listener = try await transport.listen(host: host, port: port, on: loop) { [self] connection in
             acceptInbound(connection)
         }
         try await loop.submit { self.listener = listener }.get()
         return listener.port
     }
 
-    /// Runs on the ring loop (the transport's only thread).
+    /// Runs on the ring loop, where every accepted connection lives.
     private func acceptInbound(_ connection: Connection) -> ConnectionDelegate? {
         guard connection.purpose == .ring, connection.info.count == 8, !shutDown else { return nil }
         let epoch = connection.info.withUnsafeBytes { UInt64(bigEndian: $0.loadUnaligned(as: UInt64.self)) }
@@ -86,7 +88,7 @@ public final class Communicator: @unchecked Sendable {
         while true {
             do {
                 return try await transport.dial(host: peer.host, port: peer.port, purpose: .ring, info: be64(epoch),
-                                                delegate: delegate)
+                                                on: sendLoop, delegate: delegate)
             } catch let error as HandshakeError where error.code == .badKey || error.code == .versionMismatch {
                 throw error
             } catch {

@@ -59,7 +59,7 @@ final class RingRouter: ConnectionDelegate, @unchecked Sendable {
     }
 
     func connection(_ connection: Connection, received event: FrameEvent) {
-        guard connection === left else { return }
+        guard loop.inEventLoop, connection === left else { return }
         switch event {
         case .dataFragment(let header, let offset, let bytes):
             if let op = ops[header.tag] {
@@ -76,14 +76,29 @@ final class RingRouter: ConnectionDelegate, @unchecked Sendable {
         }
     }
 
+    // The right link lives on the send loop; its events hop over to the ring loop.
+
     func connectionWritabilityChanged(_ connection: Connection) {
+        guard loop.inEventLoop else {
+            loop.execute { self.connectionWritabilityChanged(connection) }
+            return
+        }
         guard connection === right, connection.isWritable else { return }
         for op in ops.values { op.pump() }
     }
 
     func connectionClosed(_ connection: Connection, error: (any Error)?) {
+        guard loop.inEventLoop else {
+            let reason = error.map { "\($0)" }
+            loop.execute { self.linkClosed(connection, reason: reason) }
+            return
+        }
+        linkClosed(connection, reason: error.map { "\($0)" })
+    }
+
+    private func linkClosed(_ connection: Connection, reason: String?) {
         guard connection === left || connection === right else { return }
-        breakRing("ring link with \(hex(connection.remoteId)) closed" + (error.map { ": \($0)" } ?? ""))
+        breakRing("ring link with \(hex(connection.remoteId)) closed" + (reason.map { ": \($0)" } ?? ""))
     }
 
     /// Fails every collective in flight and closes both links: after an abort the byte streams

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Transport
 
 /// The `peernode` executable: one binary for every role (see docs/operations.md).
 @main
@@ -7,4 +8,18 @@ struct PeerNodeCommand: AsyncParsableCommand {
         commandName: "peernode",
         abstract: "A decentralized, fault-tolerant training cluster over plain TCP.",
         subcommands: [Bench.self])
+
+    static func main() async {
+        tuneAllocatorForBulkTransfers()
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
 }

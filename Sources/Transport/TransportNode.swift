@@ -51,13 +51,14 @@ public final class TransportNode: Sendable {
 
     /// Accepts connections; `accept` runs on the event loop once a peer has proven the key and
     /// returns the delegate for it, or nil to refuse it.
-    public func listen(host: String, port: Int,
+    /// `loop` pins every accepted connection to one event loop (default: spread over the group).
+    public func listen(host: String, port: Int, on loop: (any EventLoop)? = nil,
                        accept: @escaping @Sendable (Connection) -> ConnectionDelegate?) async throws -> Listener {
         let options = self.options
         let logger = self.logger
         let key = self.key
         let localId = self.localId
-        let channel = try await ServerBootstrap(group: group)
+        let channel = try await ServerBootstrap(group: group, childGroup: loop ?? group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -84,12 +85,12 @@ public final class TransportNode: Sendable {
     /// Connects and authenticates; throws a ``HandshakeError`` (wrong key, wrong version,
     /// refused) or the connect error.
     public func dial(host: String, port: Int, purpose: ConnectionPurpose, info: [UInt8] = [],
-                     delegate: ConnectionDelegate) async throws -> Connection {
+                     on loop: (any EventLoop)? = nil, delegate: ConnectionDelegate) async throws -> Connection {
         let options = self.options
         let logger = self.logger
         let key = self.key
         let localId = self.localId
-        let promise = group.next().makePromise(of: Connection.self)
+        let promise = (loop ?? group.next()).makePromise(of: Connection.self)
         let bootstrap = ClientBootstrap(group: promise.futureResult.eventLoop)
             .connectTimeout(options.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)

@@ -2,7 +2,7 @@
 
 /// SplitMix64 (Steele, Lea, Flood 2014): a tiny seeded generator, so that test inputs are the
 /// same on every platform and Swift version (the system RNG is not).
-struct SplitMix64 {
+struct SplitMix64: RandomNumberGenerator {
     var state: UInt64
     init(seed: UInt64) { state = seed }
 

@@ -54,7 +54,8 @@ struct AllReduceWorker: AsyncParsableCommand {
             let input = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(count, 1))
             let output = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(count, 1))
             defer { input.deallocate(); output.deallocate() }
-            for i in 0..<count { input[i] = value(rank: rank, index: i, quantized: quantization != .none) }
+            let (me, quantized) = (rank, quantization != .none)
+            for i in 0..<count { input[i] = Self.value(rank: me, index: i, quantized: quantized) }
             output.initialize(repeating: 0)
             let options = AllReduceOptions(tag: 1, op: .sum, quantization: quantization, timeout: .seconds(300),
                                            segmentBytes: segmentKiB << 10)
@@ -79,7 +80,7 @@ struct AllReduceWorker: AsyncParsableCommand {
 
     /// Exact data for the unquantized run (rank + 1, as the MPI reference); pseudo-random data
     /// in [−1, 1] for the quantized one, computable per index so that any rank can check.
-    private func value(rank: Int, index: Int, quantized: Bool) -> Float {
+    private static func value(rank: Int, index: Int, quantized: Bool) -> Float {
         guard quantized else { return Float(rank + 1) }
         var z = UInt64(rank) << 40 ^ UInt64(index) &+ 0x9E37_79B9_7F4A_7C15
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
@@ -89,6 +90,7 @@ struct AllReduceWorker: AsyncParsableCommand {
     }
 
     private func check(_ output: UnsafeMutableBufferPointer<Float>, count: Int, quantized: Bool) -> Bool {
+        let peers = self.peers
         if !quantized {
             let want = Float(peers * (peers + 1) / 2)
             for i in 0..<count where output[i] != want { return false }
@@ -97,7 +99,7 @@ struct AllReduceWorker: AsyncParsableCommand {
         // n quantizations on each value's path, each within half a step of a range ≤ 2k.
         let bound = (1...peers).reduce(Float(0)) { $0 + Float($1) / 255 } * 1.01 + 1e-5
         for i in stride(from: 0, to: count, by: 61) {
-            let exact = (0..<peers).reduce(Float(0)) { $0 + value(rank: $1, index: i, quantized: true) }
+            let exact = (0..<peers).reduce(Float(0)) { $0 + Self.value(rank: $1, index: i, quantized: true) }
             if abs(exact - output[i]) > bound { return false }
         }
         return true
