@@ -1,44 +1,34 @@
+import Foundation
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
 import Transport
 
 /// Collectives over an ordered ring of peers.
 ///
-/// Ring traffic uses two event-loop threads: `loop` receives and reduces (every collective's
-/// state is confined to it, so it needs no locks) and `sendLoop` writes to the right
-/// neighbour, so a blocked send never stalls receiving (docs/protocol.md).
+/// Bulk data moves over blocking sockets on the data port, one receiver and one sender thread
+/// per ring, straight between the callers' buffers and the kernel (docs/protocol.md says why).
 public final class Communicator: @unchecked Sendable {
     public let localId: UInt64
-    public let transport: TransportNode
-    public let loop: any EventLoop
-    let sendLoop: any EventLoop
-    private let group: any EventLoopGroup
+    private let key: ClusterKey
     private let logger: Logger
     private let options: CommunicatorOptions
 
-    // Loop-confined state.
-    private var listener: TransportNode.Listener?
-    private var router: RingRouter?
-    private var inbound: [InboundKey: (Connection, InboundLink)] = [:]
-    private var inboundWaiters: [InboundKey: EventLoopPromise<Connection>] = [:]
+    private let state = NSCondition()
+    private var listener: DataListener?
+    private var engine: RingEngine?
+    private var inbound: [InboundKey: BlockingSocket] = [:]
     private var pool: [UnsafeMutableRawBufferPointer] = []
-    private var shutDown = false
-    /// Set once, from any thread: after it the loop is gone and nothing may be submitted.
-    private let stopped = NIOLockedValueBox(false)
+    private var stopped = false
 
     private struct InboundKey: Hashable { var id: UInt64; var epoch: UInt64 }
 
     public init(localId: UInt64, key: ClusterKey, options: CommunicatorOptions = CommunicatorOptions(), logger: Logger) {
         self.localId = localId
+        self.key = key
         self.options = options
         var logger = logger
         logger[metadataKey: "node.id"] = "\(hex(localId))"
         self.logger = logger
-        group = TransportNode.makeEventLoopGroup(threads: 2)
-        loop = group.next()
-        sendLoop = group.next()
-        transport = TransportNode(localId: localId, key: key, group: group, options: options.transport, logger: logger)
     }
 
     deinit {
@@ -48,56 +38,31 @@ public final class Communicator: @unchecked Sendable {
     /// Binds the data port (0: the OS picks one) and returns it.
     public func listen(host: String, port: Int) async throws -> Int {
         try checkRunning()
-        let listener = try await transport.listen(host: host, port: port, on: loop) { [self] connection in
-            acceptInbound(connection)
+        let listener = try DataListener(
+            host: host, port: port, localId: localId, key: key,
+            handshakeTimeout: Double(options.transport.handshakeTimeout.nanoseconds) / 1e9, logger: logger
+        ) { [weak self] socket, result in
+            self?.acceptInbound(socket, result)
         }
-        try await loop.submit { self.listener = listener }.get()
+        state.withLock { self.listener = listener }
         return listener.port
     }
 
-    /// Runs on the ring loop, where every accepted connection lives.
-    private func acceptInbound(_ connection: Connection) -> ConnectionDelegate? {
-        guard connection.purpose == .ring, connection.info.count == 8, !shutDown else { return nil }
-        let epoch = connection.info.withUnsafeBytes { UInt64(bigEndian: $0.loadUnaligned(as: UInt64.self)) }
-        let key = InboundKey(id: connection.remoteId, epoch: epoch)
-        let link = InboundLink()
-        if let old = inbound[key] { old.0.close() }
-        inbound[key] = (connection, link)
-        inboundWaiters.removeValue(forKey: key)?.succeed(connection)
-        return link
-    }
-
-    private func waitForInbound(_ key: InboundKey) -> EventLoopFuture<Connection> {
-        loop.flatSubmit {
-            if let (connection, _) = self.inbound[key] { return self.loop.makeSucceededFuture(connection) }
-            let promise = self.loop.makePromise(of: Connection.self)
-            self.inboundWaiters[key]?.fail(CollectiveError.aborted("superseded"))
-            self.inboundWaiters[key] = promise
-            let loopBound = NIOLoopBound(self, eventLoop: self.loop)
-            self.loop.scheduleTask(in: self.options.ringFormationTimeout) {
-                loopBound.value.inboundWaiters.removeValue(forKey: key)?.fail(CollectiveError(
-                    code: .timedOut, message: "left neighbour \(hex(key.id)) did not connect within \(self.options.ringFormationTimeout)"))
-            }
-            return promise.futureResult
+    private func acceptInbound(_ socket: BlockingSocket, _ result: HandshakeResult) {
+        guard result.purpose == .ring, result.info.count == 8 else {
+            logger.warning("refusing a data connection for \(result.purpose) from \(hex(result.remoteId))")
+            socket.close()
+            return
         }
-    }
-
-    private func dialWithRetry(_ peer: PeerEndpoint, epoch: UInt64, delegate: ConnectionDelegate) async throws -> Connection {
-        let deadline = NIODeadline.now() + options.ringFormationTimeout
-        var delay = TimeAmount.milliseconds(20)
-        while true {
-            do {
-                return try await transport.dial(host: peer.host, port: peer.port, purpose: .ring, info: be64(epoch),
-                                                on: sendLoop, delegate: delegate)
-            } catch let error as HandshakeError where error.code == .badKey || error.code == .versionMismatch {
-                throw error
-            } catch {
-                guard NIODeadline.now() + delay < deadline else {
-                    throw CollectiveError(code: .timedOut, message: "cannot reach right neighbour \(peer): \(error)")
-                }
-                try await Task.sleep(nanoseconds: UInt64(delay.nanoseconds))
-                delay = min(delay * 2, .milliseconds(500))
+        let epoch = result.info.withUnsafeBytes { UInt64(bigEndian: $0.loadUnaligned(as: UInt64.self)) }
+        state.withLock {
+            guard !stopped, epoch >= (engine?.epoch ?? 0) else {
+                socket.close()
+                return
             }
+            inbound[InboundKey(id: result.remoteId, epoch: epoch)]?.close()
+            inbound[InboundKey(id: result.remoteId, epoch: epoch)] = socket
+            state.broadcast()
         }
     }
 
@@ -108,57 +73,84 @@ public final class Communicator: @unchecked Sendable {
         guard let rank = view.rank(of: localId) else {
             throw CollectiveError(code: .invalidArgument, message: "this peer \(hex(localId)) is not in the view")
         }
-        let router = RingRouter(loop: loop, rank: rank, size: view.count, maxEarlyBytes: options.maxEarlyBytes, logger: logger)
-        try await loop.submit {
-            self.router?.breakRing("replaced by the ring of epoch \(view.epoch)")
-            self.router = nil
-            for (key, value) in self.inbound where key.epoch < view.epoch { value.0.close() }
-            self.inbound = self.inbound.filter { $0.key.epoch >= view.epoch }
-        }.get()
+        let old = state.withLock { () -> RingEngine? in
+            let old = self.engine
+            self.engine = nil
+            for (key, socket) in inbound where key.epoch < view.epoch { socket.close() }
+            inbound = inbound.filter { $0.key.epoch >= view.epoch }
+            return old
+        }
+        old?.breakRing("replaced by the ring of epoch \(view.epoch)")
         guard view.count > 1 else {
-            try await loop.submit { self.router = router }.get()
+            let single = RingEngine(rank: 0, size: 1, epoch: view.epoch, left: nil, right: nil,
+                                    maxEarlyBytes: options.maxEarlyBytes, logger: logger)
+            state.withLock { self.engine = single }
             return
         }
         let rightPeer = view.members[(rank + 1) % view.count]
         let leftPeer = view.members[(rank - 1 + view.count) % view.count]
-        let leftFuture = waitForInbound(InboundKey(id: leftPeer.id, epoch: view.epoch))
-        let right: Connection
+        let timeout = Double(options.ringFormationTimeout.nanoseconds) / 1e9
+        let right = try await runBlocking { [self] in try dialWithRetry(rightPeer, epoch: view.epoch, timeout: timeout) }
+        let left: BlockingSocket
         do {
-            right = try await dialWithRetry(rightPeer, epoch: view.epoch, delegate: router)
-        } catch {
-            leftFuture.whenSuccess { $0.close() }
-            throw error
-        }
-        let left: Connection
-        do {
-            left = try await leftFuture.get()
+            left = try await runBlocking { [self] in try waitForInbound(InboundKey(id: leftPeer.id, epoch: view.epoch), timeout: timeout) }
         } catch {
             right.close()
             throw error
         }
-        try await loop.submit {
-            router.attach(left: left, right: right)
-            self.router = router
-            let key = InboundKey(id: leftPeer.id, epoch: view.epoch)
-            if let (_, link) = self.inbound.removeValue(forKey: key) { link.adopt(left, by: router) }
-            if !right.isActive { router.breakRing("the link to \(hex(rightPeer.id)) closed while the ring formed") }
-        }.get()
+        let formed = RingEngine(rank: rank, size: view.count, epoch: view.epoch, left: left, right: right,
+                                maxEarlyBytes: options.maxEarlyBytes, logger: logger)
+        state.withLock { self.engine = formed }
         logger.info("ring formed", metadata: ["epoch": "\(view.epoch)", "rank": "\(rank)", "size": "\(view.count)",
                                               "left": "\(hex(leftPeer.id))", "right": "\(hex(rightPeer.id))"])
     }
 
-    /// Closes the ring and the data port.
+    private func dialWithRetry(_ peer: PeerEndpoint, epoch: UInt64, timeout: Double) throws -> BlockingSocket {
+        let deadline = Date().addingTimeInterval(timeout)
+        var delay = 0.02
+        while true {
+            do {
+                let (socket, _) = try BlockingSocket.dial(
+                    host: peer.host, port: peer.port, localId: localId, key: key, purpose: .ring,
+                    info: be64(epoch), timeout: min(timeout, Double(options.transport.handshakeTimeout.nanoseconds) / 1e9))
+                return socket
+            } catch let error as HandshakeError where error.code == .badKey || error.code == .versionMismatch {
+                logger.error("right neighbour \(peer) refused: \(error)")
+                throw error
+            } catch {
+                guard Date().addingTimeInterval(delay) < deadline, !isStopped else {
+                    throw CollectiveError(code: .timedOut, message: "cannot reach right neighbour \(peer): \(error)")
+                }
+                Thread.sleep(forTimeInterval: delay)
+                delay = min(delay * 2, 0.5)
+            }
+        }
+    }
+
+    private func waitForInbound(_ key: InboundKey, timeout: Double) throws -> BlockingSocket {
+        let deadline = Date().addingTimeInterval(timeout)
+        state.lock()
+        defer { state.unlock() }
+        while inbound[key] == nil, !stopped {
+            guard state.wait(until: deadline) else { break }
+        }
+        guard let socket = inbound.removeValue(forKey: key) else {
+            throw CollectiveError(code: .timedOut, message: "left neighbour \(hex(key.id)) did not connect within \(timeout) s")
+        }
+        return socket
+    }
+
+    /// Closes the ring and the data port. Collectives in flight fail.
     public func shutdown() async {
-        guard stopped.withLockedValue({ old in defer { old = true }; return !old }) else { return }
-        try? await loop.submit {
-            self.shutDown = true
-            self.router?.breakRing("communicator shut down")
-            self.router = nil
-            for (connection, _) in self.inbound.values { connection.close() }
-            self.inbound.removeAll()
-        }.get()
-        await listener?.close()
-        try? await group.shutdownGracefully()
+        let (engine, listener, sockets) = state.withLock { () -> (RingEngine?, DataListener?, [BlockingSocket]) in
+            stopped = true
+            state.broadcast()
+            defer { self.engine = nil; self.listener = nil; inbound.removeAll() }
+            return (self.engine, self.listener, Array(inbound.values))
+        }
+        listener?.stop()
+        engine?.breakRing("communicator shut down")
+        for socket in sockets { socket.close() }
     }
 
     // MARK: - All-reduce
@@ -168,46 +160,34 @@ public final class Communicator: @unchecked Sendable {
     /// On any error `input` is untouched and `output` holds unspecified bytes.
     public func allReduce(input: UnsafeRawBufferPointer, output: UnsafeMutableRawBufferPointer, type: DType,
                           options: AllReduceOptions) async throws {
+        try checkRunning()
         guard input.count == output.count, input.count % type.size == 0 else {
             throw CollectiveError(code: .invalidArgument, message: "input and output must be the same whole number of \(type) elements")
         }
         guard options.segmentBytes > 0 else {
             throw CollectiveError(code: .invalidArgument, message: "segment size must be positive")
         }
-        try checkRunning()
+        guard let engine = state.withLock({ self.engine }), !engine.isBroken else { throw notConnected() }
         let count = input.count / type.size
-        if count == 0 {
-            try await loop.submit { if self.router == nil { throw self.notConnected() } }.get()
+        guard count > 0 else { return }
+        if engine.size == 1 {
+            output.baseAddress!.copyMemory(from: input.baseAddress!, byteCount: input.count)
             return
         }
-        let memory = UnsafeSendableMemory(input: input.baseAddress!, output: output.baseAddress!)
-        let future: EventLoopFuture<Void> = loop.flatSubmit {
-            guard let router = self.router, let view = self.currentView(router) else {
-                return self.loop.makeFailedFuture(self.notConnected())
-            }
-            if view.n == 1 {
-                memory.output.copyMemory(from: memory.input, byteCount: count * type.size)
-                return self.loop.makeSucceededVoidFuture()
-            }
-            let plan = RingPlan(count: count, n: view.n, rank: view.rank, type: type,
-                                quantization: options.quantization, segmentBytes: options.segmentBytes)
-            let op = RingAllReduceOp(plan: plan, options: options, memory: memory, right: router.right!, loop: self.loop)
-            do {
-                try router.register(op)
-            } catch {
-                op.fail(error as? CollectiveError ?? CollectiveError(code: .invalidArgument, message: "\(error)"))
-            }
-            return op.promise.futureResult
-        }
-        try await future.get()
+        let plan = RingPlan(count: count, n: engine.size, rank: engine.rank, type: type,
+                            quantization: options.quantization, segmentBytes: options.segmentBytes)
+        let op = RingAllReduceOp(plan: plan, options: options,
+                                 memory: UnsafeSendableMemory(input: input.baseAddress!, output: output.baseAddress!),
+                                 engine: engine)
+        try engine.register(op)
+        try await op.wait()
     }
 
     /// In place: on success `buffer` holds the result; on any error it is as it was.
     public func allReduce(_ buffer: UnsafeMutableRawBufferPointer, type: DType, options: AllReduceOptions) async throws {
-        let bytes = buffer.count
-        let scratch = try await loop.submit { ScratchBuffer(self.takeScratch(bytes)) }.get()
-        defer { loop.execute { self.pool.append(scratch.memory) } }
-        let output = UnsafeMutableRawBufferPointer(start: scratch.memory.baseAddress, count: buffer.count)
+        let scratch = takeScratch(buffer.count)
+        defer { state.withLock { pool.append(scratch) } }
+        let output = UnsafeMutableRawBufferPointer(start: scratch.baseAddress, count: buffer.count)
         try await allReduce(input: UnsafeRawBufferPointer(buffer), output: output, type: type, options: options)
         if buffer.count > 0 { buffer.baseAddress!.copyMemory(from: output.baseAddress!, byteCount: buffer.count) }
     }
@@ -223,32 +203,34 @@ public final class Communicator: @unchecked Sendable {
         values = Array(UnsafeBufferPointer(start: buffer.baseAddress!.assumingMemoryBound(to: T.self), count: values.count))
     }
 
+    private var isStopped: Bool { state.withLock { stopped } }
+
     private func checkRunning() throws {
-        if stopped.withLockedValue({ $0 }) {
-            throw CollectiveError(code: .notConnected, message: "the communicator has been shut down")
-        }
+        if isStopped { throw CollectiveError(code: .notConnected, message: "the communicator has been shut down") }
     }
 
     private func notConnected() -> CollectiveError {
         CollectiveError(code: .notConnected, message: "no ring: call connect(view:) (again, after an abort)")
     }
 
-    private func currentView(_ router: RingRouter) -> (n: Int, rank: Int)? {
-        router.broken ? nil : (router.size, router.rank)
-    }
-
     /// Reuses a buffer from earlier calls: fresh 256 MiB allocations cost page faults.
     private func takeScratch(_ bytes: Int) -> UnsafeMutableRawBufferPointer {
-        if let i = pool.firstIndex(where: { $0.count >= bytes }) { return pool.remove(at: i) }
-        if !pool.isEmpty { pool.removeFirst().deallocate() }
-        return .allocate(byteCount: max(bytes, 64), alignment: 64)
+        state.withLock {
+            if let i = pool.firstIndex(where: { $0.count >= bytes }) { return pool.remove(at: i) }
+            if !pool.isEmpty { pool.removeFirst().deallocate() }
+            return .allocate(byteCount: max(bytes, 64), alignment: 64)
+        }
     }
 }
 
-/// A pooled buffer crossing to the event loop and back.
-private struct ScratchBuffer: @unchecked Sendable {
-    let memory: UnsafeMutableRawBufferPointer
-    init(_ memory: UnsafeMutableRawBufferPointer) { self.memory = memory }
+/// Runs blocking work (connect, accept waits) on a thread of its own, off the async pool.
+func runBlocking<T>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        let thread = Thread {
+            continuation.resume(with: Result { try work() })
+        }
+        thread.start()
+    }
 }
 
 func be64(_ v: UInt64) -> [UInt8] { withUnsafeBytes(of: v.bigEndian) { Array($0) } }

@@ -1,8 +1,7 @@
-import NIOCore
+import Foundation
 import Transport
 
-/// Raw memory handed to the event loop; the caller keeps it alive and untouched until the
-/// collective's future completes.
+/// Raw memory of one collective call; the caller keeps it alive and untouched until it returns.
 struct UnsafeSendableMemory: @unchecked Sendable {
     let input: UnsafeRawPointer
     let output: UnsafeMutableRawPointer
@@ -10,331 +9,343 @@ struct UnsafeSendableMemory: @unchecked Sendable {
 
 /// One ring all-reduce in flight on this peer (see ``RingPlan`` for the schedule).
 ///
-/// Confined to the communicator's ring event loop: every method runs there, so it needs no
-/// locks. It never writes to the caller's input; results go to `output`, which the
-/// communicator copies into place only after success (the abort rule of DESIGN.md).
+/// The receiver thread of the ring reads each frame straight into its final place: the owner's
+/// and all-gather payloads into the result buffer, partial sums into a staging buffer. Sends go
+/// out from the caller's input (first step), from the result buffer (owned chunks, forwarded
+/// unquantized chunks) or from a frame buffer (quantized data, partial sums). The caller's input
+/// is never written; results land in `output`, copied into place only on success.
 ///
 /// Bit-parity: each chunk's final value is computed once, by its owner, in ``finishOwned``;
-/// with quantization the owner replaces its own copy by the dequantized value and the
-/// all-gather forwards the owner's exact bytes, which every peer decodes with the same code.
+/// with quantization the owner replaces its own copy by the decoding of the bytes it sends,
+/// and the all-gather forwards those bytes unchanged, which every peer decodes with the same code.
 final class RingAllReduceOp: @unchecked Sendable {
     let plan: RingPlan
     let options: AllReduceOptions
     private let memory: UnsafeSendableMemory
-    private let right: Connection
-    private let loop: any EventLoop
-    let promise: EventLoopPromise<Void>
-    var onFinish: (() -> Void)?
+    private unowned let engine: RingEngine
+    let lock = NSCondition()
 
-    // Receive side: the frame being received and the bytes of a unit split across reads.
+    // Guarded by `lock`.
     private var nextSegment: [Int]
     private var receivedFrames = 0
     private let expectedFrames: Int
-    private var frame: Frame?
-    private let unitBytes: Int
-    private let elementsPerUnit: Int
-    private var carry: UnsafeMutableRawBufferPointer
-    private var carryCount = 0
-    private var carryStart = 0
-    /// f32 working space for quantized and converted data, one segment long each.
-    private var scratchA: UnsafeMutablePointer<Float>?
-    private var scratchB: UnsafeMutablePointer<Float>?
+    private var outstandingSends = 0
+    /// Frames accepted but not yet processed: their payload is being written into our buffers.
+    private var activeReceives = 0
+    private var replaying = false
+    private var outcome: Result<Void, CollectiveError>?
+    private var continuation: CheckedContinuation<Void, any Error>?
+    private var reported = false
 
-    // Send side.
-    private var nextInitialSegment = 0
-    private let initialSegments: Int
-    private var outstandingWrites = 0
-    private(set) var finished = false
-    private var timeoutTask: Scheduled<Void>?
+    /// Receiver-thread state: where partial sums land, and f32 working space.
+    private let staging: UnsafeMutableRawBufferPointer
+    private let scratchA: UnsafeMutablePointer<Float>
+    private let scratchB: UnsafeMutablePointer<Float>
+    /// The caller's thread encodes the first step while the receiver may already be working.
+    private let encodeScratch: UnsafeMutablePointer<Float>
+    /// Quantized data is combined in pieces this long, so that the f32 intermediates stay in L1.
+    private static let piece = 4096
 
-    private struct Frame {
+    private struct Arrival {
         let step: Int
         let segment: Int
         let elements: Range<Int>
         let length: Int
-        var out: ByteBuffer?
-        var forward: [ByteBuffer]
+        let destination: UnsafeMutableRawPointer
+        /// A frame buffer the payload was read into, owned by the op until sent or used.
+        let frameBuffer: UnsafeMutableRawBufferPointer?
     }
 
-    init(plan: RingPlan, options: AllReduceOptions, memory: UnsafeSendableMemory, right: Connection,
-         loop: any EventLoop) {
+    init(plan: RingPlan, options: AllReduceOptions, memory: UnsafeSendableMemory, engine: RingEngine) {
         self.plan = plan
         self.options = options
         self.memory = memory
-        self.right = right
-        self.loop = loop
-        self.promise = loop.makePromise()
+        self.engine = engine
         nextSegment = Array(repeating: 0, count: plan.totalSteps)
         expectedFrames = (0..<plan.totalSteps).reduce(0) { $0 + plan.segmentCount(chunk: plan.receiveChunk(step: $1)) }
-        initialSegments = plan.segmentCount(chunk: plan.sendChunk(step: 0))
-        if plan.quantization == .none {
-            unitBytes = plan.type.size
-            elementsPerUnit = 1
-        } else {
-            unitBytes = QuantKernels.encodedSize(count: QuantKernels.blockSize, mode: plan.quantization)
-            elementsPerUnit = QuantKernels.blockSize
-        }
-        carry = .allocate(byteCount: max(unitBytes, 16), alignment: 16)
-        if plan.quantization != .none || plan.type != .f32 {
-            scratchA = .allocate(capacity: plan.segmentElements)
-            scratchB = .allocate(capacity: plan.segmentElements)
-        }
+        staging = .allocate(byteCount: max(plan.wireBytes(plan.segmentElements), 64), alignment: 64)
+        scratchA = .allocate(capacity: Self.piece)
+        scratchB = .allocate(capacity: Self.piece)
+        encodeScratch = .allocate(capacity: Self.piece)
     }
 
     deinit {
-        carry.deallocate()
-        scratchA?.deallocate()
-        scratchB?.deallocate()
+        staging.deallocate()
+        scratchA.deallocate()
+        scratchB.deallocate()
+        encodeScratch.deallocate()
     }
 
-    /// Starts sending; the receive side is driven by ``receive(_:offset:bytes:)``.
+    /// Waits for the outcome (success, or the error that broke the ring).
+    func wait() async throws {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            lock.lock()
+            continuation = c
+            lock.unlock()
+            flushCompletion()
+        }
+    }
+
+    // MARK: Sending
+
+    /// Queues the first step: every segment of this rank's own chunk, from the input.
     func start() {
-        loop.preconditionInEventLoop()
-        let loopBound = NIOLoopBound(self, eventLoop: loop)
-        timeoutTask = loop.scheduleTask(in: options.timeout) {
-            loopBound.value.fail(CollectiveError(code: .timedOut, message: "all-reduce tag \(self.options.tag) timed out after \(self.options.timeout)"))
-        }
-        pump()
-        checkDone()
-    }
-
-    /// Sends the initial chunk while the right link accepts more; resumed on writability.
-    func pump() {
-        guard !finished else { return }
         let chunk = plan.sendChunk(step: 0)
-        while nextInitialSegment < initialSegments, right.isWritable {
-            let range = plan.segmentRange(chunk: chunk, segment: nextInitialSegment)
-            var out = right.channel.allocator.buffer(capacity: plan.wireBytes(range.count))
-            encode(from: memory.input + range.lowerBound * plan.type.size, count: range.count, into: &out)
-            send(step: 0, segment: nextInitialSegment, [out])
-            nextInitialSegment += 1
+        for k in 0..<plan.segmentCount(chunk: chunk) {
+            let range = plan.segmentRange(chunk: chunk, segment: k)
+            let source = memory.input + range.lowerBound * plan.type.size
+            if plan.quantization == .none {
+                send(step: 0, segment: k, UnsafeRawBufferPointer(start: source, count: range.count * plan.type.size), owned: nil)
+            } else {
+                let frame = UnsafeMutableRawBufferPointer.allocate(byteCount: plan.wireBytes(range.count), alignment: 64)
+                encode(source, count: range.count, into: frame.baseAddress!)
+                send(step: 0, segment: k, UnsafeRawBufferPointer(frame), owned: frame)
+            }
+        }
+        let timeout = Double(options.timeout.nanoseconds) / 1e9
+        DispatchQueue.global().asyncAfter(deadline: .now() + timeout) { [weak self] in
+            guard let self, !self.isFinished else { return }
+            self.engine.breakRing("all-reduce tag \(self.options.tag) timed out after \(timeout) s")
         }
     }
 
-    func receive(_ header: FrameHeader, offset: Int, bytes: ByteBuffer) {
-        guard !finished else { return }
-        if offset == 0 {
-            guard beginFrame(header) else { return }
+    private var isFinished: Bool { lock.withLock { outcome != nil } }
+
+    private func send(step: Int, segment: Int, _ bytes: UnsafeRawBufferPointer, owned: UnsafeMutableRawBufferPointer?) {
+        lock.withLock { outstandingSends += 1 }
+        let header = FrameHeader(type: .data, length: UInt32(bytes.count), tag: options.tag,
+                                 aux: RingPlan.aux(step: step, segment: segment))
+        engine.sender!.enqueue(.init(header: header, pieces: [bytes]) { [self] error in
+            owned?.deallocate()
+            lock.withLock { outstandingSends -= 1 }
+            if let error {
+                engine.breakRing("sending to the right neighbour failed: \(error)")
+            } else {
+                flushCompletion()
+            }
+        })
+    }
+
+    // MARK: Receiving
+
+    /// Reads one frame of this collective from the left link and processes it.
+    func receive(_ header: FrameHeader, from socket: BlockingSocket) throws {
+        let arrival = try accept(header)
+        do {
+            try socket.receive(into: arrival.destination, count: arrival.length)
+        } catch {
+            arrival.frameBuffer?.deallocate()
+            lock.withLock { activeReceives -= 1 }
+            flushCompletion()
+            throw error
         }
-        guard var current = frame else { return }
-        bytes.withUnsafeReadableBytes { raw in
-            consume(raw, at: offset, frame: &current)
+        process(arrival)
+        flushCompletion()
+    }
+
+    /// Holds back the receiver until ``replay(_:)`` has processed the frames that came early.
+    func beginReplay() {
+        lock.withLock { replaying = true }
+    }
+
+    /// Processes frames that arrived before this collective was registered, in order.
+    func replay(_ frames: [(FrameHeader, UnsafeMutableRawBufferPointer)]) throws {
+        defer {
+            lock.withLock { replaying = false; lock.broadcast() }
         }
-        if current.step >= plan.n - 1, current.step + 1 < plan.totalSteps {
-            current.forward.append(bytes)
-        }
-        if offset + bytes.readableBytes == current.length {
-            frame = nil
-            endFrame(current)
-        } else {
-            frame = current
+        for (header, payload) in frames {
+            try receive(header, held: UnsafeRawBufferPointer(payload), replay: true)
         }
     }
 
-    private func beginFrame(_ header: FrameHeader) -> Bool {
+    /// Processes a frame whose payload was already read elsewhere.
+    func receive(_ header: FrameHeader, held payload: UnsafeRawBufferPointer, replay: Bool = false) throws {
+        let arrival = try accept(header, replay: replay)
+        arrival.destination.copyMemory(from: payload.baseAddress!, byteCount: arrival.length)
+        process(arrival)
+        flushCompletion()
+    }
+
+    /// Checks a frame against the plan and picks where its payload goes.
+    private func accept(_ header: FrameHeader, replay: Bool = false) throws -> Arrival {
+        lock.lock()
+        while replaying, !replay { lock.wait() }
         let (step, segment) = RingPlan.split(aux: header.aux)
         guard step < plan.totalSteps, segment == nextSegment[step],
               segment < plan.segmentCount(chunk: plan.receiveChunk(step: step)) else {
-            fail(CollectiveError(code: .protocolViolation,
-                                 message: "unexpected segment \(segment) of step \(step) for tag \(options.tag)"))
-            return false
+            lock.unlock()
+            throw CollectiveError(code: .protocolViolation, message: "unexpected segment \(segment) of step \(step) for tag \(options.tag)")
         }
+        nextSegment[step] += 1
         let elements = plan.segmentRange(chunk: plan.receiveChunk(step: step), segment: segment)
         let length = plan.wireBytes(elements.count)
         guard Int(header.length) == length else {
-            fail(CollectiveError(code: .protocolViolation,
-                                 message: "segment of \(header.length) bytes where \(length) were expected: do all peers use the same options?"))
-            return false
+            lock.unlock()
+            throw CollectiveError(code: .protocolViolation,
+                                  message: "segment of \(header.length) bytes where \(length) were expected: do all peers use the same options?")
         }
-        var out: ByteBuffer?
+        activeReceives += 1
+        lock.unlock()
         if step < plan.n - 1 {
-            out = right.channel.allocator.buffer(capacity: plan.wireBytes(elements.count))
+            return Arrival(step: step, segment: segment, elements: elements, length: length,
+                           destination: staging.baseAddress!, frameBuffer: nil)
         }
-        frame = Frame(step: step, segment: segment, elements: elements, length: length, out: out, forward: [])
-        carryCount = 0
-        return true
+        if plan.quantization == .none {
+            // All-gather data is final: straight into the result.
+            return Arrival(step: step, segment: segment, elements: elements, length: length,
+                           destination: memory.output + elements.lowerBound * plan.type.size, frameBuffer: nil)
+        }
+        let frame = UnsafeMutableRawBufferPointer.allocate(byteCount: length, alignment: 64)
+        return Arrival(step: step, segment: segment, elements: elements, length: length,
+                       destination: frame.baseAddress!, frameBuffer: frame)
     }
 
-    /// Splits a received piece into whole units (elements, or quantization blocks) and
-    /// processes them in place; only a unit cut by the read boundary is copied, into `carry`.
-    private func consume(_ raw: UnsafeRawBufferPointer, at offset: Int, frame: inout Frame) {
-        guard let base = raw.baseAddress, raw.count > 0 else { return }
-        var i = 0
-        if carryCount > 0 {
-            let target = min(unitBytes, frame.length - carryStart)
-            let take = min(target - carryCount, raw.count)
-            (carry.baseAddress! + carryCount).copyMemory(from: base, byteCount: take)
-            carryCount += take
-            i = take
-            guard carryCount == target else { return }
-            carryCount = 0
-            process(UnsafeRawPointer(carry.baseAddress!), bytes: target, at: carryStart, frame: &frame)
-        }
-        let start = offset + i
-        let remaining = raw.count - i
-        let whole = remaining == frame.length - start ? remaining : remaining / unitBytes * unitBytes
-        if whole > 0 {
-            process(base + i, bytes: whole, at: start, frame: &frame)
-        }
-        let leftover = remaining - whole
-        if leftover > 0 {
-            carry.baseAddress!.copyMemory(from: base + i + whole, byteCount: leftover)
-            carryCount = leftover
-            carryStart = start + whole
-        }
-    }
-
-    private func elements(inBytes bytes: Int) -> Int {
-        if plan.quantization == .none { return bytes / unitBytes }
-        let tail = bytes % unitBytes
-        return bytes / unitBytes * elementsPerUnit + (tail > 0 ? tail - (unitBytes - elementsPerUnit) : 0)
-    }
-
-    /// Handles whole units of one frame: `bytes` wire bytes starting at byte `at` of the frame.
-    private func process(_ wire: UnsafeRawPointer, bytes: Int, at: Int, frame: inout Frame) {
-        let first = frame.elements.lowerBound + at / unitBytes * elementsPerUnit
-        let m = elements(inBytes: bytes)
+    private func process(_ a: Arrival) {
         let size = plan.type.size
+        let first = a.elements.lowerBound
+        let m = a.elements.count
         let local = memory.input + first * size
         let result = memory.output + first * size
-        let lastReduceStep = plan.n - 2
+        let wire = UnsafeRawPointer(a.destination)
+        let last = plan.totalSteps - 1
 
-        if frame.step < lastReduceStep {
-            // A partial sum passing through: combine and re-encode straight into the outgoing frame.
-            frame.out!.writeWithUnsafeMutableBytes(minimumWritableBytes: plan.wireBytes(m)) { out in
-                if plan.quantization == .none {
-                    ReduceKernels.combine(options.op, plan.type, into: out.baseAddress!, local, wire, count: m)
-                } else {
-                    combineQuantized(wire, local: local, count: m)
-                    QuantKernels.quantize(plan.quantization, UnsafePointer(scratchA!), count: m, into: out.baseAddress!)
-                }
-                return plan.wireBytes(m)
+        if a.step < plan.n - 2 {
+            // A partial sum passing through: combine and encode straight into the next frame.
+            let frame = UnsafeMutableRawBufferPointer.allocate(byteCount: a.length, alignment: 64)
+            if plan.quantization == .none {
+                ReduceKernels.combine(options.op, plan.type, into: frame.baseAddress!, local, wire, count: m)
+            } else {
+                combineQuantized(wire, local: local, count: m, into: frame.baseAddress!, result: nil)
             }
-        } else if frame.step == lastReduceStep {
-            finishOwned(wire, local: local, result: result, count: m, out: &frame.out!)
+            send(step: a.step + 1, segment: a.segment, UnsafeRawBufferPointer(frame), owned: frame)
+        } else if a.step == plan.n - 2 {
+            finishOwned(a, wire: wire, local: local, result: result, count: m)
+        } else if plan.quantization == .none {
+            if a.step < last {
+                send(step: a.step + 1, segment: a.segment, UnsafeRawBufferPointer(start: result, count: a.length), owned: nil)
+            }
         } else {
             decode(wire, count: m, into: result)
+            if a.step < last {
+                send(step: a.step + 1, segment: a.segment, UnsafeRawBufferPointer(a.frameBuffer!), owned: a.frameBuffer)
+            } else {
+                a.frameBuffer?.deallocate()
+            }
+        }
+        lock.withLock {
+            receivedFrames += 1
+            activeReceives -= 1
         }
     }
 
-    /// The owner's final value of a piece of its chunk: combine, average, and (quantized)
+    /// The owner's final value of a segment of its chunk: combine, average, and (quantized)
     /// round-trip through the wire encoding so that its own copy equals everyone else's.
-    private func finishOwned(_ wire: UnsafeRawPointer, local: UnsafeRawPointer, result: UnsafeMutableRawPointer,
-                             count m: Int, out: inout ByteBuffer) {
+    private func finishOwned(_ a: Arrival, wire: UnsafeRawPointer, local: UnsafeRawPointer,
+                             result: UnsafeMutableRawPointer, count m: Int) {
         if plan.quantization == .none {
             ReduceKernels.combine(options.op, plan.type, into: result, local, wire, count: m)
             if options.op == .avg { ReduceKernels.divide(plan.type, result, count: m, by: plan.n) }
-            out.writeBytes(UnsafeRawBufferPointer(start: result, count: m * plan.type.size))
+            send(step: a.step + 1, segment: a.segment, UnsafeRawBufferPointer(start: result, count: a.length), owned: nil)
         } else {
-            combineQuantized(wire, local: local, count: m)
-            if options.op == .avg { ReduceKernels.divide(.f32, UnsafeMutableRawPointer(scratchA!), count: m, by: plan.n) }
-            out.writeWithUnsafeMutableBytes(minimumWritableBytes: plan.wireBytes(m)) { buffer in
-                QuantKernels.quantize(plan.quantization, UnsafePointer(scratchA!), count: m, into: buffer.baseAddress!)
-                decode(UnsafeRawPointer(buffer.baseAddress!), count: m, into: result)
-                return plan.wireBytes(m)
+            let frame = UnsafeMutableRawBufferPointer.allocate(byteCount: a.length, alignment: 64)
+            combineQuantized(wire, local: local, count: m, into: frame.baseAddress!, result: result)
+            send(step: a.step + 1, segment: a.segment, UnsafeRawBufferPointer(frame), owned: frame)
+        }
+    }
+
+    /// out = encode(local ⊕ decode(wire)), a piece at a time; for the owner (`result` given) also
+    /// averages and stores the decoding of `out` as its own result.
+    private func combineQuantized(_ wire: UnsafeRawPointer, local: UnsafeRawPointer, count m: Int,
+                                  into out: UnsafeMutableRawPointer, result: UnsafeMutableRawPointer?) {
+        let mode = plan.quantization
+        let size = plan.type.size
+        var done = 0
+        while done < m {
+            let n = min(Self.piece, m - done)
+            let wireAt = wire + plan.wireBytes(done)
+            let outAt = out + plan.wireBytes(done)
+            let localF32: UnsafePointer<Float>
+            if plan.type == .f32 {
+                localF32 = (local + done * 4).assumingMemoryBound(to: Float.self)
+            } else {
+                ReduceKernels.toFloat(plan.type, local + done * size, count: n, into: scratchB)
+                localF32 = UnsafePointer(scratchB)
             }
+            if options.op == .sum || options.op == .avg {
+                QuantKernels.dequantizeAdd(mode, wireAt, count: n, adding: localF32, into: scratchA)
+            } else {
+                QuantKernels.dequantize(mode, wireAt, count: n, into: scratchA)
+                ReduceKernels.combine(options.op, .f32, into: UnsafeMutableRawPointer(scratchA),
+                                      UnsafeRawPointer(localF32), UnsafeRawPointer(scratchA), count: n)
+            }
+            if let result {
+                if options.op == .avg { ReduceKernels.divide(.f32, UnsafeMutableRawPointer(scratchA), count: n, by: plan.n) }
+                QuantKernels.quantize(mode, UnsafePointer(scratchA), count: n, into: outAt)
+                decode(UnsafeRawPointer(outAt), count: n, into: result + done * size)
+            } else {
+                QuantKernels.quantize(mode, UnsafePointer(scratchA), count: n, into: outAt)
+            }
+            done += n
         }
     }
 
-    /// scratchA = local ⊕ dequantize(wire), in f32.
-    private func combineQuantized(_ wire: UnsafeRawPointer, local: UnsafeRawPointer, count m: Int) {
-        let a = scratchA!
-        let localF32: UnsafePointer<Float>
-        if plan.type == .f32 {
-            localF32 = local.assumingMemoryBound(to: Float.self)
-        } else {
-            ReduceKernels.toFloat(plan.type, local, count: m, into: scratchB!)
-            localF32 = UnsafePointer(scratchB!)
-        }
-        if options.op == .sum || options.op == .avg {
-            QuantKernels.dequantizeAdd(plan.quantization, wire, count: m, adding: localF32, into: a)
-        } else {
-            let b = plan.type == .f32 ? scratchB! : a
-            QuantKernels.dequantize(plan.quantization, wire, count: m, into: b)
-            ReduceKernels.combine(options.op, .f32, into: UnsafeMutableRawPointer(a), UnsafeRawPointer(localF32),
-                                  UnsafeRawPointer(b), count: m)
-        }
-    }
-
-    /// Wire bytes to the caller's type: a copy, or the shared dequantization.
+    /// Wire bytes to the caller's type: the shared dequantization (and conversion).
     private func decode(_ wire: UnsafeRawPointer, count m: Int, into result: UnsafeMutableRawPointer) {
-        if plan.quantization == .none {
-            result.copyMemory(from: wire, byteCount: m * plan.type.size)
-        } else if plan.type == .f32 {
+        if plan.type == .f32 {
             QuantKernels.dequantize(plan.quantization, wire, count: m, into: result.assumingMemoryBound(to: Float.self))
-        } else {
-            QuantKernels.dequantize(plan.quantization, wire, count: m, into: scratchA!)
-            ReduceKernels.fromFloat(plan.type, UnsafePointer(scratchA!), count: m, into: result)
-        }
-    }
-
-    /// Input elements to wire bytes (the first step's send).
-    private func encode(from source: UnsafeRawPointer, count m: Int, into out: inout ByteBuffer) {
-        if plan.quantization == .none {
-            out.writeBytes(UnsafeRawBufferPointer(start: source, count: m * plan.type.size))
             return
         }
-        out.writeWithUnsafeMutableBytes(minimumWritableBytes: plan.wireBytes(m)) { buffer in
-            var done = 0
-            while done < m {
-                let n = min(plan.segmentElements, m - done)
-                let values: UnsafePointer<Float>
-                if plan.type == .f32 {
-                    values = (source + done * 4).assumingMemoryBound(to: Float.self)
-                } else {
-                    ReduceKernels.toFloat(plan.type, source + done * plan.type.size, count: n, into: scratchA!)
-                    values = UnsafePointer(scratchA!)
-                }
-                QuantKernels.quantize(plan.quantization, values, count: n,
-                                      into: buffer.baseAddress! + plan.wireBytes(done))
-                done += n
-            }
-            return plan.wireBytes(m)
+        var done = 0
+        while done < m {
+            let n = min(Self.piece, m - done)
+            QuantKernels.dequantize(plan.quantization, wire + plan.wireBytes(done), count: n, into: scratchA)
+            ReduceKernels.fromFloat(plan.type, UnsafePointer(scratchA), count: n, into: result + done * plan.type.size)
+            done += n
         }
     }
 
-    private func endFrame(_ done: Frame) {
-        nextSegment[done.step] += 1
-        receivedFrames += 1
-        if let out = done.out {
-            send(step: done.step + 1, segment: done.segment, [out])
-        } else if !done.forward.isEmpty {
-            send(step: done.step + 1, segment: done.segment, done.forward)
-        }
-        checkDone()
-    }
-
-    private func send(step: Int, segment: Int, _ payload: [ByteBuffer]) {
-        let length = payload.reduce(0) { $0 + $1.readableBytes }
-        let header = FrameHeader(type: .data, length: UInt32(length), tag: options.tag,
-                                 aux: RingPlan.aux(step: step, segment: segment))
-        outstandingWrites += 1
-        let loopBound = NIOLoopBound(self, eventLoop: loop)
-        right.send(header, payload).hop(to: loop).whenComplete { result in
-            let op = loopBound.value
-            op.outstandingWrites -= 1
-            if case .failure(let error) = result {
-                op.fail(CollectiveError.aborted("sending to \(hex(op.right.remoteId)) failed: \(error)"))
+    /// Input elements to wire bytes (the first step's send). Runs on the caller's thread, before
+    /// any frame of this collective is processed, so the scratch space is free.
+    private func encode(_ source: UnsafeRawPointer, count m: Int, into out: UnsafeMutableRawPointer) {
+        var done = 0
+        while done < m {
+            let n = min(Self.piece, m - done)
+            let values: UnsafePointer<Float>
+            if plan.type == .f32 {
+                values = (source + done * 4).assumingMemoryBound(to: Float.self)
             } else {
-                op.checkDone()
+                ReduceKernels.toFloat(plan.type, source + done * plan.type.size, count: n, into: encodeScratch)
+                values = UnsafePointer(encodeScratch)
             }
+            QuantKernels.quantize(plan.quantization, values, count: n, into: out + plan.wireBytes(done))
+            done += n
         }
     }
 
-    private func checkDone() {
-        guard !finished, receivedFrames == expectedFrames, nextInitialSegment == initialSegments,
-              outstandingWrites == 0 else { return }
-        finished = true
-        timeoutTask?.cancel()
-        onFinish?()
-        promise.succeed()
+    // MARK: Outcome
+
+    /// Reports success once every frame arrived and every send was written.
+    func flushCompletion() {
+        lock.lock()
+        if outcome == nil, receivedFrames == expectedFrames, outstandingSends == 0 {
+            outcome = .success(())
+        }
+        // Nothing of ours may still be in use by the sender or receiver when the caller is told:
+        // it may free its buffers right after.
+        guard let outcome, let continuation, !reported, outstandingSends == 0, activeReceives == 0 else {
+            lock.unlock()
+            return
+        }
+        reported = true
+        lock.unlock()
+        engine.finished(self)
+        continuation.resume(with: outcome.mapError { $0 as any Error })
     }
 
     func fail(_ error: CollectiveError) {
-        guard !finished else { return }
-        finished = true
-        timeoutTask?.cancel()
-        onFinish?()
-        promise.fail(error)
+        lock.withLock {
+            if outcome == nil { outcome = .failure(error) }
+        }
+        flushCompletion()
     }
 }

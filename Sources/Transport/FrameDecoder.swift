@@ -112,29 +112,6 @@ public struct FrameDecoder: ByteToMessageDecoder {
     }
 
     private func parseHeader(_ buffer: ByteBuffer) throws -> FrameHeader {
-        let at = buffer.readerIndex
-        guard buffer.getInteger(at: at, as: UInt32.self) == FrameHeader.magic else { throw badMagic() }
-        let version = buffer.getInteger(at: at + 4, as: UInt8.self)!
-        guard version == FrameHeader.protocolVersion else {
-            throw FrameDecodingError(
-                code: .versionMismatch,
-                message: "protocol version mismatch: peer speaks v\(version), this node speaks v\(FrameHeader.protocolVersion)")
-        }
-        let rawType = buffer.getInteger(at: at + 5, as: UInt8.self)!
-        guard MessageType.known.contains(rawType) else {
-            throw FrameDecodingError(code: .unknownType, message: "unknown message type \(rawType)")
-        }
-        let type = MessageType(rawValue: rawType)
-        let flags = buffer.getInteger(at: at + 6, as: UInt16.self)!
-        let length = buffer.getInteger(at: at + 8, as: UInt32.self)!
-        let tag = buffer.getInteger(at: at + 12, as: UInt64.self)!
-        let aux = buffer.getInteger(at: at + 20, as: UInt64.self)!
-        let limit = type.isHandshake ? limits.maxHandshakePayload
-            : type.isStreamed ? limits.maxDataPayload : limits.maxControlPayload
-        guard Int(length) <= limit else {
-            throw FrameDecodingError(
-                code: .oversized, message: "\(type) frame of \(length) bytes exceeds the limit of \(limit)")
-        }
-        return FrameHeader(type: type, flags: flags, length: length, tag: tag, aux: aux)
+        try buffer.withUnsafeReadableBytes { try FrameHeader.parse($0, limits: limits) }
     }
 }

@@ -37,6 +37,51 @@ public struct FrameHeader: Hashable, Sendable {
         self.aux = aux
     }
 
+    /// Checks and reads a header from its first 28 bytes: magic, version, known type, and the
+    /// type's length limit, so that nothing is read or allocated for a frame that is refused.
+    public static func parse(_ bytes: UnsafeRawBufferPointer, limits: FrameLimits) throws -> FrameHeader {
+        precondition(bytes.count >= size)
+        func load<T: FixedWidthInteger>(_ offset: Int, _: T.Type) -> T {
+            T(bigEndian: bytes.loadUnaligned(fromByteOffset: offset, as: T.self))
+        }
+        guard load(0, UInt32.self) == magic else {
+            throw FrameDecodingError(code: .badMagic, message: "not a peernode frame (bad magic): is something else talking to this port?")
+        }
+        let version = bytes[4]
+        guard version == protocolVersion else {
+            throw FrameDecodingError(
+                code: .versionMismatch,
+                message: "protocol version mismatch: peer speaks v\(version), this node speaks v\(protocolVersion)")
+        }
+        guard MessageType.known.contains(bytes[5]) else {
+            throw FrameDecodingError(code: .unknownType, message: "unknown message type \(bytes[5])")
+        }
+        let type = MessageType(rawValue: bytes[5])
+        let length = load(8, UInt32.self)
+        let limit = type.isHandshake ? limits.maxHandshakePayload
+            : type.isStreamed ? limits.maxDataPayload : limits.maxControlPayload
+        guard Int(length) <= limit else {
+            throw FrameDecodingError(code: .oversized, message: "\(type) frame of \(length) bytes exceeds the limit of \(limit)")
+        }
+        return FrameHeader(type: type, flags: load(6, UInt16.self), length: length, tag: load(12, UInt64.self),
+                           aux: load(20, UInt64.self))
+    }
+
+    /// The 28 header bytes.
+    public var bytes: [UInt8] {
+        var out = [UInt8]()
+        out.reserveCapacity(Self.size)
+        func put<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.bigEndian) { out += $0 } }
+        put(Self.magic)
+        put(Self.protocolVersion)
+        put(type.rawValue)
+        put(flags)
+        put(length)
+        put(tag)
+        put(aux)
+        return out
+    }
+
     /// Appends the 28 header bytes to `buffer`.
     public func write(to buffer: inout ByteBuffer) {
         buffer.writeInteger(Self.magic)

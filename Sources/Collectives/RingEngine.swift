@@ -1,0 +1,162 @@
+import Foundation
+import Logging
+import Transport
+
+/// One formed ring on this peer: the link from the left neighbour (read by a receiver thread)
+/// and the link to the right one (written by a ``FrameSender``), and the collectives running on them.
+///
+/// A neighbour may start a collective before this peer does: its frames are held (up to
+/// `maxEarlyBytes`; past that the receiver stops reading and TCP pushes back) until the local
+/// call with the same tag registers. Any I/O error, timeout or protocol violation breaks the ring:
+/// every running collective fails, both links are shut down, and a new ring must be formed.
+final class RingEngine: @unchecked Sendable {
+    let rank: Int
+    let size: Int
+    let epoch: UInt64
+    let sender: FrameSender?
+    private let left: BlockingSocket?
+    private let right: BlockingSocket?
+    private let limits = FrameLimits()
+    private let logger: Logger
+    private let maxEarlyBytes: Int
+
+    private let lock = NSCondition()
+    private var ops: [UInt64: RingAllReduceOp] = [:]
+    private var early: [UInt64: [(FrameHeader, UnsafeMutableRawBufferPointer)]] = [:]
+    private var earlyBytes = 0
+    private(set) var brokenReason: String?
+    /// Called once when the ring breaks.
+    var onBreak: (@Sendable (String) -> Void)?
+
+    init(rank: Int, size: Int, epoch: UInt64, left: BlockingSocket?, right: BlockingSocket?, maxEarlyBytes: Int, logger: Logger) {
+        self.rank = rank
+        self.size = size
+        self.epoch = epoch
+        self.left = left
+        self.right = right
+        self.maxEarlyBytes = maxEarlyBytes
+        self.logger = logger
+        sender = right.map { FrameSender(socket: $0, name: "peernode-ring-send") }
+        if left != nil {
+            let thread = Thread { [self] in receiveLoop() }
+            thread.name = "peernode-ring-receive"
+            thread.start()
+        }
+    }
+
+    var isBroken: Bool { lock.withLock { brokenReason != nil } }
+
+    /// Adds a collective and replays what its neighbour already sent, in order.
+    func register(_ op: RingAllReduceOp) throws {
+        lock.lock()
+        if let reason = brokenReason {
+            lock.unlock()
+            throw CollectiveError(code: .notConnected, message: "the ring is broken (\(reason)); form it again first")
+        }
+        guard ops[op.options.tag] == nil else {
+            lock.unlock()
+            throw CollectiveError(code: .invalidArgument, message: "tag \(op.options.tag) is already in use by a running collective")
+        }
+        ops[op.options.tag] = op
+        let waiting = early.removeValue(forKey: op.options.tag) ?? []
+        for (_, payload) in waiting { earlyBytes -= payload.count }
+        // Set before the engine's lock is released, so that the receiver cannot deliver a newer
+        // frame of this tag before the held ones are replayed.
+        op.beginReplay()
+        lock.broadcast()
+        lock.unlock()
+        op.start()
+        defer { for (_, payload) in waiting { payload.deallocate() } }
+        do {
+            try op.replay(waiting)
+        } catch {
+            breakRing("\(error)")
+        }
+    }
+
+    func finished(_ op: RingAllReduceOp) {
+        lock.withLock {
+            if ops[op.options.tag] === op { ops[op.options.tag] = nil }
+        }
+    }
+
+    private func receiveLoop() {
+        guard let left else { return }
+        let header = UnsafeMutableRawBufferPointer.allocate(byteCount: FrameHeader.size, alignment: 8)
+        defer { header.deallocate() }
+        while true {
+            do {
+                try left.receive(into: header.baseAddress!, count: FrameHeader.size)
+                let frame = try FrameHeader.parse(UnsafeRawBufferPointer(header), limits: limits)
+                guard frame.type == .data else {
+                    throw CollectiveError(code: .protocolViolation, message: "unexpected \(frame.type) frame on a ring link")
+                }
+                try deliver(frame, from: left)
+            } catch {
+                breakRing(isBroken ? "" : "ring link from the left neighbour: \(error)")
+                return
+            }
+        }
+    }
+
+    private func deliver(_ frame: FrameHeader, from socket: BlockingSocket) throws {
+        lock.lock()
+        var op = ops[frame.tag]
+        while op == nil, earlyBytes > maxEarlyBytes, brokenReason == nil {
+            lock.wait()
+            op = ops[frame.tag]
+        }
+        if brokenReason != nil {
+            lock.unlock()
+            throw CollectiveError.aborted("ring broken")
+        }
+        lock.unlock()
+        if let op {
+            try op.receive(frame, from: socket)
+            return
+        }
+        let payload = UnsafeMutableRawBufferPointer.allocate(byteCount: max(Int(frame.length), 1), alignment: 64)
+        do {
+            try socket.receive(into: payload.baseAddress!, count: Int(frame.length))
+        } catch {
+            payload.deallocate()
+            throw error
+        }
+        let held = UnsafeMutableRawBufferPointer(rebasing: payload[0..<Int(frame.length)])
+        lock.lock()
+        if let registered = ops[frame.tag] {
+            // Registered while the payload was being read: hand it over in order.
+            lock.unlock()
+            defer { payload.deallocate() }
+            try registered.receive(frame, held: UnsafeRawBufferPointer(held))
+            return
+        }
+        early[frame.tag, default: []].append((frame, held))
+        earlyBytes += held.count
+        lock.unlock()
+    }
+
+    /// Fails every running collective and shuts both links down.
+    func breakRing(_ reason: String) {
+        lock.lock()
+        guard brokenReason == nil else {
+            lock.unlock()
+            return
+        }
+        brokenReason = reason
+        let running = Array(ops.values)
+        ops.removeAll()
+        for (_, frames) in early { for (_, payload) in frames { payload.deallocate() } }
+        early.removeAll()
+        earlyBytes = 0
+        lock.broadcast()
+        lock.unlock()
+        let error = CollectiveError.aborted(reason)
+        sender?.stop(error)
+        left?.shutdown()
+        right?.shutdown()
+        for op in running { op.fail(error) }
+        if !reason.isEmpty { logger.warning("ring of epoch \(epoch) broken: \(reason)") }
+        onBreak?(reason)
+    }
+}
