@@ -14,4 +14,4 @@ if [[ ! -x $BIN ]]; then
 fi
 # shellcheck disable=SC2086
 exec "$BIN" bench allreduce --peers "$N" --size-mib $SIZES --reps "$REPS" --quant "$QUANT" \
-  --impl "peernode${QUANT/none/}"
+  --impl "peernode$([[ $QUANT == none ]] || echo "-$QUANT")"

@@ -1,12 +1,17 @@
 import Foundation
 import Transport
 
-/// Writes frames to one socket, in the order they were queued, on a thread of its own.
+/// Writes frames to one socket on a thread of its own, later ring steps first.
 ///
-/// Payload pieces are sent straight from wherever they live (the caller's input, the result
-/// buffer, or a frame buffer owned by the item), so queueing costs no copy.
+/// A collective queues its whole first step at once; partial sums and all-gather frames made
+/// later are on the ring's critical path (the neighbour waits for them to go on), so the queue
+/// with the highest step number is served first, in order within a step. Payload pieces are
+/// sent straight from wherever they live (the caller's input, the result buffer, or a frame
+/// buffer owned by the item), so queueing costs no copy.
 final class FrameSender: @unchecked Sendable {
     struct Item {
+        /// Higher first; the ring step of a data frame.
+        var priority: Int
         var header: FrameHeader
         var pieces: [UnsafeRawBufferPointer]
         /// Called on the sender thread once the bytes are written, or with the error.
@@ -15,8 +20,10 @@ final class FrameSender: @unchecked Sendable {
 
     private let socket: BlockingSocket
     private let condition = NSCondition()
-    private var queue: [Item] = []
-    private var head = 0
+    /// Queues by priority; `heads[p]` is the next item of `queues[p]`.
+    private var queues: [[Item]] = []
+    private var heads: [Int] = []
+    private var queued = 0
     private var failure: Error?
 
     init(socket: BlockingSocket, name: String) {
@@ -33,7 +40,13 @@ final class FrameSender: @unchecked Sendable {
             item.done(failure)
             return
         }
-        queue.append(item)
+        let p = max(0, item.priority)
+        while queues.count <= p {
+            queues.append([])
+            heads.append(0)
+        }
+        queues[p].append(item)
+        queued += 1
         condition.signal()
         condition.unlock()
     }
@@ -42,9 +55,11 @@ final class FrameSender: @unchecked Sendable {
     func stop(_ error: Error) {
         condition.lock()
         if failure == nil { failure = error }
-        let dropped = Array(queue[head...])
-        queue.removeAll()
-        head = 0
+        var dropped: [Item] = []
+        for p in queues.indices { dropped += queues[p][heads[p]...] }
+        queues.removeAll()
+        heads.removeAll()
+        queued = 0
         condition.signal()
         condition.unlock()
         for item in dropped { item.done(error) }
@@ -53,16 +68,18 @@ final class FrameSender: @unchecked Sendable {
     private func run() {
         while true {
             condition.lock()
-            while head == queue.count, failure == nil { condition.wait() }
+            while queued == 0, failure == nil { condition.wait() }
             if failure != nil {
                 condition.unlock()
                 return
             }
-            let item = queue[head]
-            head += 1
-            if head > 1024, head * 2 > queue.count {
-                queue.removeFirst(head)
-                head = 0
+            let p = queues.indices.last { heads[$0] < queues[$0].count }!
+            let item = queues[p][heads[p]]
+            heads[p] += 1
+            queued -= 1
+            if heads[p] == queues[p].count {
+                queues[p].removeAll(keepingCapacity: true)
+                heads[p] = 0
             }
             condition.unlock()
             do {

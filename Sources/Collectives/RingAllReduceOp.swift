@@ -115,7 +115,7 @@ final class RingAllReduceOp: @unchecked Sendable {
         lock.withLock { outstandingSends += 1 }
         let header = FrameHeader(type: .data, length: UInt32(bytes.count), tag: options.tag,
                                  aux: RingPlan.aux(step: step, segment: segment))
-        engine.sender!.enqueue(.init(header: header, pieces: [bytes]) { [self] error in
+        engine.sender!.enqueue(.init(priority: step, header: header, pieces: [bytes]) { [self] error in
             owned?.deallocate()
             lock.withLock { outstandingSends -= 1 }
             if let error {
