@@ -73,7 +73,13 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
-        .testTarget(name: "CollectivesTests", dependencies: ["Collectives", "PeerTestSupport"]),
+        .testTarget(
+            name: "CollectivesTests",
+            dependencies: [
+                "Collectives", "PeerTestSupport", "Transport",
+                .product(name: "InMemoryLogging", package: "swift-log"),
+            ]
+        ),
         .testTarget(name: "ModelsTests", dependencies: ["Models"]),
     ]
 )

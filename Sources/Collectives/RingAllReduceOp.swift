@@ -105,7 +105,7 @@ final class RingAllReduceOp: @unchecked Sendable {
         let timeout = Double(options.timeout.nanoseconds) / 1e9
         DispatchQueue.global().asyncAfter(deadline: .now() + timeout) { [weak self] in
             guard let self, !self.isFinished else { return }
-            self.engine.breakRing("all-reduce tag \(self.options.tag) timed out after \(timeout) s")
+            self.engine.breakRing("all-reduce tag \(self.options.tag) timed out after \(timeout) s", code: .timedOut)
         }
     }
 

@@ -69,6 +69,8 @@ final class RingEngine: @unchecked Sendable {
         defer { for (_, payload) in waiting { payload.deallocate() } }
         do {
             try op.replay(waiting)
+        } catch let error as CollectiveError {
+            breakRing(error.message, code: error.code)
         } catch {
             breakRing("\(error)")
         }
@@ -92,6 +94,12 @@ final class RingEngine: @unchecked Sendable {
                     throw CollectiveError(code: .protocolViolation, message: "unexpected \(frame.type) frame on a ring link")
                 }
                 try deliver(frame, from: left)
+            } catch let error as CollectiveError {
+                breakRing(isBroken ? "" : "ring link from the left neighbour: \(error.message)", code: error.code)
+                return
+            } catch let error as FrameDecodingError {
+                breakRing(isBroken ? "" : "ring link from the left neighbour: \(error)", code: .protocolViolation)
+                return
             } catch {
                 breakRing(isBroken ? "" : "ring link from the left neighbour: \(error)")
                 return
@@ -137,7 +145,7 @@ final class RingEngine: @unchecked Sendable {
     }
 
     /// Fails every running collective and shuts both links down.
-    func breakRing(_ reason: String) {
+    func breakRing(_ reason: String, code: CollectiveError.Code = .membershipChanged) {
         lock.lock()
         guard brokenReason == nil else {
             lock.unlock()
@@ -151,7 +159,7 @@ final class RingEngine: @unchecked Sendable {
         earlyBytes = 0
         lock.broadcast()
         lock.unlock()
-        let error = CollectiveError.aborted(reason)
+        let error = CollectiveError(code: code, message: reason)
         sender?.stop(error)
         left?.shutdown()
         right?.shutdown()
