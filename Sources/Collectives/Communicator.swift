@@ -167,7 +167,10 @@ public final class Communicator: @unchecked Sendable {
         guard options.segmentBytes > 0 else {
             throw CollectiveError(code: .invalidArgument, message: "segment size must be positive")
         }
-        guard let engine = state.withLock({ self.engine }), !engine.isBroken else { throw notConnected() }
+        guard let engine = state.withLock({ self.engine }) else { throw notConnected() }
+        if let reason = engine.breakReason {
+            throw CollectiveError(code: .notConnected, message: "the ring is broken (\(reason)); form it again with connect(view:)")
+        }
         let count = input.count / type.size
         guard count > 0 else { return }
         if engine.size == 1 {

@@ -45,6 +45,7 @@ final class RingEngine: @unchecked Sendable {
     }
 
     var isBroken: Bool { lock.withLock { brokenReason != nil } }
+    var breakReason: String? { lock.withLock { brokenReason } }
 
     /// Adds a collective and replays what its neighbour already sent, in order.
     func register(_ op: RingAllReduceOp) throws {
