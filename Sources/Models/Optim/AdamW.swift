@@ -1,0 +1,114 @@
+import Foundation
+
+/// Settings of `AdamW`.
+public struct AdamWConfig: Sendable {
+    public var learningRate: Float = 1e-3
+    public var beta1: Float = 0.9
+    public var beta2: Float = 0.999
+    public var epsilon: Float = 1e-8
+    /// Decoupled weight decay (Loshchilov & Hutter 2019), applied only to parameters whose
+    /// `ParameterInfo.decays` is true, as lr·wd·θ. 0 gives plain Adam.
+    public var weightDecay: Float = 0
+    /// Linear warm-up of the learning rate over this many steps (0: none).
+    public var warmupSteps = 0
+
+    public init(learningRate: Float = 1e-3, weightDecay: Float = 0, warmupSteps: Int = 0) {
+        self.learningRate = learningRate
+        self.weightDecay = weightDecay
+        self.warmupSteps = warmupSteps
+    }
+}
+
+/// Adam with decoupled weight decay over a model's flat parameter and gradient buffers.
+///
+/// Each peer keeps its own moments (DiLoCo's inner optimizer is local), so this runs with
+/// vectorized, possibly contracted arithmetic: its result never has to match another CPU's.
+public final class AdamW {
+    public var config: AdamWConfig
+    public let store: ParameterStore
+    public private(set) var step = 0
+    let firstMoment: Tensor
+    let secondMoment: Tensor
+    private let ranges: [(offset: Int, count: Int, decays: Bool)]
+
+    public init(_ store: ParameterStore, config: AdamWConfig) {
+        precondition(store.isSealed, "seal the parameter store before creating the optimizer")
+        self.store = store
+        self.config = config
+        firstMoment = Tensor(rows: 1, cols: store.count)
+        secondMoment = Tensor(rows: 1, cols: store.count)
+        // Merge neighbouring parameters with the same decay flag into one pass.
+        var r: [(offset: Int, count: Int, decays: Bool)] = []
+        for info in store.infos {
+            if let last = r.last, last.decays == info.decays, last.offset + last.count == info.offset {
+                r[r.count - 1].count += info.count
+            } else {
+                r.append((info.offset, info.count, info.decays))
+            }
+        }
+        ranges = r
+    }
+
+    /// The learning rate the next `update()` will use.
+    public var currentLearningRate: Float {
+        let t = step + 1
+        guard config.warmupSteps > 0, t < config.warmupSteps else { return config.learningRate }
+        return config.learningRate * Float(t) / Float(config.warmupSteps)
+    }
+
+    /// Resets the moments and the step count (e.g. after a checkpoint restore on another peer).
+    public func reset() {
+        step = 0
+        firstMoment.matrix.zero()
+        secondMoment.matrix.zero()
+    }
+
+    /// One update from the gradients currently in the store.
+    public func update() {
+        let lr = currentLearningRate
+        step += 1
+        let t = Float(step)
+        let c = config
+        let bc1 = 1 - Float(Foundation.pow(Double(c.beta1), Double(t)))
+        let bc2 = 1 - Float(Foundation.pow(Double(c.beta2), Double(t)))
+        let p = store.values.baseAddress!, g = store.gradients.baseAddress!
+        for r in ranges {
+            AdamW.kernel(p + r.offset, g + r.offset, firstMoment.base + r.offset, secondMoment.base + r.offset,
+                         r.count, lr: lr, beta1: c.beta1, beta2: c.beta2, epsilon: c.epsilon,
+                         decay: r.decays ? c.weightDecay : 0, bc1: bc1, bc2: bc2)
+        }
+    }
+
+    @inline(never)
+    static func kernel(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>,
+                       _ m: UnsafeMutablePointer<Float>, _ v: UnsafeMutablePointer<Float>, _ n: Int,
+                       lr: Float, beta1: Float, beta2: Float, epsilon: Float, decay: Float,
+                       bc1: Float, bc2: Float) {
+        typealias V = Kernels.V
+        let b1 = V(repeating: beta1), b2 = V(repeating: beta2)
+        let ob1 = V(repeating: 1 - beta1), ob2 = V(repeating: 1 - beta2)
+        let stepSize = V(repeating: lr / bc1)
+        let invBc2 = V(repeating: 1 / bc2)
+        let eps = V(repeating: epsilon)
+        let shrink = V(repeating: 1 - lr * decay)
+        var i = 0
+        while i &+ 16 <= n {
+            let gi = Kernels.load(g, i)
+            let mi = b1 * Kernels.load(m, i) + ob1 * gi
+            let vi = b2 * Kernels.load(v, i) + ob2 * gi * gi
+            Kernels.store(mi, m, i)
+            Kernels.store(vi, v, i)
+            let denom = (vi * invBc2).squareRoot() + eps
+            Kernels.store(Kernels.load(p, i) * shrink - stepSize * mi / denom, p, i)
+            i &+= 16
+        }
+        let s = lr / bc1, sh = 1 - lr * decay
+        while i < n {
+            let gi = g[i]
+            m[i] = beta1 * m[i] + (1 - beta1) * gi
+            v[i] = beta2 * v[i] + (1 - beta2) * gi * gi
+            p[i] = p[i] * sh - s * m[i] / ((v[i] / bc2).squareRoot() + epsilon)
+            i &+= 1
+        }
+    }
+}
