@@ -11,7 +11,7 @@ public enum EdgeNormalization: Sendable {
 /// gradients of the nodes it sent to). Gather-only on both sides means no write conflicts and
 /// vectorized rows, instead of an edge-wise scatter.
 public struct Adjacency {
-    public let nodeCount: Int
+    public var nodeCount: Int { forwardOperator.rows }
     public let forwardOperator: CSRMatrix
     public let backwardOperator: CSRMatrix
 
@@ -34,16 +34,16 @@ public struct Adjacency {
                 weights[k] = d > 0 ? 1 / d.squareRoot() : 0
             }
         }
-        self.nodeCount = nodeCount
         forwardOperator = CSRMatrix(rows: nodeCount, cols: nodeCount, rowIndices: dst, columnIndices: src, values: weights)
         backwardOperator = CSRMatrix(rows: nodeCount, cols: nodeCount, rowIndices: src, columnIndices: dst, values: weights)
     }
 
-    /// Reuses storage: an operator over an already built CSR (e.g. a collated batch).
-    public init(forward: CSRMatrix) {
-        nodeCount = forward.rows
+    /// An operator over an already built CSR. For a symmetric matrix (undirected graph with
+    /// symmetric weights) pass `symmetric: true`: the transpose is then the matrix itself, and a
+    /// batch builder can rewrite it in place every step.
+    public init(forward: CSRMatrix, symmetric: Bool) {
         forwardOperator = forward
-        backwardOperator = forward.transposed()
+        backwardOperator = symmetric ? forward : forward.transposed()
     }
 }
 

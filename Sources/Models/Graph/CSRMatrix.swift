@@ -5,10 +5,10 @@
 /// copy in place every step without copy-on-write allocations; the structure arrays are
 /// immutable and shared between copies.
 public final class CSRMatrix {
-    public let rows: Int
-    public let cols: Int
-    public let rowPointers: [Int32]
-    public let columnIndices: [Int32]
+    public internal(set) var rows: Int
+    public internal(set) var cols: Int
+    public internal(set) var rowPointers: [Int32]
+    public internal(set) var columnIndices: [Int32]
     public var values: [Float]
 
     public var nonZeroCount: Int { columnIndices.count }
@@ -45,6 +45,17 @@ public final class CSRMatrix {
             vals[p] = values[k]
         }
         self.init(rows: rows, cols: cols, rowPointers: counts, columnIndices: cols32, values: vals)
+    }
+
+    /// Empties the matrix for an in-place rebuild that keeps the arrays' capacity (per-batch
+    /// graphs are rebuilt every step without allocating once the largest batch has been seen).
+    func clear(rows: Int, cols: Int) {
+        self.rows = rows
+        self.cols = cols
+        rowPointers.removeAll(keepingCapacity: true)
+        columnIndices.removeAll(keepingCapacity: true)
+        values.removeAll(keepingCapacity: true)
+        rowPointers.append(0)
     }
 
     /// A matrix with the same structure and its own copy of the values.

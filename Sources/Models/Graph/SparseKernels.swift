@@ -1,7 +1,8 @@
 /// Sparse-dense products, row gathers and scatter-adds: the message-passing primitives.
 ///
-/// Each output row is a sum of scaled dense rows, so the inner loop is a `SIMD16` axpy over the
-/// feature width; rows are processed in order, so results are deterministic (no atomics).
+/// Each output row is a sum of scaled dense rows, so the inner loop is an axpy over the feature
+/// width (a plain pointer loop that LLVM vectorizes, see `Kernels`); rows are processed in
+/// order, so results are deterministic (no atomics).
 public enum SparseKernels {
     /// c (= or +=) a · b, with a sparse (CSR) and b dense: c[i] = Σ_k a[i,k] · b[k].
     @inline(never)
@@ -69,11 +70,6 @@ public enum SparseKernels {
     @inline(__always)
     static func rowAXPY(_ alpha: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
         var j = 0
-        let a = Kernels.V(repeating: alpha)
-        while j &+ 16 <= n {
-            Kernels.store(Kernels.load(y, j) + a * Kernels.load(x, j), y, j)
-            j &+= 16
-        }
         while j < n { y[j] += alpha * x[j]; j &+= 1 }
     }
 }

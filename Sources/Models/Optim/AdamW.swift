@@ -21,8 +21,8 @@ public struct AdamWConfig: Sendable {
 
 /// Adam with decoupled weight decay over a model's flat parameter and gradient buffers.
 ///
-/// Each peer keeps its own moments (DiLoCo's inner optimizer is local), so this runs with
-/// vectorized, possibly contracted arithmetic: its result never has to match another CPU's.
+/// Each peer keeps its own moments (DiLoCo's inner optimizer is local), so the update is a
+/// plain loop LLVM vectorizes freely: its result never has to match another CPU's.
 public final class AdamW {
     public var config: AdamWConfig
     public let store: ParameterStore
@@ -84,24 +84,7 @@ public final class AdamW {
                        _ m: UnsafeMutablePointer<Float>, _ v: UnsafeMutablePointer<Float>, _ n: Int,
                        lr: Float, beta1: Float, beta2: Float, epsilon: Float, decay: Float,
                        bc1: Float, bc2: Float) {
-        typealias V = Kernels.V
-        let b1 = V(repeating: beta1), b2 = V(repeating: beta2)
-        let ob1 = V(repeating: 1 - beta1), ob2 = V(repeating: 1 - beta2)
-        let stepSize = V(repeating: lr / bc1)
-        let invBc2 = V(repeating: 1 / bc2)
-        let eps = V(repeating: epsilon)
-        let shrink = V(repeating: 1 - lr * decay)
         var i = 0
-        while i &+ 16 <= n {
-            let gi = Kernels.load(g, i)
-            let mi = b1 * Kernels.load(m, i) + ob1 * gi
-            let vi = b2 * Kernels.load(v, i) + ob2 * gi * gi
-            Kernels.store(mi, m, i)
-            Kernels.store(vi, v, i)
-            let denom = (vi * invBc2).squareRoot() + eps
-            Kernels.store(Kernels.load(p, i) * shrink - stepSize * mi / denom, p, i)
-            i &+= 16
-        }
         let s = lr / bc1, sh = 1 - lr * decay
         while i < n {
             let gi = g[i]

@@ -1,0 +1,40 @@
+/// An evaluation result: the task's metric (accuracy or RMSE) and the mean loss.
+public struct Metrics: Sendable, CustomStringConvertible {
+    public let name: String
+    public let value: Double
+    public let loss: Double
+    public let higherIsBetter: Bool
+
+    public init(name: String, value: Double, loss: Double, higherIsBetter: Bool) {
+        self.name = name
+        self.value = value
+        self.loss = loss
+        self.higherIsBetter = higherIsBetter
+    }
+
+    public var description: String { "\(name) \(value) (loss \(loss))" }
+
+    /// Whether `self` is better than `other` on the metric.
+    public func isBetter(than other: Metrics) -> Bool {
+        higherIsBetter ? value > other.value : value < other.value
+    }
+}
+
+/// What the distributed layer sees of a model: flat parameter and gradient buffers, a step
+/// that computes the loss and gradients of the next local batch, and an evaluation.
+///
+/// The model owns its data shard and batch order (seeded), so a step needs no arguments and the
+/// sequence of batches is a pure function of the seed. The optimizer is kept apart (see
+/// `TrainingTask`): DiLoCo runs AdamW inside and its own outer step on `parameters.values`.
+public protocol TrainableModel: AnyObject {
+    var parameters: ParameterStore { get }
+    /// Number of training examples (nodes, molecules, images) in this peer's shard.
+    var trainingExampleCount: Int { get }
+    /// Batches per pass over the shard.
+    var stepsPerEpoch: Int { get }
+    /// Overwrites `parameters.gradients` with the gradient of the loss on the next batch of the
+    /// local shard and returns that loss.
+    func trainStep() -> Float
+    /// Metric and loss on a split (no parameter change; batch statistics are not updated).
+    func evaluate(_ split: DataSplit) -> Metrics
+}
