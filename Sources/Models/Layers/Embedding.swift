@@ -10,13 +10,14 @@ public final class Embedding {
     private var stride = 1
     private var column = 0
 
-    public init(_ store: ParameterStore, name: String, vocabulary: Int, dimension: Int) {
+    /// The default initialiser is N(0, 1), PyTorch's `nn.Embedding` default (what the GIN
+    /// reference uses; OGB's own AtomEncoder uses Glorot instead).
+    public init(_ store: ParameterStore, name: String, vocabulary: Int, dimension: Int,
+                initializer: Initializer = .normal(std: 1)) {
         self.store = store
         self.vocabulary = vocabulary
         self.dimension = dimension
-        // Xavier-uniform over (vocabulary, dimension), as PyTorch Geometric's AtomEncoder.
-        table = store.add("\(name).table", shape: [vocabulary, dimension],
-                          initializer: .glorotUniform(fanIn: vocabulary, fanOut: dimension))
+        table = store.add("\(name).table", shape: [vocabulary, dimension], initializer: initializer)
     }
 
     /// Looks up `indices[i * stride + column]` for each output row i (stride/column let a

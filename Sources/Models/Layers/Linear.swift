@@ -12,13 +12,31 @@ public final class Linear {
     public let output = Tensor()
     public let inputGradient = Tensor()
 
-    public init(_ store: ParameterStore, name: String, inFeatures: Int, outFeatures: Int, bias: Bool = true) {
+    /// How weights and bias start out.
+    public enum Initialization: Sendable {
+        /// Glorot-uniform weights, zero bias (the GCN and MoE references).
+        case glorot
+        /// Weights and bias U(−1/√in, 1/√in): PyTorch's `nn.Linear` default, which the GIN
+        /// reference uses. Its outputs start about 2x smaller than Glorot's for square layers,
+        /// which matters before an unnormalised sum readout.
+        case torchDefault
+    }
+
+    public init(_ store: ParameterStore, name: String, inFeatures: Int, outFeatures: Int, bias: Bool = true,
+                initialization: Initialization = .glorot) {
         self.store = store
         self.inFeatures = inFeatures
         self.outFeatures = outFeatures
-        weight = store.add("\(name).weight", shape: [inFeatures, outFeatures],
-                           initializer: .glorotUniform(fanIn: inFeatures, fanOut: outFeatures))
-        self.bias = bias ? store.add("\(name).bias", shape: [outFeatures], initializer: .zeros) : nil
+        let bound = 1 / Float(inFeatures).squareRoot()
+        switch initialization {
+        case .glorot:
+            weight = store.add("\(name).weight", shape: [inFeatures, outFeatures],
+                               initializer: .glorotUniform(fanIn: inFeatures, fanOut: outFeatures))
+            self.bias = bias ? store.add("\(name).bias", shape: [outFeatures], initializer: .zeros) : nil
+        case .torchDefault:
+            weight = store.add("\(name).weight", shape: [inFeatures, outFeatures], initializer: .uniform(bound: bound))
+            self.bias = bias ? store.add("\(name).bias", shape: [outFeatures], initializer: .uniform(bound: bound)) : nil
+        }
     }
 
     /// Keeps a view of `x`: its memory must stay untouched until `backward`.

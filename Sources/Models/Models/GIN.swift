@@ -68,15 +68,15 @@ public final class GIN: TrainableModel {
         let placeholder = MoleculeBatch()
         aggregations = (0..<config.layers).map { _ in GraphAggregation(placeholder.adjacency) }
         combined = (0..<config.layers).map { _ in Tensor() }
-        lin1 = (0..<config.layers).map { Linear(store, name: "gin.layer\($0).mlp.fc1", inFeatures: d, outFeatures: d) }
+        lin1 = (0..<config.layers).map { Linear(store, name: "gin.layer\($0).mlp.fc1", inFeatures: d, outFeatures: d, initialization: .torchDefault) }
         norm1 = (0..<config.layers).map { BatchNorm(store, name: "gin.layer\($0).mlp.bn", features: d) }
         act1 = (0..<config.layers).map { _ in ReLU() }
-        lin2 = (0..<config.layers).map { Linear(store, name: "gin.layer\($0).mlp.fc2", inFeatures: d, outFeatures: d) }
+        lin2 = (0..<config.layers).map { Linear(store, name: "gin.layer\($0).mlp.fc2", inFeatures: d, outFeatures: d, initialization: .torchDefault) }
         norm2 = (0..<config.layers).map { BatchNorm(store, name: "gin.layer\($0).bn", features: d) }
         act2 = (0..<config.layers).map { _ in ReLU() }
         pooling = GraphPooling(mode: config.pooling)
-        head1 = Linear(store, name: "gin.head.fc1", inFeatures: d, outFeatures: d)
-        head2 = Linear(store, name: "gin.head.fc2", inFeatures: d, outFeatures: 1)
+        head1 = Linear(store, name: "gin.head.fc1", inFeatures: d, outFeatures: d, initialization: .torchDefault)
+        head2 = Linear(store, name: "gin.head.fc2", inFeatures: d, outFeatures: 1, initialization: .torchDefault)
         sampler = BatchSampler(indices: trainIndices ?? train, batchSize: config.batchSize, dropLast: false, seed: streamSeed ?? seed)
         layerInputs = Array(repeating: Matrix(base: combined[0].base, rows: 0, cols: 0), count: config.layers)
         store.seal(seed: seed)
@@ -106,12 +106,17 @@ public final class GIN: TrainableModel {
     }
 
     public func trainStep() -> Float {
-        parameters.zeroGradients()
         var indices = sampler.next()
         if indices.count < 2 { indices = sampler.next() }  // batch norm needs two graphs
         batch.build(indices, from: graphs, mean: targetMean, std: targetStd)
-        let prediction = forward(batch, training: true)
-        let l = batch.targets.withUnsafeBufferPointer { loss.forward(prediction, targets: $0) }
+        return lossAndGradients(batch)
+    }
+
+    /// Zeroes the gradients, then fills them with those of the MSE on `b` (training mode).
+    func lossAndGradients(_ b: MoleculeBatch) -> Float {
+        parameters.zeroGradients()
+        let prediction = forward(b, training: true)
+        let l = b.targets.withUnsafeBufferPointer { loss.forward(prediction, targets: $0) }
         let dPooled = head1.backward(headActivation.backward(head2.backward(loss.predictionGradient.matrix)))
         var dh = pooling.backward(dPooled)
         let eps = parameters.value(epsilon).base, dEps = parameters.gradient(epsilon).base

@@ -56,7 +56,6 @@ public final class MoEClassifier: TrainableModel {
     private var auxLoss: Float { blocks.reduce(0) { $0 + $1.auxLoss } }
 
     public func trainStep() -> Float {
-        parameters.zeroGradients()
         let batch = sampler.next()
         let f = dataset.featureCount
         let x = batchFeatures.resize(rows: batch.count, cols: f)
@@ -67,8 +66,14 @@ public final class MoEClassifier: TrainableModel {
                 batchLabels.append(dataset.labels[i])
             }
         }
+        return batchLabels.withUnsafeBufferPointer { lossAndGradients(x, labels: $0) }
+    }
+
+    /// Zeroes the gradients, then fills them with those of CE + aux on one batch.
+    func lossAndGradients(_ x: Matrix, labels: UnsafeBufferPointer<Int32>) -> Float {
+        parameters.zeroGradients()
         let logits = forward(x)
-        let ce = batchLabels.withUnsafeBufferPointer { loss.forward(logits, labels: $0) }
+        let ce = loss.forward(logits, labels: labels)
         var dh = head.backward(loss.logitsGradient.matrix)
         for b in blocks.reversed() { dh = b.backward(dh) }
         inputProjection.backward(inputActivation.backward(dh), computeInputGradient: false)
