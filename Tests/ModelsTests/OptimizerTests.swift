@@ -85,3 +85,31 @@ import Testing
         #expect(q[0].bitPattern == 0xBE99_1688)  // -0.29900002, computed with float32 rounding per operation
     }
 }
+
+@Suite struct AdamWKernelTests {
+    /// Release builds run the SIMD kernel, debug builds (these tests) the scalar one: both must
+    /// compute the same update.
+    @Test func vectorAndScalarKernelsAgree() {
+        let n = 45  // SIMD part plus a tail
+        let p0 = randomValues(n, seed: 60), g = randomValues(n, seed: 61)
+        let m0 = randomValues(n, seed: 62, scale: 0.1), v0 = randomValues(n, seed: 63, scale: 0.1).map { abs($0) }
+        func run(_ vector: Bool) -> [Float] {
+            var p = p0, m = m0, v = v0
+            p.withUnsafeMutableBufferPointer { pp in m.withUnsafeMutableBufferPointer { mp in v.withUnsafeMutableBufferPointer { vp in
+                g.withUnsafeBufferPointer { gp in
+                    if vector {
+                        AdamW.vectorKernel(pp.baseAddress!, gp.baseAddress!, mp.baseAddress!, vp.baseAddress!, n, lr: 0.01,
+                                           beta1: 0.9, beta2: 0.999, epsilon: 1e-8, decay: 0.1, bc1: 0.19, bc2: 0.002)
+                    } else {
+                        AdamW.scalarKernel(pp.baseAddress!, gp.baseAddress!, mp.baseAddress!, vp.baseAddress!, n, lr: 0.01,
+                                           beta1: 0.9, beta2: 0.999, epsilon: 1e-8, decay: 0.1, bc1: 0.19, bc2: 0.002)
+                    }
+                }
+            } } }
+            return p + m + v
+        }
+        let a = run(true), b = run(false)
+        #expect(a != p0 + m0 + v0)
+        for i in 0..<a.count { #expect(abs(a[i] - b[i]) <= 1e-6 * max(1, abs(b[i])), "element \(i): \(a[i]) vs \(b[i])") }
+    }
+}

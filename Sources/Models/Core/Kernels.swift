@@ -75,7 +75,8 @@ public enum Kernels {
     public static func reluBackward(_ dy: UnsafePointer<Float>, _ y: UnsafePointer<Float>,
                                     _ dx: UnsafeMutablePointer<Float>, _ n: Int) {
         var i = 0
-        while i < n { dx[i] = y[i] > 0 ? dy[i] : 0; i &+= 1 }
+        // Both loads unconditional: a conditional load of dy keeps LLVM from vectorizing.
+        while i < n { let g = dy[i], v = y[i]; dx[i] = v > 0 ? g : 0; i &+= 1 }
     }
 
     /// Adds `bias` (length m.cols) to every row of m.

@@ -155,7 +155,7 @@ public final class MixtureOfExperts {
 
     private func resetScratch(batch b: Int) {
         let n = b * config.topK
-        if topIndex.count != n {
+        if topIndex.count < n {  // grow only: evaluation batches must not cost reallocations later
             topIndex = Array(repeating: 0, count: n)
             topGate = Array(repeating: 0, count: n)
             slotRow = Array(repeating: -1, count: n)

@@ -79,19 +79,73 @@ public final class AdamW {
         }
     }
 
-    @inline(never)
+    /// The update of one range of parameters.
+    ///
+    /// Release builds use `vectorKernel`: on Linux `Float.squareRoot()` lowers to a `sqrtf` call,
+    /// which keeps LLVM from vectorizing the plain loop (measured: 7% of a GCN step), while
+    /// `SIMD8.squareRoot()` is a vector instruction. Debug builds, where the tests train models,
+    /// use `scalarKernel`: unoptimised SIMD types cost ~20x a scalar loop (see `Kernels`). The two
+    /// compute the same formula; a test checks that they agree.
+    @inline(__always)
     static func kernel(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>,
                        _ m: UnsafeMutablePointer<Float>, _ v: UnsafeMutablePointer<Float>, _ n: Int,
                        lr: Float, beta1: Float, beta2: Float, epsilon: Float, decay: Float,
                        bc1: Float, bc2: Float) {
-        var i = 0
-        let s = lr / bc1, sh = 1 - lr * decay
+        #if DEBUG
+        scalarKernel(p, g, m, v, n, lr: lr, beta1: beta1, beta2: beta2, epsilon: epsilon, decay: decay, bc1: bc1, bc2: bc2)
+        #else
+        vectorKernel(p, g, m, v, n, lr: lr, beta1: beta1, beta2: beta2, epsilon: epsilon, decay: decay, bc1: bc1, bc2: bc2)
+        #endif
+    }
+
+    @inline(never)
+    static func scalarKernel(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>,
+                             _ m: UnsafeMutablePointer<Float>, _ v: UnsafeMutablePointer<Float>, _ n: Int,
+                             lr: Float, beta1: Float, beta2: Float, epsilon: Float, decay: Float,
+                             bc1: Float, bc2: Float) {
+        scalarTail(p, g, m, v, from: 0, n, lr: lr, beta1: beta1, beta2: beta2, epsilon: epsilon, decay: decay, bc1: bc1, bc2: bc2)
+    }
+
+    @inline(__always)
+    static func scalarTail(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>,
+                           _ m: UnsafeMutablePointer<Float>, _ v: UnsafeMutablePointer<Float>, from start: Int, _ n: Int,
+                           lr: Float, beta1: Float, beta2: Float, epsilon: Float, decay: Float,
+                           bc1: Float, bc2: Float) {
+        let s = lr / bc1, sh = 1 - lr * decay, invBc2 = 1 / bc2
+        var i = start
         while i < n {
             let gi = g[i]
-            m[i] = beta1 * m[i] + (1 - beta1) * gi
-            v[i] = beta2 * v[i] + (1 - beta2) * gi * gi
-            p[i] = p[i] * sh - s * m[i] / ((v[i] / bc2).squareRoot() + epsilon)
+            let mi = beta1 * m[i] + (1 - beta1) * gi
+            let vi = beta2 * v[i] + (1 - beta2) * gi * gi
+            m[i] = mi
+            v[i] = vi
+            p[i] = p[i] * sh - s * mi / ((vi * invBc2).squareRoot() + epsilon)
             i &+= 1
         }
+    }
+
+    @inline(never)
+    static func vectorKernel(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>,
+                       _ m: UnsafeMutablePointer<Float>, _ v: UnsafeMutablePointer<Float>, _ n: Int,
+                       lr: Float, beta1: Float, beta2: Float, epsilon: Float, decay: Float,
+                       bc1: Float, bc2: Float) {
+        typealias V = SIMD8<Float>
+        let b1 = V(repeating: beta1), b2 = V(repeating: beta2)
+        let ob1 = V(repeating: 1 - beta1), ob2 = V(repeating: 1 - beta2)
+        let stepSize = V(repeating: lr / bc1), invBc2 = V(repeating: 1 / bc2)
+        let eps = V(repeating: epsilon), shrink = V(repeating: 1 - lr * decay)
+        var i = 0
+        while i &+ 8 <= n {
+            let gi = UnsafeRawPointer(g + i).loadUnaligned(as: V.self)
+            let mi = b1 * UnsafeRawPointer(m + i).loadUnaligned(as: V.self) + ob1 * gi
+            let vi = b2 * UnsafeRawPointer(v + i).loadUnaligned(as: V.self) + ob2 * gi * gi
+            let pi = UnsafeRawPointer(p + i).loadUnaligned(as: V.self)
+            UnsafeMutableRawPointer(m + i).storeBytes(of: mi, as: V.self)
+            UnsafeMutableRawPointer(v + i).storeBytes(of: vi, as: V.self)
+            let updated = pi * shrink - stepSize * mi / ((vi * invBc2).squareRoot() + eps)
+            UnsafeMutableRawPointer(p + i).storeBytes(of: updated, as: V.self)
+            i &+= 8
+        }
+        scalarTail(p, g, m, v, from: i, n, lr: lr, beta1: beta1, beta2: beta2, epsilon: epsilon, decay: decay, bc1: bc1, bc2: bc2)
     }
 }
