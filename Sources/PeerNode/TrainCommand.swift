@@ -64,12 +64,15 @@ struct TrainCommand: AsyncParsableCommand {
             if let e = p.evaluation {
                 lastMetric = "\(task.selectionSplit.rawValue) \(e.name) \(format(e.value, 4))"
             }
+            // Build the line only when it is printed: the loop should not allocate per step.
+            let last = p.step == p.totalSteps
+            guard tty || p.step % logEvery == 0 || last else { return }
             let line = "step \(p.step)/\(p.totalSteps) epoch \(p.epoch) loss \(format(Double(p.loss), 4)) "
                 + "\(lastMetric) \(format(p.stepMilliseconds, 2)) ms/step"
             if tty {
-                print("\r\u{1B}[2K" + line, terminator: p.step == p.totalSteps ? "\n" : "")
+                print("\r\u{1B}[2K" + line, terminator: last ? "\n" : "")
                 fflush(nil)  // all streams: `stdout` itself is a global var Swift 6 rejects
-            } else if p.step % logEvery == 0 || p.step == p.totalSteps {
+            } else {
                 print(line)
             }
         }
@@ -84,9 +87,13 @@ struct TrainCommand: AsyncParsableCommand {
         print("step time (first step excluded): median \(format(t.median, 3)) ms, min \(format(t.min, 3)), "
               + "max \(format(t.max, 3)), mean \(format(t.mean, 3))")
         if bench {
-            print("impl=peernode model=\(kind.rawValue) dataset=\(spec.dataset) threads=\(threads) steps=\(steps) "
-                  + "median_ms=\(format(t.median, 3)) min_ms=\(format(t.min, 3)) max_ms=\(format(t.max, 3)) "
-                  + "test_\(summary.finalTest.name)=\(format(summary.finalTest.value, 4))")
+            var fields = "impl=peernode model=\(kind.rawValue) dataset=\(spec.dataset) threads=\(threads) steps=\(steps) "
+                + "median_ms=\(format(t.median, 3)) min_ms=\(format(t.min, 3)) max_ms=\(format(t.max, 3)) "
+                + "test_\(summary.finalTest.name)=\(format(summary.finalTest.value, 4))"
+            if task.selectionSplit != .test, let test = summary.testAtBestSelection {
+                fields += " test_\(test.name)_at_best_\(task.selectionSplit.rawValue)=\(format(test.value, 4))"
+            }
+            print(fields)
         }
     }
 }
