@@ -49,12 +49,8 @@ struct TrainCommand: AsyncParsableCommand {
         let kind = ModelKind(rawValue: model)!
         BLAS.setThreads(threads)
         let spec = TaskSpec(model: kind, dataset: data, dataDirectory: dataDir, seed: seed)
-        let task: TrainingTask
-        do {
-            task = try TrainingTask.make(spec)
-        } catch {
-            throw ValidationError("\(error)")
-        }
+        // Dataset and task errors describe themselves (file, line, reason); exit status 1.
+        let task = try TrainingTask.make(spec)
         let tty = isatty(STDOUT_FILENO) != 0
         print("training \(kind.rawValue) on \(spec.dataset): \(task.parameters.count) parameters, "
               + "\(task.model.trainingExampleCount) training examples, \(task.model.stepsPerEpoch) steps/epoch, "

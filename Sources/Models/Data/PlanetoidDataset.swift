@@ -1,10 +1,5 @@
 import Foundation
 
-/// Which part of a dataset a record belongs to.
-public enum DataSplit: String, Sendable, CaseIterable {
-    case train, validation = "val", test
-}
-
 /// A citation graph in the Planetoid text layout of ../shared/data/README.md (Cora, CiteSeer):
 /// `features.txt` (one line of ascending non-zero column indices per node, binary bag of
 /// words), `labels.txt` (class id or −1), `split.txt` (train/val/test/none), `edges.txt`

@@ -1,22 +1,3 @@
-import Foundation
-
-/// Hyper-parameters of a mixture-of-experts block.
-public struct MixtureOfExpertsConfig: Sendable {
-    public var experts = 8
-    public var topK = 2
-    public var dModel = 64
-    public var hidden = 128
-    /// Capacity per expert = ceil(capacityFactor · B · k / E) assignments; the rest are dropped
-    /// (GShard). The default E/k gives capacity B: no drops, the same maths as dropless routing.
-    public var capacityFactor: Float? = nil
-    /// Weight of the load-balancing loss in the total loss.
-    public var auxCoefficient: Float = 0.01
-
-    public init() {}
-
-    public var effectiveCapacityFactor: Float { capacityFactor ?? Float(experts) / Float(topK) }
-}
-
 /// Top-k routed mixture of expert MLPs with a residual connection:
 ///
 ///     p = softmax(h·W_r)                       router, no bias
@@ -218,25 +199,4 @@ public final class MixtureOfExperts {
 
     /// Tokens routed to each expert in the last forward pass (after capacity).
     public var expertLoad: [Int] { tokens.map(\.count) }
-}
-
-/// Row softmax helpers shared by the router and tests.
-public enum Softmax {
-    @inline(__always)
-    public static func row(_ z: UnsafePointer<Float>, into p: UnsafeMutablePointer<Float>, _ n: Int) {
-        var m = z[0]
-        for j in 1..<n where z[j] > m { m = z[j] }
-        var s: Float = 0
-        for j in 0..<n { let v = expf(z[j] - m); p[j] = v; s += v }
-        let inv = 1 / s
-        for j in 0..<n { p[j] *= inv }
-    }
-
-    /// In place: g ← p ⊙ (g − Σ p·g), the softmax Jacobian-vector product.
-    @inline(__always)
-    public static func backwardRow(_ p: UnsafePointer<Float>, _ g: UnsafeMutablePointer<Float>, _ n: Int) {
-        var dot: Float = 0
-        for j in 0..<n { dot += p[j] * g[j] }
-        for j in 0..<n { g[j] = p[j] * (g[j] - dot) }
-    }
 }
