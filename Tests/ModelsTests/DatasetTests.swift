@@ -132,3 +132,11 @@ import Testing
         Self.expectError(.unknownDataset, file: "qm9") { _ = try MoleculeDataset.load("qm9") }
     }
 }
+
+extension DatasetTests {
+    @Test func planetoidWithoutLabels() throws {
+        let dir = try Self.scratchCora()
+        try String(repeating: "-1\n", count: 2708).write(to: dir.appendingPathComponent("labels.txt"), atomically: true, encoding: .utf8)
+        Self.expectError(.corrupt, file: "labels.txt") { _ = try PlanetoidDataset.load(directory: dir.path) }
+    }
+}

@@ -40,6 +40,9 @@ public struct PlanetoidDataset {
         let n = labels.count
         guard n > 0 else { throw DatasetError(.truncated, file: labelLines.file, "no nodes") }
         let classCount = Int(labels.max()!) + 1
+        guard classCount >= 2 else {
+            throw DatasetError(.corrupt, file: labelLines.file, "fewer than two classes among the labelled nodes")
+        }
 
         let featureLines = try lines("features.txt")
         var rowPointers: [Int32] = [0], columns: [Int32] = []
