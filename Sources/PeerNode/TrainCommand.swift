@@ -33,6 +33,9 @@ struct TrainCommand: AsyncParsableCommand {
     @Option(help: "Print a progress line every N steps when stdout is not a terminal.")
     var logEvery: Int = 10
 
+    @Flag(help: "GIN: use the scaffold split of the molecule set instead of the random split.")
+    var scaffoldSplit = false
+
     @Flag(help: "Benchmark: print one machine-readable line with ms/step median/min/max.")
     var bench = false
 
@@ -43,12 +46,15 @@ struct TrainCommand: AsyncParsableCommand {
         guard steps > 0 else { throw ValidationError("--steps must be positive") }
         guard threads > 0 else { throw ValidationError("--threads must be positive") }
         guard logEvery > 0 else { throw ValidationError("--log-every must be positive") }
+        if scaffoldSplit && model != ModelKind.gin.rawValue {
+            throw ValidationError("--scaffold-split applies to --model gin only")
+        }
     }
 
     func run() async throws {
         let kind = ModelKind(rawValue: model)!
         BLAS.setThreads(threads)
-        let spec = TaskSpec(model: kind, dataset: data, dataDirectory: dataDir, seed: seed)
+        let spec = TaskSpec(model: kind, dataset: data, dataDirectory: dataDir, seed: seed, scaffoldSplit: scaffoldSplit)
         // Dataset and task errors describe themselves (file, line, reason); exit status 1.
         let task = try TrainingTask.make(spec)
         let tty = isatty(STDOUT_FILENO) != 0

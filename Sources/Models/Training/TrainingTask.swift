@@ -31,7 +31,8 @@ public final class TrainingTask {
                                 selectionSplit: .validation)
         case .gin:
             let data = try MoleculeDataset.load(spec.dataset, directory: spec.dataDirectory)
-            let config = GINConfig()
+            var config = GINConfig()
+            config.scaffoldSplit = spec.scaffoldSplit
             let train = spec.shard.select(data.indices(.train, scaffold: config.scaffoldSplit), seed: spec.seed)
             guard train.count >= 2 else { throw TaskError(description: "shard \(spec.shard.index) of \(spec.shard.count) has fewer than 2 molecules") }
             let model = GIN(dataset: data, config: config, seed: spec.seed, streamSeed: spec.streamSeed, trainIndices: train)
