@@ -13,10 +13,33 @@ public enum DataLocator {
 
     /// The raw (decompressed) bytes of a shipped dataset file, e.g. `esol.jsonl`.
     public static func shippedBytes(_ fileName: String) throws -> [UInt8] {
-        guard let url = Bundle.module.url(forResource: fileName, withExtension: "zst", subdirectory: "Resources") else {
-            throw DatasetError(.missingFile, file: "\(fileName).zst", "not found in the Models resource bundle")
+        let name = fileName + ".zst"
+        for dir in resourceDirectories() {
+            let url = dir.appendingPathComponent(name)
+            if FileManager.default.fileExists(atPath: url.path) {
+                return try Zstd.decompress(readFile(url), name: url.lastPathComponent)
+            }
         }
-        return try Zstd.decompress(readFile(url), name: url.lastPathComponent)
+        throw DatasetError(.missingFile, file: name, "not found in \(resourceDirectories().map(\.path).joined(separator: ", ")) "
+                           + "(install peernode_Models.resources next to the executable)")
+    }
+
+    /// Where the shipped `.zst` files may be: the resource bundle SwiftPM puts next to the
+    /// executable (or test runner), then the source tree this module was built from.
+    ///
+    /// `Bundle.module` would find the first, but its generated accessor calls `fatalError` when
+    /// the bundle is missing (a binary copied without it); a missing dataset must be an error.
+    static func resourceDirectories() -> [URL] {
+        let bundleName = "peernode_Models.resources"
+        var dirs = [Bundle.main.bundleURL.appendingPathComponent(bundleName).appendingPathComponent("Resources")]
+        if let exe = Bundle.main.executableURL?.resolvingSymlinksInPath().deletingLastPathComponent() {
+            let d = exe.appendingPathComponent(bundleName).appendingPathComponent("Resources")
+            if d.path != dirs[0].path { dirs.append(d) }
+        }
+        // This file is <root>/Sources/Models/Data/DataLocator.swift.
+        dirs.append(URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Resources"))
+        return dirs
     }
 
     /// The bytes of dataset `name`'s main file: from `directory` when given (plain or `.zst`,
