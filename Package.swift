@@ -40,7 +40,12 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .target(name: "Models", dependencies: ["COpenBLAS", "CZstd"]),
+        .target(
+            name: "Models",
+            dependencies: ["COpenBLAS", "CZstd"],
+            // The shipped datasets (zstd-compressed; provenance and licences in docs/datasets.md).
+            resources: [.copy("Resources")]
+        ),
         .target(name: "DiLoCo", dependencies: ["Collectives", "Models"]),
 
         // MARK: The executable

@@ -1,0 +1,22 @@
+/// The model families the daemon can train.
+public enum ModelKind: String, CaseIterable, Sendable {
+    case gcn, gin, moe
+
+    /// The dataset used when none is named: shipped ones where possible (GCN's Cora is read
+    /// from the shared data folder, see `DataLocator.sharedDataDirectory()`).
+    public var defaultDataset: String {
+        switch self {
+        case .gcn: "cora"
+        case .gin: "esol"
+        case .moe: "digits"
+        }
+    }
+
+    public var datasets: [String] {
+        switch self {
+        case .gcn: ["cora", "citeseer"]
+        case .gin: ["esol", "freesolv", "lipophilicity"]
+        case .moe: ["digits", "mnist5k"]
+        }
+    }
+}
