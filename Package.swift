@@ -86,5 +86,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "ModelsTests", dependencies: ["Models"]),
+        // Start the built `peernode` binary as real processes.
+        .testTarget(name: "PeerNodeIntegrationTests", dependencies: []),
     ]
 )
