@@ -22,7 +22,8 @@ final class RingAllReduceOp: @unchecked Sendable {
     let plan: RingPlan
     let options: AllReduceOptions
     private let memory: UnsafeSendableMemory
-    private unowned let engine: RingEngine
+    // Strong: the sender may still report on this op after the communicator dropped its ring.
+    private let engine: RingEngine
     let lock = NSCondition()
 
     // Guarded by `lock`.
