@@ -1,0 +1,182 @@
+/// The name, element type and shape of one tensor of the shared state.
+public struct TensorSpec: Hashable, Sendable, Codable {
+    public var name: String
+    public var dtype: DType.RawValue
+    public var shape: [Int]
+
+    public init(name: String, dtype: DType, shape: [Int]) {
+        self.name = name
+        self.dtype = dtype.rawValue
+        self.shape = shape
+    }
+
+    public var type: DType { DType(rawValue: dtype)! }
+    public var elementCount: Int { shape.reduce(1, *) }
+    public var byteCount: Int { elementCount * type.size }
+}
+
+/// What every member of a run must hold bit-identically: named tensors plus a revision that grows
+/// by exactly one per outer step (DESIGN.md, "The step model").
+///
+/// Two peers are in bit-parity exactly when their ``digest()`` values are equal. The digest is
+/// SHA-256 over the canonical encoding, which is also what a joiner downloads:
+///
+/// ```
+/// "PNSTATE1"                       8 bytes
+/// revision                         u64 little-endian
+/// tensor count                     u32 LE
+/// per tensor, in name order:       name length u16 LE, name UTF-8, dtype u8, rank u8,
+///                                  dims u64 LE × rank, byte count u64 LE
+/// then every tensor's bytes, in the same order (little-endian elements)
+/// ```
+public final class SharedState: @unchecked Sendable {
+    public let specs: [TensorSpec]
+    public private(set) var revision: UInt64
+    private let buffers: [UnsafeMutableRawBufferPointer]
+    /// Encoding of everything before the tensor bytes, for the current revision.
+    private var header: [UInt8]
+
+    public struct LayoutError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// Zero-filled tensors. Specs are put in name order; names must be unique.
+    public init(specs: [TensorSpec], revision: UInt64 = 0) throws {
+        let sorted = specs.sorted { $0.name < $1.name }
+        for (a, b) in zip(sorted, sorted.dropFirst()) where a.name == b.name {
+            throw LayoutError(description: "tensor name '\(a.name)' appears twice")
+        }
+        for spec in sorted {
+            guard DType(rawValue: spec.dtype) != nil, spec.shape.allSatisfy({ $0 >= 0 }), spec.shape.count <= 255,
+                  spec.name.utf8.count <= Int(UInt16.max) else {
+                throw LayoutError(description: "invalid tensor spec '\(spec.name)'")
+            }
+        }
+        self.specs = sorted
+        self.revision = revision
+        buffers = sorted.map { spec in
+            let b = UnsafeMutableRawBufferPointer.allocate(byteCount: max(spec.byteCount, 1), alignment: 64)
+            b.initializeMemory(as: UInt8.self, repeating: 0)
+            return UnsafeMutableRawBufferPointer(rebasing: b[0..<spec.byteCount])
+        }
+        header = Self.encodeHeader(specs: sorted, revision: revision)
+    }
+
+    deinit {
+        for b in buffers { b.baseAddress.map { UnsafeMutableRawPointer($0).deallocate() } }
+    }
+
+    public func setRevision(_ revision: UInt64) {
+        self.revision = revision
+        header = Self.encodeHeader(specs: specs, revision: revision)
+    }
+
+    public func index(of name: String) -> Int? { specs.firstIndex { $0.name == name } }
+
+    /// The bytes of tensor `name` (nil if there is none).
+    public func bytes(_ name: String) -> UnsafeMutableRawBufferPointer? {
+        index(of: name).map { buffers[$0] }
+    }
+
+    /// The elements of an f32 tensor.
+    public func floats(_ name: String) -> UnsafeMutableBufferPointer<Float>? {
+        guard let i = index(of: name), specs[i].type == .f32 else { return nil }
+        return buffers[i].bindMemory(to: Float.self)
+    }
+
+    // MARK: Canonical encoding
+
+    public var encodedSize: Int { header.count + buffers.reduce(0) { $0 + $1.count } }
+    /// Offset of the tensor bytes within the encoding; everything before depends only on the
+    /// layout and the revision.
+    public var headerSize: Int { header.count }
+
+    /// SHA-256 of the canonical encoding, streamed (no copy of the state).
+    public func digest() -> Digest {
+        var builder = DigestBuilder()
+        header.withUnsafeBytes { builder.update($0) }
+        for b in buffers { builder.update(UnsafeRawBufferPointer(b)) }
+        return builder.finish()
+    }
+
+    /// Copies bytes `range` of the canonical encoding into `out` (a donor serving a range).
+    public func read(_ range: Range<Int>, into out: UnsafeMutableRawPointer) {
+        precondition(range.lowerBound >= 0 && range.upperBound <= encodedSize)
+        forEachPiece(of: range) { piece, offsetInRange, isHeader, source in
+            if isHeader {
+                header.withUnsafeBytes { out.advanced(by: offsetInRange).copyMemory(from: $0.baseAddress! + piece.lowerBound, byteCount: piece.count) }
+            } else {
+                out.advanced(by: offsetInRange).copyMemory(from: source! + piece.lowerBound, byteCount: piece.count)
+            }
+        }
+    }
+
+    /// Writes bytes `range` of a received canonical encoding into this state. The header part
+    /// must match this state's layout (the revision may differ; it is taken from the bytes).
+    public func write(_ range: Range<Int>, from bytes: UnsafeRawPointer) throws {
+        guard range.lowerBound >= 0, range.upperBound <= encodedSize else {
+            throw LayoutError(description: "range \(range) outside the state's \(encodedSize) bytes")
+        }
+        var headerError: LayoutError?
+        forEachPiece(of: range) { piece, offsetInRange, isHeader, target in
+            if isHeader {
+                for i in piece where !(8..<16).contains(i) {
+                    if header[i] != bytes.load(fromByteOffset: offsetInRange + i - piece.lowerBound, as: UInt8.self) {
+                        headerError = LayoutError(description: "the received state has a different layout (byte \(i) of the header differs)")
+                        return
+                    }
+                }
+                for i in piece where (8..<16).contains(i) {
+                    header[i] = bytes.load(fromByteOffset: offsetInRange + i - piece.lowerBound, as: UInt8.self)
+                }
+            } else {
+                (target! + piece.lowerBound).copyMemory(from: bytes + offsetInRange, byteCount: piece.count)
+            }
+        }
+        if let headerError { throw headerError }
+        revision = header.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) }
+    }
+
+    /// Copies everything (layout must match) from another state: a local snapshot or restore.
+    public func copy(from other: SharedState) throws {
+        guard other.specs == specs else { throw LayoutError(description: "the states have different layouts") }
+        for (dst, src) in zip(buffers, other.buffers) where dst.count > 0 {
+            dst.baseAddress!.copyMemory(from: src.baseAddress!, byteCount: src.count)
+        }
+        setRevision(other.revision)
+    }
+
+    /// Visits the parts of `range`: (piece range within the part, offset of the piece within
+    /// `range`, whether the part is the header, base address of the tensor part).
+    private func forEachPiece(of range: Range<Int>,
+                              _ body: (Range<Int>, Int, Bool, UnsafeMutableRawPointer?) -> Void) {
+        var start = 0
+        let parts: [(Int, UnsafeMutableRawPointer?)] = [(header.count, nil)] + buffers.map { ($0.count, $0.baseAddress) }
+        for (index, (length, base)) in parts.enumerated() {
+            let part = start..<(start + length)
+            let overlap = part.clamped(to: range)
+            if !overlap.isEmpty {
+                body((overlap.lowerBound - start)..<(overlap.upperBound - start), overlap.lowerBound - range.lowerBound,
+                     index == 0, base)
+            }
+            start += length
+        }
+    }
+
+    static func encodeHeader(specs: [TensorSpec], revision: UInt64) -> [UInt8] {
+        var out: [UInt8] = Array("PNSTATE1".utf8)
+        func put<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { out += $0 } }
+        put(revision)
+        put(UInt32(specs.count))
+        for spec in specs {
+            let name = Array(spec.name.utf8)
+            put(UInt16(name.count))
+            out += name
+            put(spec.dtype)
+            put(UInt8(spec.shape.count))
+            for d in spec.shape { put(UInt64(d)) }
+            put(UInt64(spec.byteCount))
+        }
+        return out
+    }
+}
