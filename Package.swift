@@ -46,7 +46,7 @@ let package = Package(
             // The shipped datasets (zstd-compressed; provenance and licences in docs/datasets.md).
             resources: [.copy("Resources")]
         ),
-        .target(name: "DiLoCo", dependencies: ["Collectives", "Models"]),
+        .target(name: "DiLoCo", dependencies: ["Collectives", "Models", "CZstd"]),
 
         // MARK: The executable
         .executableTarget(
@@ -86,6 +86,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "ModelsTests", dependencies: ["Models"]),
+        .testTarget(name: "DiLoCoTests", dependencies: ["DiLoCo", "Collectives"]),
         // Start the built `peernode` binary as real processes.
         .testTarget(name: "PeerNodeIntegrationTests", dependencies: []),
     ]
