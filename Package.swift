@@ -86,7 +86,11 @@ let package = Package(
             ]
         ),
         .testTarget(name: "ModelsTests", dependencies: ["Models"]),
-        .testTarget(name: "DiLoCoTests", dependencies: ["DiLoCo", "Collectives"]),
+        .testTarget(
+            name: "DiLoCoTests",
+            dependencies: ["DiLoCo", "Collectives", "Models", "PeerTestSupport",
+                           .product(name: "Logging", package: "swift-log")]
+        ),
         // Start the built `peernode` binary as real processes.
         .testTarget(name: "PeerNodeIntegrationTests", dependencies: []),
     ]

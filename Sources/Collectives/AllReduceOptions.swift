@@ -39,5 +39,10 @@ public struct CollectiveError: Error, Hashable, CustomStringConvertible {
     public var message: String
     public var description: String { "collective aborted (\(code)): \(message)" }
 
+    public init(code: Code, message: String) {
+        self.code = code
+        self.message = message
+    }
+
     public static func aborted(_ message: String) -> CollectiveError { .init(code: .membershipChanged, message: message) }
 }

@@ -21,6 +21,8 @@ struct UnsafeSendableMemory: @unchecked Sendable {
 final class RingAllReduceOp: @unchecked Sendable {
     let plan: RingPlan
     let options: AllReduceOptions
+    /// Which call with this tag on this ring; set once, by ``RingEngine/register(_:)``.
+    var instance: UInt16 = 0
     private let memory: UnsafeSendableMemory
     // Strong: the sender may still report on this op after the communicator dropped its ring.
     private let engine: RingEngine
@@ -114,7 +116,7 @@ final class RingAllReduceOp: @unchecked Sendable {
 
     private func send(step: Int, segment: Int, _ bytes: UnsafeRawBufferPointer, owned: UnsafeMutableRawBufferPointer?) {
         lock.withLock { outstandingSends += 1 }
-        let header = FrameHeader(type: .data, length: UInt32(bytes.count), tag: options.tag,
+        let header = FrameHeader(type: .data, flags: instance, length: UInt32(bytes.count), tag: options.tag,
                                  aux: RingPlan.aux(step: step, segment: segment))
         engine.sender!.enqueue(.init(priority: step, header: header, pieces: [bytes]) { [self] error in
             owned?.deallocate()

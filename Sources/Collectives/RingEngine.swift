@@ -22,7 +22,12 @@ final class RingEngine: @unchecked Sendable {
 
     private let lock = NSCondition()
     private var ops: [UInt64: RingAllReduceOp] = [:]
-    private var early: [UInt64: [(FrameHeader, UnsafeMutableRawBufferPointer)]] = [:]
+    /// Calls per tag on this ring: the n-th call with a tag is the same collective on every
+    /// member, and its frames carry n (mod 2¹⁶) in the header's flags, so that frames of the next
+    /// call with a tag are never taken for the current one on a peer that is still finishing it.
+    private var calls: [UInt64: UInt16] = [:]
+    private var early: [EarlyKey: [(FrameHeader, UnsafeMutableRawBufferPointer)]] = [:]
+    private struct EarlyKey: Hashable { var tag: UInt64; var instance: UInt16 }
     private var earlyBytes = 0
     private(set) var brokenReason: String?
     /// Called once when the ring breaks.
@@ -59,7 +64,9 @@ final class RingEngine: @unchecked Sendable {
             throw CollectiveError(code: .invalidArgument, message: "tag \(op.options.tag) is already in use by a running collective")
         }
         ops[op.options.tag] = op
-        let waiting = early.removeValue(forKey: op.options.tag) ?? []
+        op.instance = calls[op.options.tag, default: 0]
+        calls[op.options.tag] = op.instance &+ 1
+        let waiting = early.removeValue(forKey: EarlyKey(tag: op.options.tag, instance: op.instance)) ?? []
         for (_, payload) in waiting { earlyBytes -= payload.count }
         // Set before the engine's lock is released, so that the receiver cannot deliver a newer
         // frame of this tag before the held ones are replayed.
@@ -110,10 +117,11 @@ final class RingEngine: @unchecked Sendable {
 
     private func deliver(_ frame: FrameHeader, from socket: BlockingSocket) throws {
         lock.lock()
-        var op = ops[frame.tag]
+        func current() -> RingAllReduceOp? { ops[frame.tag].flatMap { $0.instance == frame.flags ? $0 : nil } }
+        var op = current()
         while op == nil, earlyBytes > maxEarlyBytes, brokenReason == nil {
             lock.wait()
-            op = ops[frame.tag]
+            op = current()
         }
         if brokenReason != nil {
             lock.unlock()
@@ -133,14 +141,14 @@ final class RingEngine: @unchecked Sendable {
         }
         let held = UnsafeMutableRawBufferPointer(rebasing: payload[0..<Int(frame.length)])
         lock.lock()
-        if let registered = ops[frame.tag] {
+        if let registered = current() {
             // Registered while the payload was being read: hand it over in order.
             lock.unlock()
             defer { payload.deallocate() }
             try registered.receive(frame, held: UnsafeRawBufferPointer(held))
             return
         }
-        early[frame.tag, default: []].append((frame, held))
+        early[EarlyKey(tag: frame.tag, instance: frame.flags), default: []].append((frame, held))
         earlyBytes += held.count
         lock.unlock()
     }

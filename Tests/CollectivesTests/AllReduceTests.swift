@@ -236,3 +236,22 @@ func quantizedResultsAreBitIdenticalAndWithinTheBound(n: Int, mode: Quantization
         #expect(errors[0] == 1)
     }
 }
+
+@Test func backToBackCallsWithTheSameTagNeverMix() async throws {
+    try await withCluster(size: 3) { peers in
+        let results = try await onEveryPeer(peers) { rank, peer -> [[Float]] in
+            var out: [[Float]] = []
+            for call in 0..<40 {
+                // Sizes change from call to call, so a frame taken for the wrong call cannot fit.
+                var values = [Float](repeating: Float(rank + call), count: 10 + (call % 5) * 300)
+                try await peer.allReduce(&values, options: AllReduceOptions(tag: 9, op: .sum, segmentBytes: 256))
+                out.append(values)
+            }
+            return out
+        }
+        for call in 0..<40 {
+            let want = [Float](repeating: Float(3 * call + 3), count: 10 + (call % 5) * 300)
+            for r in 0..<3 { #expect(results[r][call] == want, "call \(call) rank \(r)") }
+        }
+    }
+}

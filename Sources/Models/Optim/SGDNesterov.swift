@@ -37,6 +37,14 @@ public final class SGDNesterov {
         momentumBuffer = values
     }
 
+    /// The same update over raw buffers, for callers that keep the momentum elsewhere (DiLoCo keeps
+    /// it in the shared state).
+    public static func apply(parameters: UnsafeMutablePointer<Float>, gradients: UnsafePointer<Float>,
+                             momentum: UnsafeMutablePointer<Float>, count: Int, learningRate: Float,
+                             momentumFactor: Float, weightDecay: Float = 0) {
+        kernel(parameters, gradients, momentum, count, lr: learningRate, mu: momentumFactor, wd: weightDecay)
+    }
+
     @inline(never)
     static func kernel(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ b: UnsafeMutablePointer<Float>,
                        _ n: Int, lr: Float, mu: Float, wd: Float) {

@@ -1,0 +1,58 @@
+import Collectives
+
+/// What DiLoCo needs from the cluster, so that the training loop does not depend on how
+/// membership is run (the daemon backs it with the membership layer; tests and fixed clusters
+/// with ``FixedRingSession``).
+public protocol ClusterSession: AnyObject, Sendable {
+    /// Phase 1 of a step: admit joiners, drop the departed, form the ring. Returns the view size.
+    func updateTopology() async throws -> Int
+    /// After a collective aborted: form the ring again from the surviving members only (no
+    /// joiner may enter in the middle of a step: it has no pseudo-gradient to give).
+    func recover() async throws -> Int
+    /// Phase 2: make `state` the cluster's canonical shared state (download it if behind).
+    func syncSharedState(_ state: SharedState) async throws
+    /// Phase 3: all-reduce on the current ring.
+    func allReduce(input: UnsafeRawBufferPointer, output: UnsafeMutableRawBufferPointer, type: DType,
+                   options: AllReduceOptions) async throws
+}
+
+/// A ring whose members never change: topology updates are no-ops, and the shared-state sync
+/// checks parity (every member must already hold the same state, e.g. from the same seed or the
+/// same checkpoint) instead of transferring it.
+public final class FixedRingSession: ClusterSession {
+    public let communicator: Communicator
+    public let size: Int
+
+    public init(communicator: Communicator, size: Int) {
+        self.communicator = communicator
+        self.size = size
+    }
+
+    public func updateTopology() async throws -> Int { size }
+
+    public func recover() async throws -> Int {
+        throw CollectiveError(code: .membershipChanged, message: "a member of a fixed ring is gone; the run cannot go on")
+    }
+
+    /// All-reduces the digest bytes with min and max: equal results mean every member holds the
+    /// same state and revision.
+    public func syncSharedState(_ state: SharedState) async throws {
+        var digest = state.digest().bytes.map { Int32($0) }
+        digest.append(Int32(truncatingIfNeeded: state.revision))
+        var low = digest
+        var high = digest
+        try await communicator.allReduce(&low, options: AllReduceOptions(tag: Self.syncTag, op: .min))
+        try await communicator.allReduce(&high, options: AllReduceOptions(tag: Self.syncTag, op: .max))
+        guard low == high else {
+            throw CollectiveError(code: .protocolViolation,
+                                  message: "members of the fixed ring hold different shared states (revision \(state.revision), digest \(state.digest().short))")
+        }
+    }
+
+    public func allReduce(input: UnsafeRawBufferPointer, output: UnsafeMutableRawBufferPointer, type: DType,
+                          options: AllReduceOptions) async throws {
+        try await communicator.allReduce(input: input, output: output, type: type, options: options)
+    }
+
+    static let syncTag: UInt64 = 0x5359_4E43  // "SYNC"
+}

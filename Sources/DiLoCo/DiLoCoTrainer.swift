@@ -1,0 +1,100 @@
+import Collectives
+import Foundation
+import Logging
+import Models
+
+/// The DiLoCo outer loop on one peer (DESIGN.md, "DiLoCo").
+///
+/// Per outer step: update the topology, sync the shared state (θ, outer momentum, revision), run
+/// H inner AdamW steps from θ on the local shard, all-reduce the pseudo-gradient Δ = θ − θ_local
+/// (average, int8 by default), and apply the outer Nesterov step. The outer step is plain scalar
+/// Swift over identical inputs, so every peer ends it with bit-identical θ (checked by digest).
+public final class DiLoCoTrainer {
+    public let task: TrainingTask
+    public let session: any ClusterSession
+    public var options: DiLoCoOptions
+    /// θ ("theta") and the outer momentum ("momentum"), f32, as long as the model's parameters.
+    public let state: SharedState
+    private let logger: Logger
+    private let delta: UnsafeMutableBufferPointer<Float>
+    private let averaged: UnsafeMutableBufferPointer<Float>
+
+    public init(task: TrainingTask, session: any ClusterSession, options: DiLoCoOptions = DiLoCoOptions(),
+                logger: Logger) throws {
+        self.task = task
+        self.session = session
+        self.options = options
+        self.logger = logger
+        let count = task.parameters.count
+        state = try SharedState(specs: [TensorSpec(name: "theta", dtype: .f32, shape: [count]),
+                                        TensorSpec(name: "momentum", dtype: .f32, shape: [count])])
+        // Every peer initializes the model from the same seed, so θ₀ agrees (sync checks it).
+        _ = state.floats("theta")!.update(fromContentsOf: task.parameters.values)
+        delta = .allocate(capacity: max(count, 1))
+        averaged = .allocate(capacity: max(count, 1))
+    }
+
+    deinit {
+        delta.deallocate()
+        averaged.deallocate()
+    }
+
+    public var revision: UInt64 { state.revision }
+
+    /// Runs one outer step and returns what happened.
+    public func outerStep() async throws -> OuterStepReport {
+        let count = task.parameters.count
+        _ = try await session.updateTopology()
+        try await session.syncSharedState(state)
+        let theta = state.floats("theta")!
+        let momentum = state.floats("momentum")!
+
+        let innerStart = DispatchTime.now().uptimeNanoseconds
+        task.parameters.load(UnsafeBufferPointer(theta))
+        var lossSum: Float = 0
+        for _ in 0..<options.innerSteps { lossSum += task.step() }
+        let innerSeconds = Double(DispatchTime.now().uptimeNanoseconds - innerStart) / 1e9
+
+        let communicationStart = DispatchTime.now().uptimeNanoseconds
+        let local = task.parameters.values
+        for i in 0..<count { delta[i] = theta[i] - local[i] }
+        var retries = 0
+        var peers = 0
+        while true {
+            do {
+                try await session.allReduce(
+                    input: UnsafeRawBufferPointer(delta), output: UnsafeMutableRawBufferPointer(averaged), type: .f32,
+                    options: AllReduceOptions(tag: options.tag, op: .avg, quantization: options.quantization,
+                                              timeout: options.allReduceTimeout))
+                break
+            } catch let error as CollectiveError where error.code == .membershipChanged || error.code == .notConnected
+                        || error.code == .timedOut {
+                retries += 1
+                guard retries <= options.maxRetries else { throw error }
+                logger.warning("pseudo-gradient all-reduce aborted; retrying on the survivors",
+                               metadata: ["revision": "\(state.revision)", "retry": "\(retries)", "reason": "\(error.message)"])
+                peers = try await session.recover()
+            }
+        }
+        if peers == 0 { peers = try await session.updateTopology() }
+        SGDNesterov.apply(parameters: theta.baseAddress!, gradients: averaged.baseAddress!, momentum: momentum.baseAddress!,
+                          count: count, learningRate: options.outerLearningRate, momentumFactor: options.outerMomentum)
+        state.setRevision(state.revision + 1)
+        task.parameters.load(UnsafeBufferPointer(theta))
+        let communicationSeconds = Double(DispatchTime.now().uptimeNanoseconds - communicationStart) / 1e9
+        let wire = options.quantization == .none ? count * 4 : QuantKernels.encodedSize(count: count, mode: options.quantization)
+        let report = OuterStepReport(
+            revision: state.revision, peers: peers, meanInnerLoss: lossSum / Float(max(options.innerSteps, 1)),
+            digest: state.digest(), bytesSent: peers > 1 ? wire * 2 * (peers - 1) / peers : 0, retries: retries,
+            innerSeconds: innerSeconds, communicationSeconds: communicationSeconds)
+        logger.info("outer step", metadata: ["revision": "\(report.revision)", "loss": "\(report.meanInnerLoss)",
+                                             "digest": "\(report.digest.short)", "peers": "\(peers)"])
+        return report
+    }
+
+    /// The model's metric at the current global θ.
+    public func evaluate() -> Metrics {
+        task.parameters.load(UnsafeBufferPointer(state.floats("theta")!))
+        return task.evaluate()
+    }
+}
