@@ -31,30 +31,13 @@ struct AllReduceBench: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let executable = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
-        var key = [UInt8](repeating: 0, count: 24)
-        var rng = SystemRandomNumberGenerator()
-        for i in key.indices { key[i] = UInt8.random(in: 0...255, using: &rng) }
-        var environment = ProcessInfo.processInfo.environment
-        environment["PEERNODE_CLUSTER_KEY"] = key.map { String(format: "%02x", $0) }.joined()
-
         let settings = WorkerSettings(sizes: sizes, reps: reps, quant: quant, segmentKiB: segmentKiB)
-        var workers: [WorkerProcess] = []
-        defer { for w in workers { w.terminate() } }
-        for rank in 0..<peers {
-            workers.append(try WorkerProcess(executable: executable, rank: rank, peers: peers,
-                                             settings: settings, environment: environment))
-        }
         let deadline = Date().addingTimeInterval(TimeInterval(timeout))
-        var ports: [Int] = []
-        for w in workers {
-            guard let line = w.readLine(until: deadline), line.hasPrefix("port "), let port = Int(line.dropFirst(5)) else {
-                throw BenchError("worker \(w.rank) did not report its port: \(w.stderrTail())")
-            }
-            ports.append(port)
+        let cluster = try LocalCluster(peers: peers, deadline: deadline) { rank in
+            ["bench", "allreduce-worker", "--rank", "\(rank)", "--peers", "\(peers)"] + settings.arguments
         }
-        let view = "view " + ports.map(String.init).joined(separator: " ")
-        for w in workers { w.writeLine(view) }
+        defer { cluster.terminate() }
+        let workers = cluster.workers
 
         print("# peernode bench allreduce: peers=\(peers) quant=\(quant) segment_kib=\(segmentKiB) reps=\(reps) host=\(ProcessInfo.processInfo.hostName)")
         for size in sizes {
@@ -62,13 +45,9 @@ struct AllReduceBench: AsyncParsableCommand {
             var digests: [String] = []
             var checks: [Bool] = []
             for w in workers {
-                guard let line = w.readLine(until: deadline), line.hasPrefix("result ") else {
+                guard let fields = w.readFields("result", until: deadline) else {
                     throw BenchError("worker \(w.rank) failed at \(size) MiB: \(w.stderrTail())")
                 }
-                let fields = Dictionary(uniqueKeysWithValues: line.split(separator: " ").dropFirst().compactMap { kv -> (String, String)? in
-                    let parts = kv.split(separator: "=", maxSplits: 1)
-                    return parts.count == 2 ? (String(parts[0]), String(parts[1])) : nil
-                })
                 times.append((fields["times_ms"] ?? "").split(separator: ",").compactMap { Double($0) })
                 digests.append(fields["digest"] ?? "?")
                 checks.append(fields["check"] == "ok")
@@ -112,59 +91,3 @@ struct WorkerSettings {
     }
 }
 
-/// One child `peernode bench allreduce-worker`, talked to over its stdin and stdout.
-final class WorkerProcess {
-    let rank: Int
-    private let process = Process()
-    private let input = Pipe()
-    private let output = Pipe()
-    private let errors = Pipe()
-    private var pending = Data()
-    private let errorLog = ErrorLog()
-
-    init(executable: String, rank: Int, peers: Int, settings: WorkerSettings, environment: [String: String]) throws {
-        self.rank = rank
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = ["bench", "allreduce-worker", "--rank", "\(rank)", "--peers", "\(peers)"] + settings.arguments
-        process.environment = environment
-        process.standardInput = input
-        process.standardOutput = output
-        process.standardError = errors
-        let log = errorLog
-        errors.fileHandleForReading.readabilityHandler = { handle in log.append(handle.availableData) }
-        try process.run()
-    }
-
-    func readLine(until deadline: Date) -> String? {
-        while true {
-            if let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
-                let line = String(decoding: pending[pending.startIndex..<newline], as: UTF8.self)
-                pending.removeSubrange(pending.startIndex...newline)
-                return line
-            }
-            guard Date() < deadline else { return nil }
-            let chunk = output.fileHandleForReading.availableData
-            if chunk.isEmpty { return nil }
-            pending.append(chunk)
-        }
-    }
-
-    func writeLine(_ line: String) {
-        input.fileHandleForWriting.write(Data((line + "\n").utf8))
-    }
-
-    func stderrTail() -> String { errorLog.tail() }
-
-    func wait() { process.waitUntilExit() }
-
-    func terminate() {
-        if process.isRunning { process.terminate() }
-    }
-}
-
-final class ErrorLog: @unchecked Sendable {
-    private let lock = NSLock()
-    private var data = Data()
-    func append(_ d: Data) { lock.lock(); data.append(d); if data.count > 65536 { data.removeFirst(data.count - 65536) }; lock.unlock() }
-    func tail() -> String { lock.lock(); defer { lock.unlock() }; return String(decoding: data.suffix(2000), as: UTF8.self) }
-}

@@ -30,17 +30,7 @@ struct AllReduceWorker: AsyncParsableCommand {
     func run() async throws {
         var logger = Logger(label: "peernode.bench")
         logger.logLevel = .warning
-        let key = try ClusterKey.load(file: nil)
-        let communicator = Communicator(localId: UInt64(rank + 1), key: key, logger: logger)
-        let port = try await communicator.listen(host: "127.0.0.1", port: 0)
-        print("port \(port)")
-        fflush(nil)
-        guard let line = readLine(), line.hasPrefix("view ") else { throw BenchError("no view on stdin") }
-        let ports = line.dropFirst(5).split(separator: " ").compactMap { Int($0) }
-        let view = RingView(epoch: 1, members: ports.enumerated().map {
-            PeerEndpoint(id: UInt64($0.offset + 1), host: "127.0.0.1", port: $0.element)
-        })
-        try await communicator.connect(view: view)
+        let (communicator, _) = try await joinLocalCluster(rank: rank, logger: logger)
         let quantization = WorkerSettings.quantization(quant)!
         var barrierTag: UInt64 = 1 << 40
         func barrier() async throws {
