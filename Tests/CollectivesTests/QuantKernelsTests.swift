@@ -1,5 +1,6 @@
 import Testing
 @testable import Collectives
+import PeerTestSupport
 
 private let quantModes: [Quantization] = [.int8MinMax, .int8ZeroPoint]
 

@@ -1,5 +1,6 @@
 import Testing
 @testable import Collectives
+import PeerTestSupport
 
 /// Independent scalar reference for one element; floats per the documented NaN rule.
 private func refFloat(_ op: ReduceOp, _ a: Double, _ b: Double) -> Double {

@@ -48,7 +48,8 @@ public func onEveryPeer<T: Sendable>(
     }
 }
 
-/// A tiny deterministic generator for test data (never the system RNG: tests must repeat).
+/// SplitMix64 (Steele, Lea, Flood 2014): a tiny seeded generator for test data, the same on every
+/// platform and Swift version (never the system RNG: tests must repeat).
 public struct SplitMix64: RandomNumberGenerator, Sendable {
     var state: UInt64
     public init(seed: UInt64) { state = seed }

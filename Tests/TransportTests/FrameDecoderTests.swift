@@ -1,5 +1,6 @@
 import NIOCore
 import NIOEmbedded
+import PeerTestSupport
 import Testing
 @testable import Transport
 
@@ -110,7 +111,7 @@ func anySplitGivesTheSameFrames(pieces: [Int]) throws {
 }
 
 @Test func randomGarbageNeverCrashes() {
-    var rng = SplitMix(seed: 42)
+    var rng = SplitMix64(seed: 42)
     for _ in 0..<2000 {
         let n = Int(rng.next() % 200)
         var bytes = (0..<n).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
@@ -136,16 +137,4 @@ func anySplitGivesTheSameFrames(pieces: [Int]) throws {
     }
     #expect(header.tag == 1 && payload.readableBytes == 50)
     #expect(try channel.finish().isClean)
-}
-
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
 }
