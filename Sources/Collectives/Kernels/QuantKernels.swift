@@ -178,6 +178,21 @@ public enum QuantKernels {
     static func foldRange(
         _ vlo: SIMD8<Float>, _ vhi: SIMD8<Float>, _ acc: SIMD8<Float>, _ p: UnsafeRawPointer, _ n: Int
     ) -> (lo: Float, hi: Float, allFinite: Bool) {
+        // Which lanes are NaN, as 0/1 values (summing the lanes themselves could turn +inf and
+        // -inf into NaN); a vector compare instead of a lane loop, which went through memory.
+        var flag = SIMD8<Float>.zero
+        flag.replace(with: 1, where: acc .!= acc)
+        let flag4 = flag.lowHalf + flag.highHalf
+        let sawNaN = (flag4[0] + flag4[1]) + (flag4[2] + flag4[3]) > 0
+        return foldLanes(vlo, vhi, sawNaN, p, n)
+    }
+
+    /// ``foldRange`` after the NaN check of the lanes: `sawNaN` (or any non-finite element)
+    /// among the first `n & ~7` elements.
+    @inline(__always)
+    static func foldLanes(
+        _ vlo: SIMD8<Float>, _ vhi: SIMD8<Float>, _ sawNaNInLanes: Bool, _ p: UnsafeRawPointer, _ n: Int
+    ) -> (lo: Float, hi: Float, allFinite: Bool) {
         // Fold the lanes as a fixed tree (8 -> 4 -> 2 -> 1), keeping the first operand on ties.
         var lo4 = vlo.lowHalf, hi4 = vhi.lowHalf
         lo4.replace(with: vlo.highHalf, where: vlo.highHalf .< lo4)
@@ -188,12 +203,7 @@ public enum QuantKernels {
         var lo = lo2[0], hi = hi2[0]
         if lo2[1] < lo { lo = lo2[1] }
         if hi2[1] > hi { hi = hi2[1] }
-        // Which lanes are NaN, as 0/1 values (summing the lanes themselves could turn +inf and
-        // -inf into NaN); a vector compare instead of a lane loop, which went through memory.
-        var flag = SIMD8<Float>.zero
-        flag.replace(with: 1, where: acc .!= acc)
-        let flag4 = flag.lowHalf + flag.highHalf
-        var sawNaN = (flag4[0] + flag4[1]) + (flag4[2] + flag4[3]) > 0
+        var sawNaN = sawNaNInLanes
         var i = n & ~7
         while i < n {
             let x = p.loadUnaligned(fromByteOffset: i &* 4, as: Float.self)
@@ -266,6 +276,15 @@ public enum QuantKernels {
             UInt32(c[8]), UInt32(c[9]), UInt32(c[10]), UInt32(c[11]),
             UInt32(c[12]), UInt32(c[13]), UInt32(c[14]), UInt32(c[15]))
         return unsafeBitCast(w | 0x4B00_0000, to: SIMD16<Float>.self) - 8_388_608
+    }
+
+    /// ``widen(_:)`` for 8 codes.
+    @inline(__always)
+    static func widen8(_ c: SIMD8<UInt8>) -> SIMD8<Float> {
+        let w = SIMD8<UInt32>(
+            UInt32(c[0]), UInt32(c[1]), UInt32(c[2]), UInt32(c[3]),
+            UInt32(c[4]), UInt32(c[5]), UInt32(c[6]), UInt32(c[7]))
+        return unsafeBitCast(w | 0x4B00_0000, to: SIMD8<Float>.self) - 8_388_608
     }
 
     /// The low byte of a float in [magic, magic + 255].
@@ -604,16 +623,24 @@ extension QuantKernels {
     ) -> (lo: Float, hi: Float, allFinite: Bool) {
         let (a, b) = readHeader(blk)
         let codes = blk + headerSize
-        let va = SIMD16<Float>(repeating: a), vb = SIMD16<Float>(repeating: b)
-        let vdiv = SIMD16<Float>(repeating: divisor)
+        let va8 = SIMD8<Float>(repeating: a), vb8 = SIMD8<Float>(repeating: b)
+        let vdiv8 = SIMD8<Float>(repeating: divisor)
+        var vlo = SIMD8<Float>(repeating: .infinity)
+        var vhi = SIMD8<Float>(repeating: -.infinity)
+        // Non-finite detector: `y - y` is +0 for a finite `y` and NaN for NaN or ±inf; OR-ing
+        // the bits keeps a short dependency chain (the lane sums of `vectorRange` are an add chain).
+        var bad = SIMD8<UInt32>.zero
         var i = 0
-        while i &+ 16 <= n {
-            let f = widen(codes.loadUnaligned(fromByteOffset: i, as: SIMD16<UInt8>.self))
-            let d = zeroPoint ? (f - vb) * va : va + f * vb
-            var y = addend.loadUnaligned(fromByteOffset: i &* 4, as: SIMD16<Float>.self) + d
-            if divide { y = y / vdiv }
-            tmp.storeBytes(of: y, toByteOffset: i &* 4, as: SIMD16<Float>.self)
-            i &+= 16
+        while i &+ 8 <= n {
+            let f = widen8(codes.loadUnaligned(fromByteOffset: i, as: SIMD8<UInt8>.self))
+            let d = zeroPoint ? (f - vb8) * va8 : va8 + f * vb8
+            var y = addend.loadUnaligned(fromByteOffset: i &* 4, as: SIMD8<Float>.self) + d
+            if divide { y = y / vdiv8 }
+            tmp.storeBytes(of: y, toByteOffset: i &* 4, as: SIMD8<Float>.self)
+            vlo.replace(with: y, where: y .< vlo)
+            vhi.replace(with: y, where: y .> vhi)
+            bad |= unsafeBitCast(y - y, to: SIMD8<UInt32>.self)
+            i &+= 8
         }
         while i < n {
             let f = Float(codes.load(fromByteOffset: i, as: UInt8.self))
@@ -623,9 +650,40 @@ extension QuantKernels {
             tmp.storeBytes(of: y, toByteOffset: i &* 4, as: Float.self)
             i &+= 1
         }
-        // The range pass over the block in L1 (the same code as quantize's).
-        let (vlo, vhi, acc) = vectorRange(UnsafeRawPointer(tmp), n)
-        return foldRange(vlo, vhi, acc, UnsafeRawPointer(tmp), n)
+        let b4 = bad.lowHalf | bad.highHalf
+        let b2 = b4.lowHalf | b4.highHalf
+        return foldLanes(vlo, vhi, (b2[0] | b2[1]) != 0, UnsafeRawPointer(tmp), n)
+    }
+
+    // One specialization per mode and division: called with constant flags, `decodeAddRange`
+    // is inlined and its branches folded (from two call sites it was not inlined, and tested
+    // the flags inside the loop).
+    @inline(never)
+    static func decodeAddRangeMinMax(
+        _ blk: UnsafeRawPointer, _ n: Int, _ addend: UnsafeRawPointer, _ tmp: UnsafeMutableRawPointer
+    ) -> (lo: Float, hi: Float, allFinite: Bool) {
+        decodeAddRange(zeroPoint: false, divide: false, blk, n, addend, 1, tmp)
+    }
+
+    @inline(never)
+    static func decodeAddRangeMinMaxDividing(
+        _ blk: UnsafeRawPointer, _ n: Int, _ addend: UnsafeRawPointer, _ divisor: Float, _ tmp: UnsafeMutableRawPointer
+    ) -> (lo: Float, hi: Float, allFinite: Bool) {
+        decodeAddRange(zeroPoint: false, divide: true, blk, n, addend, divisor, tmp)
+    }
+
+    @inline(never)
+    static func decodeAddRangeZeroPoint(
+        _ blk: UnsafeRawPointer, _ n: Int, _ addend: UnsafeRawPointer, _ tmp: UnsafeMutableRawPointer
+    ) -> (lo: Float, hi: Float, allFinite: Bool) {
+        decodeAddRange(zeroPoint: true, divide: false, blk, n, addend, 1, tmp)
+    }
+
+    @inline(never)
+    static func decodeAddRangeZeroPointDividing(
+        _ blk: UnsafeRawPointer, _ n: Int, _ addend: UnsafeRawPointer, _ divisor: Float, _ tmp: UnsafeMutableRawPointer
+    ) -> (lo: Float, hi: Float, allFinite: Bool) {
+        decodeAddRange(zeroPoint: true, divide: true, blk, n, addend, divisor, tmp)
     }
 
     // MARK: Pass 2: encode, and optionally decode the codes just made
@@ -759,8 +817,8 @@ extension QuantKernels {
             let n = Swift.min(blockSize, count &- start)
             let blk = src + offset, add = addend + start &* 4
             let r = divide
-                ? decodeAddRange(zeroPoint: false, divide: true, blk, n, add, divisor, tmp)
-                : decodeAddRange(zeroPoint: false, divide: false, blk, n, add, divisor, tmp)
+                ? decodeAddRangeMinMaxDividing(blk, n, add, divisor, tmp)
+                : decodeAddRangeMinMax(blk, n, add, tmp)
             encodeBlockMinMax(UnsafeRawPointer(tmp), n, r, dst + offset, result.map { $0 + start &* 4 })
             offset &+= headerSize &+ n
             start &+= n
@@ -778,8 +836,8 @@ extension QuantKernels {
             let n = Swift.min(blockSize, count &- start)
             let blk = src + offset, add = addend + start &* 4
             let r = divide
-                ? decodeAddRange(zeroPoint: true, divide: true, blk, n, add, divisor, tmp)
-                : decodeAddRange(zeroPoint: true, divide: false, blk, n, add, divisor, tmp)
+                ? decodeAddRangeZeroPointDividing(blk, n, add, divisor, tmp)
+                : decodeAddRangeZeroPoint(blk, n, add, tmp)
             encodeBlockZeroPoint(UnsafeRawPointer(tmp), n, r, dst + offset, result.map { $0 + start &* 4 })
             offset &+= headerSize &+ n
             start &+= n
