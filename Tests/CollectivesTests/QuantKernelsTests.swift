@@ -315,7 +315,7 @@ func reduceQuantizeMatchesUnfused(mode: Quantization) {
 func reduceQuantizeDecodeMatchesUnfused(mode: Quantization) {
     for n in fusedCounts {
         for poison in [false, true] {
-            for divisor: Float? in [nil, 2, 3, 7] {
+            for divisor: Float? in [nil, 2, 3, 4, 7, 8] {
                 let (wire, addend) = fusedCase(mode, n, seed: UInt64(n) &+ 41, poison: poison)
                 let want = unfused(mode, wire, addend, divisor: divisor)
                 var out = [UInt8](repeating: 0xAA, count: want.out.count)
@@ -393,7 +393,7 @@ func quantizeDecodeMatchesUnfused(mode: Quantization) {
 /// exactly 2^127 after the add: the range pass must give the same -0/+0 and poison decisions.
 @Test(arguments: quantModes)
 func fusedEdgeBlocks(mode: Quantization) {
-    let n = 256 * 6 + 100
+    let n = 256 * 7 + 100
     var x = [Float](repeating: 0, count: n)
     var addend = [Float](repeating: 0, count: n)
     for i in 0..<256 { addend[i] = i % 3 == 0 ? -0.0 : 0 }                         // block 0: zeros
@@ -401,9 +401,12 @@ func fusedEdgeBlocks(mode: Quantization) {
     for i in 512..<768 { addend[i] = i == 600 ? 0x1p126 : (i == 601 ? -0x1p126 : 1) }  // block 2: range 2^127
     for i in 768..<1024 { addend[i] = -0.0 }                                        // block 3: -0 + 0
     for i in 1024..<1280 { x[i] = Float(i % 7) - 3; addend[i] = 0 }                 // block 4
-    for i in 1280..<n { addend[i] = i % 2 == 0 ? .greatestFiniteMagnitude : 1 }    // overflow to +inf
+    for i in 1280..<1536 {                                                          // block 5: subnormal sums
+        addend[i] = Float(bitPattern: UInt32(i * 2_654_435_761 % 0x0080_0000)) * (i % 2 == 0 ? 1 : -1)
+    }
+    for i in 1536..<n { addend[i] = i % 2 == 0 ? .greatestFiniteMagnitude : 1 }    // overflow to +inf
     let wire = encode(mode, x)
-    for divisor: Float? in [nil, 2] {
+    for divisor: Float? in [nil, 2, 3, 4, 16] {
         let want = unfused(mode, wire, addend, divisor: divisor)
         var out = [UInt8](repeating: 0xAA, count: wire.count)
         var result = [Float](repeating: -1, count: n)

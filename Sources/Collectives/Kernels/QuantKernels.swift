@@ -612,13 +612,31 @@ extension QuantKernels {
 
     // MARK: Pass 1: decode, add, divide, and the range of the sums
 
+    /// How the averaging divisor is applied. `x / d` and `x * (1 / d)` are the same f32 for every
+    /// `x` when `d` is a power of two whose reciprocal is a normal number: both are the exact
+    /// real `x · 2⁻ᵏ` rounded once (also when it is subnormal; NaN and infinities alike). The
+    /// division (a slow `divps`) is then replaced by the product; any other divisor divides.
+    enum Scaling {
+        case none, multiply, divide
+
+        init(_ divisor: Float) {
+            if divisor == 1 {
+                self = .none
+            } else if divisor.isNormal, divisor.significandBitPattern == 0, (1 / divisor).isNormal {
+                self = .multiply
+            } else {
+                self = .divide
+            }
+        }
+    }
+
     /// Decodes block `blk` (`n` elements, header `(a, b)` read by the caller), adds `addend`,
-    /// divides by `divisor` if `divide`, stores the values into `tmp`, and returns their range
+    /// divides by (or multiplies by, see ``Scaling``) `divisor`, stores the values into `tmp`, and returns their range
     /// exactly as ``blockRange`` computes it on `tmp`: the same SIMD8 lanes, updated in the same
     /// element order (the low half of each SIMD16 is elements i..<i+8, the high half the next 8).
     @inline(__always)
     static func decodeAddRange(
-        zeroPoint: Bool, divide: Bool, _ blk: UnsafeRawPointer, _ n: Int, _ addend: UnsafeRawPointer,
+        zeroPoint: Bool, scaling: Scaling, _ blk: UnsafeRawPointer, _ n: Int, _ addend: UnsafeRawPointer,
         _ divisor: Float, _ tmp: UnsafeMutableRawPointer
     ) -> (lo: Float, hi: Float, allFinite: Bool) {
         let (a, b) = readHeader(blk)
@@ -635,7 +653,8 @@ extension QuantKernels {
             let f = widen8(codes.loadUnaligned(fromByteOffset: i, as: SIMD8<UInt8>.self))
             let d = zeroPoint ? (f - vb8) * va8 : va8 + f * vb8
             var y = addend.loadUnaligned(fromByteOffset: i &* 4, as: SIMD8<Float>.self) + d
-            if divide { y = y / vdiv8 }
+            if scaling == .divide { y = y / vdiv8 }
+            if scaling == .multiply { y = y * vdiv8 }
             tmp.storeBytes(of: y, toByteOffset: i &* 4, as: SIMD8<Float>.self)
             vlo.replace(with: y, where: y .< vlo)
             vhi.replace(with: y, where: y .> vhi)
@@ -646,7 +665,8 @@ extension QuantKernels {
             let f = Float(codes.load(fromByteOffset: i, as: UInt8.self))
             let d = zeroPoint ? (f - b) * a : a + f * b
             var y = addend.loadUnaligned(fromByteOffset: i &* 4, as: Float.self) + d
-            if divide { y = y / divisor }
+            if scaling == .divide { y = y / divisor }
+            if scaling == .multiply { y = y * divisor }
             tmp.storeBytes(of: y, toByteOffset: i &* 4, as: Float.self)
             i &+= 1
         }
@@ -662,28 +682,42 @@ extension QuantKernels {
     static func decodeAddRangeMinMax(
         _ blk: UnsafeRawPointer, _ n: Int, _ addend: UnsafeRawPointer, _ tmp: UnsafeMutableRawPointer
     ) -> (lo: Float, hi: Float, allFinite: Bool) {
-        decodeAddRange(zeroPoint: false, divide: false, blk, n, addend, 1, tmp)
+        decodeAddRange(zeroPoint: false, scaling: .none, blk, n, addend, 1, tmp)
     }
 
     @inline(never)
     static func decodeAddRangeMinMaxDividing(
         _ blk: UnsafeRawPointer, _ n: Int, _ addend: UnsafeRawPointer, _ divisor: Float, _ tmp: UnsafeMutableRawPointer
     ) -> (lo: Float, hi: Float, allFinite: Bool) {
-        decodeAddRange(zeroPoint: false, divide: true, blk, n, addend, divisor, tmp)
+        decodeAddRange(zeroPoint: false, scaling: .divide, blk, n, addend, divisor, tmp)
+    }
+
+    @inline(never)
+    static func decodeAddRangeMinMaxMultiplying(
+        _ blk: UnsafeRawPointer, _ n: Int, _ addend: UnsafeRawPointer, _ factor: Float, _ tmp: UnsafeMutableRawPointer
+    ) -> (lo: Float, hi: Float, allFinite: Bool) {
+        decodeAddRange(zeroPoint: false, scaling: .multiply, blk, n, addend, factor, tmp)
     }
 
     @inline(never)
     static func decodeAddRangeZeroPoint(
         _ blk: UnsafeRawPointer, _ n: Int, _ addend: UnsafeRawPointer, _ tmp: UnsafeMutableRawPointer
     ) -> (lo: Float, hi: Float, allFinite: Bool) {
-        decodeAddRange(zeroPoint: true, divide: false, blk, n, addend, 1, tmp)
+        decodeAddRange(zeroPoint: true, scaling: .none, blk, n, addend, 1, tmp)
     }
 
     @inline(never)
     static func decodeAddRangeZeroPointDividing(
         _ blk: UnsafeRawPointer, _ n: Int, _ addend: UnsafeRawPointer, _ divisor: Float, _ tmp: UnsafeMutableRawPointer
     ) -> (lo: Float, hi: Float, allFinite: Bool) {
-        decodeAddRange(zeroPoint: true, divide: true, blk, n, addend, divisor, tmp)
+        decodeAddRange(zeroPoint: true, scaling: .divide, blk, n, addend, divisor, tmp)
+    }
+
+    @inline(never)
+    static func decodeAddRangeZeroPointMultiplying(
+        _ blk: UnsafeRawPointer, _ n: Int, _ addend: UnsafeRawPointer, _ factor: Float, _ tmp: UnsafeMutableRawPointer
+    ) -> (lo: Float, hi: Float, allFinite: Bool) {
+        decodeAddRange(zeroPoint: true, scaling: .multiply, blk, n, addend, factor, tmp)
     }
 
     // MARK: Pass 2: encode, and optionally decode the codes just made
@@ -811,14 +845,18 @@ extension QuantKernels {
         _ src: UnsafeRawPointer, _ count: Int, _ addend: UnsafeRawPointer, _ divisor: Float,
         _ dst: UnsafeMutableRawPointer, _ result: UnsafeMutableRawPointer?, _ tmp: UnsafeMutableRawPointer
     ) {
-        let divide = divisor != 1
+        let scaling = Scaling(divisor)
+        let factor = scaling == .multiply ? 1 / divisor : divisor
         var start = 0, offset = 0
         while start < count {
             let n = Swift.min(blockSize, count &- start)
             let blk = src + offset, add = addend + start &* 4
-            let r = divide
-                ? decodeAddRangeMinMaxDividing(blk, n, add, divisor, tmp)
-                : decodeAddRangeMinMax(blk, n, add, tmp)
+            let r: (lo: Float, hi: Float, allFinite: Bool)
+            switch scaling {
+            case .none: r = decodeAddRangeMinMax(blk, n, add, tmp)
+            case .multiply: r = decodeAddRangeMinMaxMultiplying(blk, n, add, factor, tmp)
+            case .divide: r = decodeAddRangeMinMaxDividing(blk, n, add, divisor, tmp)
+            }
             encodeBlockMinMax(UnsafeRawPointer(tmp), n, r, dst + offset, result.map { $0 + start &* 4 })
             offset &+= headerSize &+ n
             start &+= n
@@ -830,14 +868,18 @@ extension QuantKernels {
         _ src: UnsafeRawPointer, _ count: Int, _ addend: UnsafeRawPointer, _ divisor: Float,
         _ dst: UnsafeMutableRawPointer, _ result: UnsafeMutableRawPointer?, _ tmp: UnsafeMutableRawPointer
     ) {
-        let divide = divisor != 1
+        let scaling = Scaling(divisor)
+        let factor = scaling == .multiply ? 1 / divisor : divisor
         var start = 0, offset = 0
         while start < count {
             let n = Swift.min(blockSize, count &- start)
             let blk = src + offset, add = addend + start &* 4
-            let r = divide
-                ? decodeAddRangeZeroPointDividing(blk, n, add, divisor, tmp)
-                : decodeAddRangeZeroPoint(blk, n, add, tmp)
+            let r: (lo: Float, hi: Float, allFinite: Bool)
+            switch scaling {
+            case .none: r = decodeAddRangeZeroPoint(blk, n, add, tmp)
+            case .multiply: r = decodeAddRangeZeroPointMultiplying(blk, n, add, factor, tmp)
+            case .divide: r = decodeAddRangeZeroPointDividing(blk, n, add, divisor, tmp)
+            }
             encodeBlockZeroPoint(UnsafeRawPointer(tmp), n, r, dst + offset, result.map { $0 + start &* 4 })
             offset &+= headerSize &+ n
             start &+= n
