@@ -555,7 +555,10 @@ extension QuantKernels {
         case .none:
             ReduceKernels.sumF32(dst, UnsafeRawPointer(addend), src, count)
         case .int8MinMax, .int8ZeroPoint:
-            withUnsafeTemporaryAllocation(byteCount: blockSize &* 4, alignment: 64) { tmp in
+            // One block of f32 (blockSize · 4 = 1 KiB) on the stack. A literal size and at most
+            // 16-byte alignment: with `blockSize &* 4` and alignment 64 the release build called
+            // swift_slowAlloc on every call (seen in the object code).
+            withUnsafeTemporaryAllocation(byteCount: 1024, alignment: 16) { tmp in
                 let t = tmp.baseAddress!
                 if mode == .int8MinMax {
                     fusedMinMax(src, count, UnsafeRawPointer(addend), 1, dst, nil, t)
@@ -587,7 +590,10 @@ extension QuantKernels {
                 dst.copyMemory(from: UnsafeRawPointer(r), byteCount: count &* 4)
             }
         case .int8MinMax, .int8ZeroPoint:
-            withUnsafeTemporaryAllocation(byteCount: blockSize &* 4, alignment: 64) { tmp in
+            // One block of f32 (blockSize · 4 = 1 KiB) on the stack. A literal size and at most
+            // 16-byte alignment: with `blockSize &* 4` and alignment 64 the release build called
+            // swift_slowAlloc on every call (seen in the object code).
+            withUnsafeTemporaryAllocation(byteCount: 1024, alignment: 16) { tmp in
                 let t = tmp.baseAddress!
                 let r = UnsafeMutableRawPointer(result)
                 if mode == .int8MinMax {
