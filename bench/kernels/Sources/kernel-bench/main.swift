@@ -119,6 +119,9 @@ func run(count: Int, reps: Int, tag: String) {
             bench("owner fused reduceQuantizeDecode /2 \(mode) \(tag)", bytes: bytes, reps: reps) {
                 QuantKernels.reduceQuantizeDecode(mode, q, count: count, adding: y, divisor: 2, into: q2, decoded: z)
             }
+            bench("owner fused reduceQuantizeDecode /3 \(mode) \(tag)", bytes: bytes, reps: reps) {
+                QuantKernels.reduceQuantizeDecode(mode, q, count: count, adding: y, divisor: 3, into: q2, decoded: z)
+            }
             bench("owner fused reduceQuantizeDecode /1 \(mode) \(tag)", bytes: bytes, reps: reps) {
                 QuantKernels.reduceQuantizeDecode(mode, q, count: count, adding: y, divisor: 1, into: q2, decoded: z)
             }
