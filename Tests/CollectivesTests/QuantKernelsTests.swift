@@ -230,3 +230,205 @@ func goldenVectors(mode: Quantization) {
     #expect(hex(q2) == g.seededEncoded)
     #expect(Digest.of(y2).description == g.seededDecodedSHA256)
 }
+
+// MARK: - Fused kernels: bit-identical to the unfused sequences
+
+private let fusedCounts = [0, 1, 7, 8, 15, 16, 24, 255, 256, 257, 4096, 10000]
+private let allModes: [Quantization] = [.none, .int8MinMax, .int8ZeroPoint]
+
+/// The unfused reference: scratch = dequantizeAdd(src, addend); [divide]; out = quantize(scratch);
+/// result = dequantize(out).
+private func unfused(_ mode: Quantization, _ wire: [UInt8], _ addend: [Float], divisor: Float?) -> (out: [UInt8], result: [Float]) {
+    let n = addend.count
+    var scratch = [Float](repeating: 0, count: n)
+    var out = [UInt8](repeating: 0x55, count: QuantKernels.encodedSize(count: n, mode: mode))
+    var result = [Float](repeating: 0, count: n)
+    wire.withUnsafeBytes { w in
+        addend.withUnsafeBufferPointer { a in
+            scratch.withUnsafeMutableBufferPointer {
+                QuantKernels.dequantizeAdd(mode, w.baseAddress!, count: n, adding: a.baseAddress!, into: $0.baseAddress!)
+            }
+        }
+    }
+    if let divisor {
+        scratch.withUnsafeMutableBytes {
+            ReduceKernels.divide(.f32, $0.baseAddress!, count: n, by: Int(divisor))
+        }
+    }
+    scratch.withUnsafeBufferPointer { s in
+        out.withUnsafeMutableBytes { QuantKernels.quantize(mode, s.baseAddress!, count: n, into: $0.baseAddress!) }
+    }
+    out.withUnsafeBytes { o in
+        result.withUnsafeMutableBufferPointer { QuantKernels.dequantize(mode, o.baseAddress!, count: n, into: $0.baseAddress!) }
+    }
+    return (out, result)
+}
+
+/// Wire bytes plus addends for a test case; `poison` puts NaN/inf/huge values into some blocks
+/// of the data behind the wire and of the addend (sums that become non-finite or out of range).
+private func fusedCase(_ mode: Quantization, _ n: Int, seed: UInt64, poison: Bool) -> (wire: [UInt8], addend: [Float]) {
+    var x = randomData(n, seed: seed, scale: 3)
+    var addend = randomData(n, seed: seed &+ 100, scale: 50, offset: 1)
+    // Zeros of both signs (ties of -0/+0 in the range pass), a constant stretch.
+    for i in stride(from: 3, to: n, by: 37) { addend[i] = -0.0 }
+    if n > 300 { for i in 256..<300 { x[i] = 2; addend[i] = 1.5 } }
+    if poison && n > 0 {
+        let specials: [Float] = [.nan, .infinity, -.infinity, 3e38, -3e38, 1e38]
+        var k = 0
+        for i in stride(from: n / 3, to: n, by: 701) {
+            if k % 2 == 0 { addend[i] = specials[k % specials.count] } else { x[i] = specials[k % specials.count] }
+            k += 1
+        }
+        if n > 520 { addend[520] = .infinity; addend[521] = -.infinity }     // inf - inf = NaN in one block
+        addend[n - 1] = .nan                                                  // the partial last block
+    }
+    return (encode(mode, x), addend)
+}
+
+@Test(arguments: allModes)
+func reduceQuantizeMatchesUnfused(mode: Quantization) {
+    for n in fusedCounts {
+        for poison in [false, true] {
+            let (wire, addend) = fusedCase(mode, n, seed: UInt64(n) &+ 21, poison: poison)
+            let want = unfused(mode, wire, addend, divisor: nil)
+            var out = [UInt8](repeating: 0xAA, count: want.out.count)
+            wire.withUnsafeBytes { w in
+                addend.withUnsafeBufferPointer { a in
+                    out.withUnsafeMutableBytes {
+                        QuantKernels.reduceQuantize(mode, w.baseAddress!, count: n, adding: a.baseAddress!, into: $0.baseAddress!)
+                    }
+                }
+            }
+            #expect(out == want.out, "\(mode) n=\(n) poison=\(poison)")
+            // In place: dst is the wire buffer.
+            var inPlace = wire
+            addend.withUnsafeBufferPointer { a in
+                inPlace.withUnsafeMutableBytes {
+                    QuantKernels.reduceQuantize(mode, UnsafeRawPointer($0.baseAddress!), count: n, adding: a.baseAddress!, into: $0.baseAddress!)
+                }
+            }
+            #expect(inPlace == want.out, "\(mode) n=\(n) poison=\(poison) in place")
+        }
+    }
+}
+
+@Test(arguments: allModes)
+func reduceQuantizeDecodeMatchesUnfused(mode: Quantization) {
+    for n in fusedCounts {
+        for poison in [false, true] {
+            for divisor: Float? in [nil, 2, 3, 4, 7, 8] {
+                let (wire, addend) = fusedCase(mode, n, seed: UInt64(n) &+ 41, poison: poison)
+                let want = unfused(mode, wire, addend, divisor: divisor)
+                var out = [UInt8](repeating: 0xAA, count: want.out.count)
+                var result = [Float](repeating: -1, count: n)
+                wire.withUnsafeBytes { w in
+                    addend.withUnsafeBufferPointer { a in
+                        out.withUnsafeMutableBytes { o in
+                            result.withUnsafeMutableBufferPointer {
+                                QuantKernels.reduceQuantizeDecode(mode, w.baseAddress!, count: n, adding: a.baseAddress!,
+                                                                  divisor: divisor ?? 1, into: o.baseAddress!, decoded: $0.baseAddress!)
+                            }
+                        }
+                    }
+                }
+                let what = "\(mode) n=\(n) poison=\(poison) divisor=\(String(describing: divisor))"
+                #expect(out == want.out, "\(what)")
+                #expect(result.map(\.bitPattern) == want.result.map(\.bitPattern), "\(what)")
+                // In place: dst is the wire buffer, result is the addend.
+                var inPlaceOut = wire
+                var inPlaceResult = addend
+                inPlaceOut.withUnsafeMutableBytes { o in
+                    inPlaceResult.withUnsafeMutableBufferPointer {
+                        QuantKernels.reduceQuantizeDecode(mode, UnsafeRawPointer(o.baseAddress!), count: n,
+                                                          adding: UnsafePointer($0.baseAddress!), divisor: divisor ?? 1,
+                                                          into: o.baseAddress!, decoded: $0.baseAddress!)
+                    }
+                }
+                #expect(inPlaceOut == want.out, "\(what) in place")
+                #expect(inPlaceResult.map(\.bitPattern) == want.result.map(\.bitPattern), "\(what) in place")
+            }
+        }
+    }
+}
+
+@Test(arguments: allModes)
+func quantizeDecodeMatchesUnfused(mode: Quantization) {
+    for n in fusedCounts {
+        for poison in [false, true] {
+            var x = randomData(n, seed: UInt64(n) &+ 61, scale: 20, offset: -3)
+            for i in stride(from: 5, to: n, by: 41) { x[i] = -0.0 }
+            for i in stride(from: 9, to: n, by: 53) { x[i] = 0 }
+            if poison && n > 0 {
+                let specials: [Float] = [.nan, .infinity, -.infinity, 3e38, -3e38]
+                for (k, i) in stride(from: n / 2, to: n, by: 613).enumerated() { x[i] = specials[k % specials.count] }
+                x[n - 1] = .infinity
+            }
+            if n > 600 { for i in 512..<600 { x[i] = 1e-37 + Float(i % 3) * 1e-44 } }   // 1/step overflows
+            let q = encode(mode, x)
+            let y = decode(mode, q, count: n)
+            var out = [UInt8](repeating: 0xAA, count: q.count)
+            var result = [Float](repeating: -1, count: n)
+            x.withUnsafeBufferPointer { s in
+                out.withUnsafeMutableBytes { o in
+                    result.withUnsafeMutableBufferPointer {
+                        QuantKernels.quantizeDecode(mode, s.baseAddress!, count: n, into: o.baseAddress!, decoded: $0.baseAddress!)
+                    }
+                }
+            }
+            #expect(out == q, "\(mode) n=\(n) poison=\(poison)")
+            #expect(result.map(\.bitPattern) == y.map(\.bitPattern), "\(mode) n=\(n) poison=\(poison)")
+            // result = src.
+            var inPlace = x
+            var out2 = [UInt8](repeating: 0xAA, count: q.count)
+            inPlace.withUnsafeMutableBufferPointer { s in
+                out2.withUnsafeMutableBytes {
+                    QuantKernels.quantizeDecode(mode, UnsafePointer(s.baseAddress!), count: n, into: $0.baseAddress!, decoded: s.baseAddress!)
+                }
+            }
+            #expect(out2 == q && inPlace.map(\.bitPattern) == y.map(\.bitPattern), "\(mode) n=\(n) poison=\(poison) in place")
+        }
+    }
+}
+
+/// Blocks whose sums are all zeros of mixed sign, tiny ranges (division path) and ranges of
+/// exactly 2^127 after the add: the range pass must give the same -0/+0 and poison decisions.
+@Test(arguments: quantModes)
+func fusedEdgeBlocks(mode: Quantization) {
+    let n = 256 * 7 + 100
+    var x = [Float](repeating: 0, count: n)
+    var addend = [Float](repeating: 0, count: n)
+    for i in 0..<256 { addend[i] = i % 3 == 0 ? -0.0 : 0 }                         // block 0: zeros
+    for i in 256..<512 { x[i] = 1e-37; addend[i] = Float(i % 5) * 1e-44 }          // block 1: tiny range
+    for i in 512..<768 { addend[i] = i == 600 ? 0x1p126 : (i == 601 ? -0x1p126 : 1) }  // block 2: range 2^127
+    for i in 768..<1024 { addend[i] = -0.0 }                                        // block 3: -0 + 0
+    for i in 1024..<1280 { x[i] = Float(i % 7) - 3; addend[i] = 0 }                 // block 4
+    for i in 1280..<1536 {                                                          // block 5: subnormal sums
+        addend[i] = Float(bitPattern: UInt32(i * 2_654_435_761 % 0x0080_0000)) * (i % 2 == 0 ? 1 : -1)
+    }
+    for i in 1536..<n { addend[i] = i % 2 == 0 ? .greatestFiniteMagnitude : 1 }    // overflow to +inf
+    let wire = encode(mode, x)
+    for divisor: Float? in [nil, 2, 3, 4, 16] {
+        let want = unfused(mode, wire, addend, divisor: divisor)
+        var out = [UInt8](repeating: 0xAA, count: wire.count)
+        var result = [Float](repeating: -1, count: n)
+        var out2 = [UInt8](repeating: 0xAA, count: wire.count)
+        wire.withUnsafeBytes { w in
+            addend.withUnsafeBufferPointer { a in
+                out.withUnsafeMutableBytes { o in
+                    result.withUnsafeMutableBufferPointer {
+                        QuantKernels.reduceQuantizeDecode(mode, w.baseAddress!, count: n, adding: a.baseAddress!,
+                                                          divisor: divisor ?? 1, into: o.baseAddress!, decoded: $0.baseAddress!)
+                    }
+                }
+                if divisor == nil {
+                    out2.withUnsafeMutableBytes {
+                        QuantKernels.reduceQuantize(mode, w.baseAddress!, count: n, adding: a.baseAddress!, into: $0.baseAddress!)
+                    }
+                }
+            }
+        }
+        #expect(out == want.out, "\(mode) divisor \(String(describing: divisor))")
+        #expect(result.map(\.bitPattern) == want.result.map(\.bitPattern))
+        if divisor == nil { #expect(out2 == want.out) }
+    }
+}

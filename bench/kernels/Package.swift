@@ -1,7 +1,7 @@
 // swift-tools-version:6.0
 // Kernel micro-benchmark, kept out of the main package so that it builds in release in seconds
 // (no NIO). Sources/Kern links to the kernel files of Sources/Collectives/Kernels.
-//   swift build -c release && .build/release/kernel-bench [all|quant|sum|cached] [--cpu]
+//   swift build -c release && .build/release/kernel-bench [all|quant|fused|sum|cached] [--cpu]
 import PackageDescription
 
 let package = Package(

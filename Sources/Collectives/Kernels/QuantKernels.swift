@@ -168,6 +168,31 @@ public enum QuantKernels {
     @inline(never)
     static func blockRange(_ p: UnsafeRawPointer, _ n: Int) -> (lo: Float, hi: Float, allFinite: Bool) {
         let (vlo, vhi, acc) = vectorRange(p, n)
+        return foldRange(vlo, vhi, acc, p, n)
+    }
+
+    /// The end of ``blockRange``: folds the lane results of ``vectorRange`` (over the first
+    /// `n & ~7` elements of `p`) and adds the scalar tail. Shared with the fused kernels, which
+    /// accumulate the lanes themselves, so that both give the same `lo`/`hi` bits (`-0` vs `+0`).
+    @inline(__always)
+    static func foldRange(
+        _ vlo: SIMD8<Float>, _ vhi: SIMD8<Float>, _ acc: SIMD8<Float>, _ p: UnsafeRawPointer, _ n: Int
+    ) -> (lo: Float, hi: Float, allFinite: Bool) {
+        // Which lanes are NaN, as 0/1 values (summing the lanes themselves could turn +inf and
+        // -inf into NaN); a vector compare instead of a lane loop, which went through memory.
+        var flag = SIMD8<Float>.zero
+        flag.replace(with: 1, where: acc .!= acc)
+        let flag4 = flag.lowHalf + flag.highHalf
+        let sawNaN = (flag4[0] + flag4[1]) + (flag4[2] + flag4[3]) > 0
+        return foldLanes(vlo, vhi, sawNaN, p, n)
+    }
+
+    /// ``foldRange`` after the NaN check of the lanes: `sawNaN` (or any non-finite element)
+    /// among the first `n & ~7` elements.
+    @inline(__always)
+    static func foldLanes(
+        _ vlo: SIMD8<Float>, _ vhi: SIMD8<Float>, _ sawNaNInLanes: Bool, _ p: UnsafeRawPointer, _ n: Int
+    ) -> (lo: Float, hi: Float, allFinite: Bool) {
         // Fold the lanes as a fixed tree (8 -> 4 -> 2 -> 1), keeping the first operand on ties.
         var lo4 = vlo.lowHalf, hi4 = vhi.lowHalf
         lo4.replace(with: vlo.highHalf, where: vlo.highHalf .< lo4)
@@ -178,12 +203,7 @@ public enum QuantKernels {
         var lo = lo2[0], hi = hi2[0]
         if lo2[1] < lo { lo = lo2[1] }
         if hi2[1] > hi { hi = hi2[1] }
-        // Which lanes are NaN, as 0/1 values (summing the lanes themselves could turn +inf and
-        // -inf into NaN); a vector compare instead of a lane loop, which went through memory.
-        var flag = SIMD8<Float>.zero
-        flag.replace(with: 1, where: acc .!= acc)
-        let flag4 = flag.lowHalf + flag.highHalf
-        var sawNaN = (flag4[0] + flag4[1]) + (flag4[2] + flag4[3]) > 0
+        var sawNaN = sawNaNInLanes
         var i = n & ~7
         while i < n {
             let x = p.loadUnaligned(fromByteOffset: i &* 4, as: Float.self)
@@ -246,8 +266,12 @@ public enum QuantKernels {
                              b[32], b[36], b[40], b[44], b[48], b[52], b[56], b[60])
     }
 
-    /// `Float(code)` for 16 codes, exactly: the bits `0x4B000000 | code` are the float 2²³ + code,
-    /// and subtracting 2²³ is exact. (Avoids two out-of-line standard-library conversions.)
+    /// `Float(code)` for 16 codes, exactly. The bytes are zero-extended by lane shuffles
+    /// (`punpck`), then converted lane by lane from Int32, which the optimizer turns into one
+    /// `cvtdq2ps` per four lanes. (`SIMD16<Float>(SIMD16<Int32>)` is an out-of-line
+    /// standard-library call here. The previous form, bits `0x4B000000 | code` minus 2²³, gives
+    /// the same floats with two instructions per four lanes instead of one: dequantize in L2
+    /// went from 24-25 to 26-27 GB/s at best, measured.)
     @inline(__always)
     static func widen(_ c: SIMD16<UInt8>) -> SIMD16<Float> {
         let w = SIMD16<UInt32>(
@@ -255,7 +279,22 @@ public enum QuantKernels {
             UInt32(c[4]), UInt32(c[5]), UInt32(c[6]), UInt32(c[7]),
             UInt32(c[8]), UInt32(c[9]), UInt32(c[10]), UInt32(c[11]),
             UInt32(c[12]), UInt32(c[13]), UInt32(c[14]), UInt32(c[15]))
-        return unsafeBitCast(w | 0x4B00_0000, to: SIMD16<Float>.self) - 8_388_608
+        return SIMD16<Float>(
+            Float(Int32(bitPattern: w[0])), Float(Int32(bitPattern: w[1])), Float(Int32(bitPattern: w[2])), Float(Int32(bitPattern: w[3])),
+            Float(Int32(bitPattern: w[4])), Float(Int32(bitPattern: w[5])), Float(Int32(bitPattern: w[6])), Float(Int32(bitPattern: w[7])),
+            Float(Int32(bitPattern: w[8])), Float(Int32(bitPattern: w[9])), Float(Int32(bitPattern: w[10])), Float(Int32(bitPattern: w[11])),
+            Float(Int32(bitPattern: w[12])), Float(Int32(bitPattern: w[13])), Float(Int32(bitPattern: w[14])), Float(Int32(bitPattern: w[15])))
+    }
+
+    /// ``widen(_:)`` for 8 codes.
+    @inline(__always)
+    static func widen8(_ c: SIMD8<UInt8>) -> SIMD8<Float> {
+        let w = SIMD8<UInt32>(
+            UInt32(c[0]), UInt32(c[1]), UInt32(c[2]), UInt32(c[3]),
+            UInt32(c[4]), UInt32(c[5]), UInt32(c[6]), UInt32(c[7]))
+        return SIMD8<Float>(
+            Float(Int32(bitPattern: w[0])), Float(Int32(bitPattern: w[1])), Float(Int32(bitPattern: w[2])), Float(Int32(bitPattern: w[3])),
+            Float(Int32(bitPattern: w[4])), Float(Int32(bitPattern: w[5])), Float(Int32(bitPattern: w[6])), Float(Int32(bitPattern: w[7])))
     }
 
     /// The low byte of a float in [magic, magic + 255].
@@ -489,6 +528,404 @@ public enum QuantKernels {
             let n = Swift.min(blockSize, count &- start)
             decodeZeroPointBlock(blk, n, UnsafeMutableRawPointer(dst + start), UnsafeRawPointer(addend + start))
             blk += headerSize &+ n
+            start &+= n
+        }
+    }
+}
+
+// MARK: - Fused kernels
+
+/// One pass over memory for the all-reduce's combine step, block by block: each 256-element
+/// block is decoded, added, (divided,) range-scanned, encoded and (optionally) decoded again
+/// while it sits in a 1 KiB stack buffer, instead of four or five passes over a scratch piece.
+/// Every result is bit-identical to the unfused sequence
+/// `dequantizeAdd` → [`ReduceKernels.divide`] → `quantize` → `dequantize` (docs/kernels.md, §2).
+extension QuantKernels {
+    /// `dst = quantize(addend + dequantize(src))`: bit-identical to ``dequantizeAdd(_:_:count:adding:into:)``
+    /// into a scratch buffer followed by ``quantize(_:_:count:into:)``. `src` and `dst` hold
+    /// `encodedSize(count:mode:)` bytes and may be the same buffer (exactly, not partially overlapping).
+    @inline(never)
+    public static func reduceQuantize(
+        _ mode: Quantization, _ src: UnsafeRawPointer, count: Int,
+        adding addend: UnsafePointer<Float>, into dst: UnsafeMutableRawPointer
+    ) {
+        precondition(count >= 0, "negative count")
+        if count == 0 { return }
+        switch mode {
+        case .none:
+            ReduceKernels.sumF32(dst, UnsafeRawPointer(addend), src, count)
+        case .int8MinMax, .int8ZeroPoint:
+            // One block of f32 (blockSize · 4 = 1 KiB) on the stack. A literal size and at most
+            // 16-byte alignment: with `blockSize &* 4` and alignment 64 the release build called
+            // swift_slowAlloc on every call (seen in the object code).
+            withUnsafeTemporaryAllocation(byteCount: 1024, alignment: 16) { tmp in
+                let t = tmp.baseAddress!
+                if mode == .int8MinMax {
+                    fusedMinMax(src, count, UnsafeRawPointer(addend), 1, dst, nil, t)
+                } else {
+                    fusedZeroPoint(src, count, UnsafeRawPointer(addend), 1, dst, nil, t)
+                }
+            }
+        }
+    }
+
+    /// For the owner of a chunk: per block `x = addend + dequantize(src)`, then `x = x / divisor`
+    /// when `divisor != 1` (one IEEE division per element, as ``ReduceKernels/divide(_:_:count:by:)``),
+    /// `dst = quantize(x)` and `result = dequantize(dst)`. Bit-identical to that unfused sequence.
+    /// `dst` may be `src` and `result` may be `addend` (exactly, not partially overlapping).
+    @inline(never)
+    public static func reduceQuantizeDecode(
+        _ mode: Quantization, _ src: UnsafeRawPointer, count: Int,
+        adding addend: UnsafePointer<Float>, divisor: Float,
+        into dst: UnsafeMutableRawPointer, decoded result: UnsafeMutablePointer<Float>
+    ) {
+        precondition(count >= 0, "negative count")
+        if count == 0 { return }
+        switch mode {
+        case .none:
+            let r = UnsafeMutableRawPointer(result)
+            ReduceKernels.sumF32(r, UnsafeRawPointer(addend), src, count)
+            if divisor != 1 { ReduceKernels.divideF32(r, count, divisor) }
+            if UnsafeRawPointer(dst) != UnsafeRawPointer(result) {
+                dst.copyMemory(from: UnsafeRawPointer(r), byteCount: count &* 4)
+            }
+        case .int8MinMax, .int8ZeroPoint:
+            // One block of f32 (blockSize · 4 = 1 KiB) on the stack. A literal size and at most
+            // 16-byte alignment: with `blockSize &* 4` and alignment 64 the release build called
+            // swift_slowAlloc on every call (seen in the object code).
+            withUnsafeTemporaryAllocation(byteCount: 1024, alignment: 16) { tmp in
+                let t = tmp.baseAddress!
+                let r = UnsafeMutableRawPointer(result)
+                if mode == .int8MinMax {
+                    fusedMinMax(src, count, UnsafeRawPointer(addend), divisor, dst, r, t)
+                } else {
+                    fusedZeroPoint(src, count, UnsafeRawPointer(addend), divisor, dst, r, t)
+                }
+            }
+        }
+    }
+
+    /// `dst = quantize(src)` and `result = dequantize(dst)` in one pass: bit-identical to
+    /// ``quantize(_:_:count:into:)`` followed by ``dequantize(_:_:count:into:)``. `result` may be `src`.
+    @inline(never)
+    public static func quantizeDecode(
+        _ mode: Quantization, _ src: UnsafePointer<Float>, count: Int,
+        into dst: UnsafeMutableRawPointer, decoded result: UnsafeMutablePointer<Float>
+    ) {
+        precondition(count >= 0, "negative count")
+        if count == 0 { return }
+        let r = UnsafeMutableRawPointer(result)
+        switch mode {
+        case .none:
+            dst.copyMemory(from: UnsafeRawPointer(src), byteCount: count &* 4)
+            if UnsafeRawPointer(src) != UnsafeRawPointer(result) {
+                r.copyMemory(from: UnsafeRawPointer(src), byteCount: count &* 4)
+            }
+        case .int8MinMax: quantizeDecodeMinMax(src, count, dst, r)
+        case .int8ZeroPoint: quantizeDecodeZeroPoint(src, count, dst, r)
+        }
+    }
+
+    // MARK: Pass 1: decode, add, divide, and the range of the sums
+
+    /// How the averaging divisor is applied. `x / d` and `x * (1 / d)` are the same f32 for every
+    /// `x` when `d` is a power of two whose reciprocal is a normal number: both are the exact
+    /// real `x · 2⁻ᵏ` rounded once (also when it is subnormal; NaN and infinities alike). The
+    /// division (a slow `divps`) is then replaced by the product; any other divisor divides.
+    enum Scaling {
+        case none, multiply, divide
+
+        init(_ divisor: Float) {
+            if divisor == 1 {
+                self = .none
+            } else if divisor.isNormal, divisor.significandBitPattern == 0, (1 / divisor).isNormal {
+                self = .multiply
+            } else {
+                self = .divide
+            }
+        }
+    }
+
+    /// Decodes block `blk` (`n` elements, header `(a, b)` read by the caller), adds `addend`,
+    /// divides by (or multiplies by, see ``Scaling``) `divisor`, stores the values into `tmp`, and returns their range
+    /// exactly as ``blockRange`` computes it on `tmp`: the same SIMD8 lanes, updated in the same
+    /// element order (the low half of each SIMD16 is elements i..<i+8, the high half the next 8).
+    @inline(__always)
+    static func decodeAddRange(
+        zeroPoint: Bool, scaling: Scaling, _ blk: UnsafeRawPointer, _ n: Int, _ addend: UnsafeRawPointer,
+        _ divisor: Float, _ tmp: UnsafeMutableRawPointer
+    ) -> (lo: Float, hi: Float, allFinite: Bool) {
+        let (a, b) = readHeader(blk)
+        let codes = blk + headerSize
+        let va8 = SIMD8<Float>(repeating: a), vb8 = SIMD8<Float>(repeating: b)
+        let vdiv8 = SIMD8<Float>(repeating: divisor)
+        var vlo = SIMD8<Float>(repeating: .infinity)
+        var vhi = SIMD8<Float>(repeating: -.infinity)
+        // Non-finite detector: `y - y` is +0 for a finite `y` and NaN for NaN or ±inf; OR-ing
+        // the bits keeps a short dependency chain (the lane sums of `vectorRange` are an add chain).
+        var bad = SIMD8<UInt32>.zero
+        var i = 0
+        while i &+ 8 <= n {
+            let f = widen8(codes.loadUnaligned(fromByteOffset: i, as: SIMD8<UInt8>.self))
+            let d = zeroPoint ? (f - vb8) * va8 : va8 + f * vb8
+            var y = addend.loadUnaligned(fromByteOffset: i &* 4, as: SIMD8<Float>.self) + d
+            if scaling == .divide { y = y / vdiv8 }
+            if scaling == .multiply { y = y * vdiv8 }
+            tmp.storeBytes(of: y, toByteOffset: i &* 4, as: SIMD8<Float>.self)
+            vlo.replace(with: y, where: y .< vlo)
+            vhi.replace(with: y, where: y .> vhi)
+            bad |= unsafeBitCast(y - y, to: SIMD8<UInt32>.self)
+            i &+= 8
+        }
+        while i < n {
+            let f = Float(codes.load(fromByteOffset: i, as: UInt8.self))
+            let d = zeroPoint ? (f - b) * a : a + f * b
+            var y = addend.loadUnaligned(fromByteOffset: i &* 4, as: Float.self) + d
+            if scaling == .divide { y = y / divisor }
+            if scaling == .multiply { y = y * divisor }
+            tmp.storeBytes(of: y, toByteOffset: i &* 4, as: Float.self)
+            i &+= 1
+        }
+        let b4 = bad.lowHalf | bad.highHalf
+        let b2 = b4.lowHalf | b4.highHalf
+        return foldLanes(vlo, vhi, (b2[0] | b2[1]) != 0, UnsafeRawPointer(tmp), n)
+    }
+
+    // One specialization per mode and division: called with constant flags, `decodeAddRange`
+    // is inlined and its branches folded (from two call sites it was not inlined, and tested
+    // the flags inside the loop).
+    @inline(never)
+    static func decodeAddRangeMinMax(
+        _ blk: UnsafeRawPointer, _ n: Int, _ addend: UnsafeRawPointer, _ tmp: UnsafeMutableRawPointer
+    ) -> (lo: Float, hi: Float, allFinite: Bool) {
+        decodeAddRange(zeroPoint: false, scaling: .none, blk, n, addend, 1, tmp)
+    }
+
+    @inline(never)
+    static func decodeAddRangeMinMaxDividing(
+        _ blk: UnsafeRawPointer, _ n: Int, _ addend: UnsafeRawPointer, _ divisor: Float, _ tmp: UnsafeMutableRawPointer
+    ) -> (lo: Float, hi: Float, allFinite: Bool) {
+        decodeAddRange(zeroPoint: false, scaling: .divide, blk, n, addend, divisor, tmp)
+    }
+
+    @inline(never)
+    static func decodeAddRangeMinMaxMultiplying(
+        _ blk: UnsafeRawPointer, _ n: Int, _ addend: UnsafeRawPointer, _ factor: Float, _ tmp: UnsafeMutableRawPointer
+    ) -> (lo: Float, hi: Float, allFinite: Bool) {
+        decodeAddRange(zeroPoint: false, scaling: .multiply, blk, n, addend, factor, tmp)
+    }
+
+    @inline(never)
+    static func decodeAddRangeZeroPoint(
+        _ blk: UnsafeRawPointer, _ n: Int, _ addend: UnsafeRawPointer, _ tmp: UnsafeMutableRawPointer
+    ) -> (lo: Float, hi: Float, allFinite: Bool) {
+        decodeAddRange(zeroPoint: true, scaling: .none, blk, n, addend, 1, tmp)
+    }
+
+    @inline(never)
+    static func decodeAddRangeZeroPointDividing(
+        _ blk: UnsafeRawPointer, _ n: Int, _ addend: UnsafeRawPointer, _ divisor: Float, _ tmp: UnsafeMutableRawPointer
+    ) -> (lo: Float, hi: Float, allFinite: Bool) {
+        decodeAddRange(zeroPoint: true, scaling: .divide, blk, n, addend, divisor, tmp)
+    }
+
+    @inline(never)
+    static func decodeAddRangeZeroPointMultiplying(
+        _ blk: UnsafeRawPointer, _ n: Int, _ addend: UnsafeRawPointer, _ factor: Float, _ tmp: UnsafeMutableRawPointer
+    ) -> (lo: Float, hi: Float, allFinite: Bool) {
+        decodeAddRange(zeroPoint: true, scaling: .multiply, blk, n, addend, factor, tmp)
+    }
+
+    // MARK: Pass 2: encode, and optionally decode the codes just made
+
+    /// ``encodeMinMax`` that also writes the decoding `lo + Float(code) * step` into `result`.
+    /// `Float(code)` is `u - magic`, exact, with `u` the rounded value whose low byte is the code.
+    @inline(__always)
+    static func encodeDecodeMinMax(
+        _ p: UnsafeRawPointer, _ n: Int, _ params: MinMaxParams, _ codes: UnsafeMutableRawPointer,
+        _ result: UnsafeMutableRawPointer
+    ) {
+        let lo = params.lo, inv = params.inv, step = params.step, cap = magic + 255
+        let vlo = SIMD16<Float>(repeating: lo), vinv = SIMD16<Float>(repeating: inv)
+        let vstep = SIMD16<Float>(repeating: step)
+        let vmagic = SIMD16<Float>(repeating: magic), vcap = SIMD16<Float>(repeating: cap)
+        var i = 0
+        while i &+ 16 <= n {
+            let v = p.loadUnaligned(fromByteOffset: i &* 4, as: SIMD16<Float>.self)
+            let t = (v - vlo) * vinv
+            var u = t + vmagic
+            u.replace(with: vcap, where: u .> vcap)
+            codes.storeBytes(of: narrow(unsafeBitCast(u, to: SIMD16<UInt32>.self)), toByteOffset: i, as: SIMD16<UInt8>.self)
+            let y = vlo + (u - vmagic) * vstep
+            result.storeBytes(of: y, toByteOffset: i &* 4, as: SIMD16<Float>.self)
+            i &+= 16
+        }
+        while i < n {
+            let x = p.loadUnaligned(fromByteOffset: i &* 4, as: Float.self)
+            let t = (x - lo) * inv
+            var u = t + magic
+            if u > cap { u = cap }
+            codes.storeBytes(of: lowByte(u), toByteOffset: i, as: UInt8.self)
+            result.storeBytes(of: lo + (u - magic) * step, toByteOffset: i &* 4, as: Float.self)
+            i &+= 1
+        }
+    }
+
+    /// ``encodeZeroPoint`` that also writes the decoding `(Float(code) - zeroPoint) * scale`.
+    /// `Float(code) - zeroPoint` is computed as `u - (magic + zeroPoint)`: both are the same
+    /// small integer exactly (and `+0`, not `-0`, when equal).
+    @inline(__always)
+    static func encodeDecodeZeroPoint(
+        _ p: UnsafeRawPointer, _ n: Int, _ params: ZeroPointParams, _ codes: UnsafeMutableRawPointer,
+        _ result: UnsafeMutableRawPointer
+    ) {
+        let inv = params.inv, scale = params.scale, base = magic + params.zeroPoint, cap = magic + 255
+        let vinv = SIMD16<Float>(repeating: inv), vbase = SIMD16<Float>(repeating: base)
+        let vscale = SIMD16<Float>(repeating: scale)
+        let vfloor = SIMD16<Float>(repeating: magic), vcap = SIMD16<Float>(repeating: cap)
+        var i = 0
+        while i &+ 16 <= n {
+            let v = p.loadUnaligned(fromByteOffset: i &* 4, as: SIMD16<Float>.self)
+            let t = v * vinv
+            var u = t + vbase
+            u.replace(with: vfloor, where: u .< vfloor)
+            u.replace(with: vcap, where: u .> vcap)
+            codes.storeBytes(of: narrow(unsafeBitCast(u, to: SIMD16<UInt32>.self)), toByteOffset: i, as: SIMD16<UInt8>.self)
+            let y = (u - vbase) * vscale
+            result.storeBytes(of: y, toByteOffset: i &* 4, as: SIMD16<Float>.self)
+            i &+= 16
+        }
+        while i < n {
+            let x = p.loadUnaligned(fromByteOffset: i &* 4, as: Float.self)
+            let t = x * inv
+            var u = t + base
+            if u < magic { u = magic }
+            if u > cap { u = cap }
+            codes.storeBytes(of: lowByte(u), toByteOffset: i, as: UInt8.self)
+            result.storeBytes(of: (u - base) * scale, toByteOffset: i &* 4, as: Float.self)
+            i &+= 1
+        }
+    }
+
+    /// Encodes one block of values `p` (range `r`) into `out` (header + codes) and, if `result`
+    /// is given, writes the decoding of `out` into it. Rare blocks (poisoned, or `1/step`
+    /// overflowing) are decoded back from `out` with the ordinary decoder.
+    @inline(__always)
+    static func encodeBlockMinMax(
+        _ p: UnsafeRawPointer, _ n: Int, _ r: (lo: Float, hi: Float, allFinite: Bool),
+        _ out: UnsafeMutableRawPointer, _ result: UnsafeMutableRawPointer?
+    ) {
+        if let params = minMaxParams(lo: r.lo, hi: r.hi, allFinite: r.allFinite) {
+            writeHeader(out, params.lo, params.step)
+            if params.useDivision {
+                encodeMinMaxDividing(p, n, params, out + headerSize)
+            } else if let result {
+                encodeDecodeMinMax(p, n, params, out + headerSize, result)
+                return
+            } else {
+                encodeMinMax(p, n, params, out + headerSize)
+                return
+            }
+        } else {
+            writePoison(out, n, second: poisonNaN)
+        }
+        if let result { decodeMinMaxBlock(UnsafeRawPointer(out), n, result, nil) }
+    }
+
+    @inline(__always)
+    static func encodeBlockZeroPoint(
+        _ p: UnsafeRawPointer, _ n: Int, _ r: (lo: Float, hi: Float, allFinite: Bool),
+        _ out: UnsafeMutableRawPointer, _ result: UnsafeMutableRawPointer?
+    ) {
+        if let params = zeroPointParams(lo: r.lo, hi: r.hi, allFinite: r.allFinite) {
+            writeHeader(out, params.scale, params.zeroPoint)
+            if params.useDivision {
+                encodeZeroPointDividing(p, n, params, out + headerSize)
+            } else if let result {
+                encodeDecodeZeroPoint(p, n, params, out + headerSize, result)
+                return
+            } else {
+                encodeZeroPoint(p, n, params, out + headerSize)
+                return
+            }
+        } else {
+            writePoison(out, n, second: 0)
+        }
+        if let result { decodeZeroPointBlock(UnsafeRawPointer(out), n, result, nil) }
+    }
+
+    // MARK: Block loops
+
+    @inline(never)
+    static func fusedMinMax(
+        _ src: UnsafeRawPointer, _ count: Int, _ addend: UnsafeRawPointer, _ divisor: Float,
+        _ dst: UnsafeMutableRawPointer, _ result: UnsafeMutableRawPointer?, _ tmp: UnsafeMutableRawPointer
+    ) {
+        let scaling = Scaling(divisor)
+        let factor = scaling == .multiply ? 1 / divisor : divisor
+        var start = 0, offset = 0
+        while start < count {
+            let n = Swift.min(blockSize, count &- start)
+            let blk = src + offset, add = addend + start &* 4
+            let r: (lo: Float, hi: Float, allFinite: Bool)
+            switch scaling {
+            case .none: r = decodeAddRangeMinMax(blk, n, add, tmp)
+            case .multiply: r = decodeAddRangeMinMaxMultiplying(blk, n, add, factor, tmp)
+            case .divide: r = decodeAddRangeMinMaxDividing(blk, n, add, divisor, tmp)
+            }
+            encodeBlockMinMax(UnsafeRawPointer(tmp), n, r, dst + offset, result.map { $0 + start &* 4 })
+            offset &+= headerSize &+ n
+            start &+= n
+        }
+    }
+
+    @inline(never)
+    static func fusedZeroPoint(
+        _ src: UnsafeRawPointer, _ count: Int, _ addend: UnsafeRawPointer, _ divisor: Float,
+        _ dst: UnsafeMutableRawPointer, _ result: UnsafeMutableRawPointer?, _ tmp: UnsafeMutableRawPointer
+    ) {
+        let scaling = Scaling(divisor)
+        let factor = scaling == .multiply ? 1 / divisor : divisor
+        var start = 0, offset = 0
+        while start < count {
+            let n = Swift.min(blockSize, count &- start)
+            let blk = src + offset, add = addend + start &* 4
+            let r: (lo: Float, hi: Float, allFinite: Bool)
+            switch scaling {
+            case .none: r = decodeAddRangeZeroPoint(blk, n, add, tmp)
+            case .multiply: r = decodeAddRangeZeroPointMultiplying(blk, n, add, factor, tmp)
+            case .divide: r = decodeAddRangeZeroPointDividing(blk, n, add, divisor, tmp)
+            }
+            encodeBlockZeroPoint(UnsafeRawPointer(tmp), n, r, dst + offset, result.map { $0 + start &* 4 })
+            offset &+= headerSize &+ n
+            start &+= n
+        }
+    }
+
+    @inline(never)
+    static func quantizeDecodeMinMax(
+        _ src: UnsafePointer<Float>, _ count: Int, _ dst: UnsafeMutableRawPointer, _ result: UnsafeMutableRawPointer
+    ) {
+        var start = 0, offset = 0
+        while start < count {
+            let n = Swift.min(blockSize, count &- start)
+            let p = UnsafeRawPointer(src + start)
+            encodeBlockMinMax(p, n, blockRange(p, n), dst + offset, result + start &* 4)
+            offset &+= headerSize &+ n
+            start &+= n
+        }
+    }
+
+    @inline(never)
+    static func quantizeDecodeZeroPoint(
+        _ src: UnsafePointer<Float>, _ count: Int, _ dst: UnsafeMutableRawPointer, _ result: UnsafeMutableRawPointer
+    ) {
+        var start = 0, offset = 0
+        while start < count {
+            let n = Swift.min(blockSize, count &- start)
+            let p = UnsafeRawPointer(src + start)
+            encodeBlockZeroPoint(p, n, blockRange(p, n), dst + offset, result + start &* 4)
+            offset &+= headerSize &+ n
             start &+= n
         }
     }

@@ -82,6 +82,58 @@ func run(count: Int, reps: Int, tag: String) {
             }
         }
     }
+    if which == "all" || which == "fused" || which == "cached" {
+        // The all-reduce's combine step, unfused as RingAllReduceOp runs it today (pieces of
+        // 4096 elements through a scratch buffer) against the fused kernels. `q` is the wire
+        // frame (encoding of x), `y` the local addend, `q2` the outgoing frame, `z` the result.
+        let piece = 4096
+        let s = UnsafeMutablePointer<Float>.allocate(capacity: piece)
+        let q2 = UnsafeMutableRawPointer.allocate(byteCount: QuantKernels.encodedSize(count: count, mode: .int8MinMax), alignment: 64)
+        defer { s.deallocate(); q2.deallocate() }
+        for mode in [Quantization.int8MinMax, .int8ZeroPoint] {
+            QuantKernels.quantize(mode, x, count: count, into: q)
+            let wire = { (done: Int) in QuantKernels.encodedSize(count: done, mode: mode) }
+            bench("hop unfused (dqAdd+quantize) \(mode) \(tag)", bytes: bytes, reps: reps) {
+                var done = 0
+                while done < count {
+                    let n = min(piece, count - done)
+                    QuantKernels.dequantizeAdd(mode, q + wire(done), count: n, adding: y + done, into: s)
+                    QuantKernels.quantize(mode, s, count: n, into: q2 + wire(done))
+                    done += n
+                }
+            }
+            bench("hop fused reduceQuantize \(mode) \(tag)", bytes: bytes, reps: reps) {
+                QuantKernels.reduceQuantize(mode, q, count: count, adding: y, into: q2)
+            }
+            bench("owner unfused (+avg/2, +decode) \(mode) \(tag)", bytes: bytes, reps: reps) {
+                var done = 0
+                while done < count {
+                    let n = min(piece, count - done)
+                    QuantKernels.dequantizeAdd(mode, q + wire(done), count: n, adding: y + done, into: s)
+                    ReduceKernels.divide(.f32, UnsafeMutableRawPointer(s), count: n, by: 2)
+                    QuantKernels.quantize(mode, s, count: n, into: q2 + wire(done))
+                    QuantKernels.dequantize(mode, q2 + wire(done), count: n, into: z + done)
+                    done += n
+                }
+            }
+            bench("owner fused reduceQuantizeDecode /2 \(mode) \(tag)", bytes: bytes, reps: reps) {
+                QuantKernels.reduceQuantizeDecode(mode, q, count: count, adding: y, divisor: 2, into: q2, decoded: z)
+            }
+            bench("owner fused reduceQuantizeDecode /3 \(mode) \(tag)", bytes: bytes, reps: reps) {
+                QuantKernels.reduceQuantizeDecode(mode, q, count: count, adding: y, divisor: 3, into: q2, decoded: z)
+            }
+            bench("owner fused reduceQuantizeDecode /1 \(mode) \(tag)", bytes: bytes, reps: reps) {
+                QuantKernels.reduceQuantizeDecode(mode, q, count: count, adding: y, divisor: 1, into: q2, decoded: z)
+            }
+            bench("quantize+dequantize unfused \(mode) \(tag)", bytes: bytes, reps: reps) {
+                QuantKernels.quantize(mode, x, count: count, into: q2)
+                QuantKernels.dequantize(mode, q2, count: count, into: z)
+            }
+            bench("quantizeDecode fused \(mode) \(tag)", bytes: bytes, reps: reps) {
+                QuantKernels.quantizeDecode(mode, x, count: count, into: q2, decoded: z)
+            }
+        }
+    }
     if which == "all" || which == "sum" || which == "cached" {
         bench("combine sum f32, dst=a \(tag)", bytes: bytes, reps: reps) {
             ReduceKernels.combine(.sum, .f32, into: z, z, y, count: count)
@@ -92,7 +144,7 @@ func run(count: Int, reps: Int, tag: String) {
     }
 }
 
-if which == "cached" {
+if which == "cached" || args.contains("--l2") {
     run(count: 65_536, reps: 256, tag: "[256 KiB, L2]")   // compute-bound view
 } else {
     run(count: 16 * 1024 * 1024, reps: 1, tag: "[64 MiB]")
