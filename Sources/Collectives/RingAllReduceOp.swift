@@ -262,6 +262,18 @@ final class RingAllReduceOp: @unchecked Sendable {
                                   into out: UnsafeMutableRawPointer, result: UnsafeMutableRawPointer?) {
         let mode = plan.quantization
         let size = plan.type.size
+        if plan.type == .f32, options.op == .sum || options.op == .avg {
+            // One pass per block (bit-identical to the composed path below; docs/kernels.md).
+            let addend = local.assumingMemoryBound(to: Float.self)
+            if let result {
+                QuantKernels.reduceQuantizeDecode(mode, wire, count: m, adding: addend,
+                                                  divisor: options.op == .avg ? Float(plan.n) : 1, into: out,
+                                                  decoded: result.assumingMemoryBound(to: Float.self))
+            } else {
+                QuantKernels.reduceQuantize(mode, wire, count: m, adding: addend, into: out)
+            }
+            return
+        }
         var done = 0
         while done < m {
             let n = min(Self.piece, m - done)
