@@ -80,7 +80,7 @@ public final class Communicator: @unchecked Sendable {
             inbound = inbound.filter { $0.key.epoch >= view.epoch }
             return old
         }
-        old?.breakRing("replaced by the ring of epoch \(view.epoch)")
+        old?.breakRing("replaced by the ring of epoch \(view.epoch)", expected: true)
         guard view.count > 1 else {
             let single = RingEngine(rank: 0, size: 1, epoch: view.epoch, left: nil, right: nil,
                                     maxEarlyBytes: options.maxEarlyBytes, logger: logger)
@@ -149,7 +149,7 @@ public final class Communicator: @unchecked Sendable {
             return (self.engine, self.listener, Array(inbound.values))
         }
         listener?.stop()
-        engine?.breakRing("communicator shut down")
+        engine?.breakRing("communicator shut down", expected: true)
         for socket in sockets { socket.close() }
     }
 

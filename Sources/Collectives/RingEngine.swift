@@ -154,7 +154,8 @@ final class RingEngine: @unchecked Sendable {
     }
 
     /// Fails every running collective and shuts both links down.
-    func breakRing(_ reason: String, code: CollectiveError.Code = .membershipChanged) {
+    /// `expected`: an orderly close (shutdown, a new ring replacing this one), logged at debug level.
+    func breakRing(_ reason: String, code: CollectiveError.Code = .membershipChanged, expected: Bool = false) {
         lock.lock()
         guard brokenReason == nil else {
             lock.unlock()
@@ -173,7 +174,9 @@ final class RingEngine: @unchecked Sendable {
         left?.shutdown()
         right?.shutdown()
         for op in running { op.fail(error) }
-        if !reason.isEmpty { logger.warning("ring of epoch \(epoch) broken: \(reason)") }
+        if !reason.isEmpty {
+            logger.log(level: expected ? .debug : .warning, "ring of epoch \(epoch) broken: \(reason)")
+        }
         onBreak?(reason)
     }
 }
