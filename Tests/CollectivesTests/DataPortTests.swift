@@ -17,9 +17,9 @@ private func logger(_ handler: InMemoryLogHandler) -> Logger {
     let wrong = try ClusterKey(string: "not the cluster key at all, sorry")
     #expect(throws: HandshakeError.self) {
         _ = try BlockingSocket.dial(host: "127.0.0.1", port: port, localId: 2, key: wrong, purpose: .ring,
-                                    info: [0, 0, 0, 0, 0, 0, 0, 1], timeout: 5)
+                                    info: [0, 0, 0, 0, 0, 0, 0, 1], timeout: 30)
     }
-    for _ in 0..<200 where !logs.entries.contains(where: { $0.level == .error }) {
+    for _ in 0..<2000 where !logs.entries.contains(where: { $0.level == .error }) {
         try await Task.sleep(for: .milliseconds(10))
     }
     #expect(logs.entries.contains { "\($0.message)".contains("handshake failed") })
@@ -30,7 +30,7 @@ private func logger(_ handler: InMemoryLogHandler) -> Logger {
     let logs = InMemoryLogHandler()
     let peer = Communicator(localId: 1, key: testKey, logger: logger(logs))
     let port = try await peer.listen(host: "127.0.0.1", port: 0)
-    let socket = try BlockingSocket.connect(host: "127.0.0.1", port: port, timeout: 5)
+    let socket = try BlockingSocket.connect(host: "127.0.0.1", port: port, timeout: 30)
     socket.setTimeouts(5)
     let garbage = Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8) + [UInt8](repeating: 0xFF, count: 64)
     try garbage.withUnsafeBytes { try socket.send([$0]) }
@@ -39,7 +39,7 @@ private func logger(_ handler: InMemoryLogHandler) -> Logger {
     #expect(throws: BlockingSocket.IOError.self) {
         for _ in 0..<1024 { try socket.receive(into: &byte, count: 1) }
     }
-    for _ in 0..<200 where !logs.entries.contains(where: { $0.level == .error }) {
+    for _ in 0..<2000 where !logs.entries.contains(where: { $0.level == .error }) {
         try await Task.sleep(for: .milliseconds(10))
     }
     #expect(logs.entries.contains { "\($0.message)".contains("bad magic") })
@@ -61,7 +61,7 @@ private func ringWithFakeNeighbour(sending frame: [UInt8]) async throws -> Colle
                                             PeerEndpoint(id: 2, host: "127.0.0.1", port: fake.port)])
     async let formed: Void = peer.connect(view: view)
     let (toPeer, _) = try BlockingSocket.dial(host: "127.0.0.1", port: port, localId: 2, key: testKey, purpose: .ring,
-                                              info: [0, 0, 0, 0, 0, 0, 0, 1], timeout: 5)
+                                              info: [0, 0, 0, 0, 0, 0, 0, 1], timeout: 30)
     try await formed
     try frame.withUnsafeBytes { try toPeer.send([$0]) }
     var values = [Float](repeating: 1, count: 1000)

@@ -44,7 +44,10 @@ final class Recorder: ConnectionDelegate, @unchecked Sendable {
 private func node(_ id: UInt64, key: String, group: any EventLoopGroup, logs: InMemoryLogHandler? = nil) throws -> TransportNode {
     var logger = Logger(label: "test")
     if let logs { logger = Logger(label: "test", factory: { _ in logs }) }
-    return TransportNode(localId: id, key: try ClusterKey(string: key), group: group, logger: logger)
+    // A generous handshake timeout: a loaded CI machine must not turn these tests into timeout tests.
+    var options = TransportOptions()
+    options.handshakeTimeout = .seconds(60)
+    return TransportNode(localId: id, key: try ClusterKey(string: key), group: group, options: options, logger: logger)
 }
 
 @Test func sameKeyConnectsAndCarriesFrames() async throws {
@@ -96,7 +99,7 @@ private func node(_ id: UInt64, key: String, group: any EventLoopGroup, logs: In
     #expect(!wanted.withLockedValue { $0 })
     #expect(clientLogs.entries.contains { $0.level == .error && "\($0.message)".contains("cluster key") })
     // The server learns about it when the client gives up: wait for its log line.
-    for _ in 0..<200 where !serverLogs.entries.contains(where: { $0.level == .error }) {
+    for _ in 0..<2000 where !serverLogs.entries.contains(where: { $0.level == .error }) {
         try await Task.sleep(for: .milliseconds(10))
     }
     #expect(serverLogs.entries.contains { $0.level == .error && "\($0.message)".contains("handshake failed") })
@@ -127,9 +130,9 @@ private func node(_ id: UInt64, key: String, group: any EventLoopGroup, logs: In
     var hello = raw.allocator.buffer(capacity: 64)
     FrameHeader(type: .hello, length: 0).write(to: &hello)
     hello.setInteger(UInt8(99), at: 4)
-    try await raw.writeAndFlush(hello)
+    try? await raw.writeAndFlush(hello)
     try await raw.closeFuture.get()   // the server closes on us
-    for _ in 0..<200 where !logs.entries.contains(where: { $0.level == .error }) {
+    for _ in 0..<2000 where !logs.entries.contains(where: { $0.level == .error }) {
         try await Task.sleep(for: .milliseconds(10))
     }
     #expect(logs.entries.contains { "\($0.message)".contains("version mismatch") })
