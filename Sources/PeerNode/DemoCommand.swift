@@ -19,8 +19,8 @@ extension PeerNodeCommand {
         @Option(help: "Number of peer processes.") var peers = 3
         @Option(help: "Model: moe (digits, default), gin (molecules), gcn (needs --data-dir with Cora).") var model = "moe"
         @Option(help: "Dataset (default: the model's shipped default).") var data: String?
-        @Option(name: .customLong("outer-steps"), help: "DiLoCo outer steps.") var outerSteps = 30
-        @Option(name: .customLong("inner-steps"), help: "Inner AdamW steps per outer step (H).") var innerSteps = 25
+        @Option(name: .customLong("outer-steps"), help: "DiLoCo outer steps.") var outerSteps = 25
+        @Option(name: .customLong("inner-steps"), help: "Inner AdamW steps per outer step (H).") var innerSteps = 40
         @Option(help: "Pseudo-gradient encoding: int8, int8-zp or none.") var quant = "int8"
         @Option(help: "Seed shared by all peers.") var seed: UInt64 = 1
 
