@@ -34,7 +34,7 @@ let package = Package(
         .target(
             name: "Collectives",
             dependencies: [
-                "Transport", "COpenSSL",
+                "Transport", "COpenSSL", "CZstd",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -19,6 +19,7 @@ public final class Communicator: @unchecked Sendable {
     private var inbound: [InboundKey: BlockingSocket] = [:]
     private var pool: [UnsafeMutableRawBufferPointer] = []
     private var stopped = false
+    private var stateServer: StateServer?
 
     private struct InboundKey: Hashable { var id: UInt64; var epoch: UInt64 }
 
@@ -48,7 +49,21 @@ public final class Communicator: @unchecked Sendable {
         return listener.port
     }
 
+    /// Serves `server`'s state to joiners that connect to the data port (nil: refuse them).
+    public func serveState(_ server: StateServer?) {
+        state.withLock { stateServer = server }
+    }
+
     private func acceptInbound(_ socket: BlockingSocket, _ result: HandshakeResult) {
+        if result.purpose == .stateTransfer {
+            guard let server = state.withLock({ stopped ? nil : stateServer }) else {
+                try? socket.sendFrame(.stateError, bytes: Array("this peer does not serve its state".utf8))
+                socket.close()
+                return
+            }
+            server.serve(socket, peer: result.remoteId)  // already on a thread of its own
+            return
+        }
         guard result.purpose == .ring, result.info.count == 8 else {
             logger.warning("refusing a data connection for \(result.purpose) from \(hex(result.remoteId))")
             socket.close()

@@ -114,6 +114,11 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
     /// Membership and coordination messages (small, buffered whole).
     public static let control = MessageType(rawValue: 32)
 
+    /// Shared-state transfer (docs/protocol.md, section 4): request, one chunk, refusal.
+    public static let stateRequest = MessageType(rawValue: 48)
+    public static let stateChunk = MessageType(rawValue: 49)
+    public static let stateError = MessageType(rawValue: 50)
+
     public var isHandshake: Bool { (1...5).contains(rawValue) }
     public var isStreamed: Bool { self == .data }
 
@@ -127,9 +132,12 @@ public struct MessageType: RawRepresentable, Hashable, Sendable, CustomStringCon
         case .data: "data"
         case .collectiveControl: "collective-control"
         case .control: "control"
+        case .stateRequest: "state-request"
+        case .stateChunk: "state-chunk"
+        case .stateError: "state-error"
         default: "type(\(rawValue))"
         }
     }
 
-    static let known: Set<UInt8> = [1, 2, 3, 4, 5, 16, 17, 32]
+    static let known: Set<UInt8> = [1, 2, 3, 4, 5, 16, 17, 32, 48, 49, 50]
 }

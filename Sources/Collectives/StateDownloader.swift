@@ -1,0 +1,196 @@
+import CZstd
+import Foundation
+import Logging
+import Transport
+
+/// Downloads a shared state from one or more donors at once (docs/protocol.md, section 4).
+///
+/// The canonical encoding is cut into chunks. With several donors the joiner first asks each for
+/// the SHA-256 of every chunk and keeps the list most donors agree on; then every donor serves
+/// chunks from a common queue, on a connection and thread of its own. A chunk that fails its
+/// digest, or a donor that errs or hangs up, puts the donor out of use for this download and its
+/// chunks back in the queue for the others. The whole state is verified against the expected
+/// digest before the call returns; on failure the target holds unspecified bytes.
+public struct StateDownloader: Sendable {
+    public var chunkSize = 4 << 20
+    public var allowZstd = true
+    public var connectTimeout: Double = 10
+    let localId: UInt64
+    let key: ClusterKey
+    let logger: Logger
+
+    public init(localId: UInt64, key: ClusterKey, logger: Logger) {
+        self.localId = localId
+        self.key = key
+        self.logger = logger
+    }
+
+    public struct Report: Sendable {
+        public var bytes: Int
+        public var seconds: Double
+        /// Chunks served by each donor (by id), and the donors that were dropped.
+        public var chunksByDonor: [UInt64: Int]
+        public var rejectedDonors: [UInt64]
+    }
+
+    /// Fills `target` with the state of `revision` whose digest is `digest`, from `donors` (their
+    /// data ports).
+    public func download(into target: SharedState, revision: UInt64, digest: Digest,
+                         donors: [PeerEndpoint]) async throws -> Report {
+        guard !donors.isEmpty else { throw StateTransferError("no donor to download the state from") }
+        let settings = self
+        return try await runBlocking { try settings.downloadBlocking(target, revision, digest, donors) }
+    }
+
+    private final class Shared: @unchecked Sendable {
+        let lock = NSCondition()
+        var queue: [Int]
+        var done = 0
+        var served: [UInt64: Int] = [:]
+        var rejected: [UInt64] = []
+        var active: Int
+        init(chunks: Int, donors: Int) {
+            queue = Array(0..<chunks)
+            active = donors
+        }
+    }
+
+    private func downloadBlocking(_ target: SharedState, _ revision: UInt64, _ digest: Digest,
+                                  _ donors: [PeerEndpoint]) throws -> Report {
+        let start = DispatchTime.now().uptimeNanoseconds
+        let size = target.encodedSize
+        let chunks = (size + chunkSize - 1) / chunkSize
+        var sockets: [(PeerEndpoint, BlockingSocket)] = []
+        for donor in donors {
+            do {
+                let (socket, _) = try BlockingSocket.dial(host: donor.host, port: donor.port, localId: localId, key: key,
+                                                          purpose: .stateTransfer, info: [], timeout: connectTimeout)
+                sockets.append((donor, socket))
+            } catch {
+                logger.warning("state donor \(donor) unreachable: \(error)")
+            }
+        }
+        guard !sockets.isEmpty else { throw StateTransferError("no state donor could be reached") }
+
+        // Per-chunk digests by majority, when there is more than one donor to ask.
+        var expected: [[UInt8]]?
+        if sockets.count > 1 {
+            var lists: [[UInt8]: Int] = [:]
+            for (donor, socket) in sockets {
+                let request = StateRequest(revision: revision, digest: digest.bytes, chunkSize: UInt32(chunkSize), first: 0,
+                                           count: UInt32(chunks), allowZstd: false, digestsOnly: true)
+                do {
+                    try socket.sendFrame(.stateRequest, bytes: request.bytes)
+                    let (header, payload) = try socket.receiveFrame()
+                    if header.type == .stateChunk, payload.count == 32 * chunks { lists[payload, default: 0] += 1 }
+                } catch {
+                    logger.warning("state donor \(donor) did not send chunk digests: \(error)")
+                }
+            }
+            if let (list, votes) = lists.max(by: { $0.value < $1.value }), votes * 2 > lists.values.reduce(0, +) {
+                expected = (0..<chunks).map { Array(list[($0 * 32)..<($0 * 32 + 32)]) }
+            }
+        }
+
+        let verified = expected
+        let shared = Shared(chunks: chunks, donors: sockets.count)
+        let group = DispatchGroup()
+        for (donor, socket) in sockets {
+            group.enter()
+            let thread = Thread { [self] in
+                defer { group.leave() }
+                work(donor, socket, shared, target, revision, digest, verified, size)
+            }
+            thread.start()
+        }
+        group.wait()
+        for (_, socket) in sockets { socket.close() }
+        guard shared.done == chunks else {
+            throw StateTransferError("state download incomplete: \(shared.done) of \(chunks) chunks; donors rejected: \(shared.rejected.map(hex))")
+        }
+        guard target.digest() == digest, target.revision == revision else {
+            throw StateTransferError("the downloaded state does not match digest \(digest.short)")
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        return Report(bytes: size, seconds: seconds, chunksByDonor: shared.served, rejectedDonors: shared.rejected)
+    }
+
+    /// One donor's loop: take a few chunks, fetch, verify, write; on any fault give them back.
+    private func work(_ donor: PeerEndpoint, _ socket: BlockingSocket, _ shared: Shared, _ target: SharedState,
+                      _ revision: UInt64, _ digest: Digest, _ expected: [[UInt8]]?, _ size: Int) {
+        let batch = 4
+        let plain = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 64)
+        defer { plain.deallocate() }
+        var limits = FrameLimits()
+        limits.maxControlPayload = max(limits.maxControlPayload, ZSTD_compressBound(chunkSize))
+        while true {
+            shared.lock.lock()
+            while shared.queue.isEmpty, shared.done < (size + chunkSize - 1) / chunkSize, shared.active > 1 {
+                // Another donor still holds chunks: wait in case it fails and gives them back.
+                shared.lock.wait()
+            }
+            if shared.queue.isEmpty {
+                shared.active -= 1
+                shared.lock.broadcast()
+                shared.lock.unlock()
+                return
+            }
+            let mine = Array(shared.queue.prefix(batch))
+            shared.queue.removeFirst(mine.count)
+            shared.lock.unlock()
+            var finished = 0
+            do {
+                // Consecutive chunks go in one request; a gap starts another.
+                var runs: [(Int, Int)] = []
+                for c in mine {
+                    if let last = runs.last, last.0 + last.1 == c { runs[runs.count - 1].1 += 1 } else { runs.append((c, 1)) }
+                }
+                for (first, count) in runs {
+                    let request = StateRequest(revision: revision, digest: digest.bytes, chunkSize: UInt32(chunkSize),
+                                               first: UInt32(first), count: UInt32(count), allowZstd: allowZstd, digestsOnly: false)
+                    try socket.sendFrame(.stateRequest, bytes: request.bytes)
+                    for c in first..<(first + count) {
+                        let (header, payload) = try socket.receiveFrame(limits: limits)
+                        guard header.type == .stateChunk, header.aux == UInt64(c) else {
+                            throw StateTransferError(header.type == .stateError
+                                ? String(decoding: payload, as: UTF8.self) : "unexpected \(header.type) frame")
+                        }
+                        let range = (c * chunkSize)..<min(size, (c + 1) * chunkSize)
+                        try unpack(header, payload, into: plain, count: range.count)
+                        let bytes = UnsafeRawBufferPointer(rebasing: plain[0..<range.count])
+                        if let expected, Digest.of(bytes).bytes != expected[c] {
+                            throw StateTransferError("chunk \(c) failed its digest")
+                        }
+                        try target.write(range, from: bytes.baseAddress!)
+                        finished += 1
+                        shared.lock.withLock {
+                            shared.done += 1
+                            shared.served[donor.id, default: 0] += 1
+                        }
+                    }
+                }
+            } catch {
+                logger.warning("state donor \(donor) dropped: \(error)")
+                shared.lock.withLock {
+                    shared.queue.append(contentsOf: mine.dropFirst(finished))
+                    shared.rejected.append(donor.id)
+                    shared.active -= 1
+                    shared.lock.broadcast()
+                }
+                return
+            }
+        }
+    }
+
+    private func unpack(_ header: FrameHeader, _ payload: [UInt8], into plain: UnsafeMutableRawBufferPointer, count: Int) throws {
+        if header.flags & 1 == 0 {
+            guard payload.count == count else { throw StateTransferError("chunk of \(payload.count) bytes where \(count) were expected") }
+            payload.withUnsafeBytes { plain.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: count) }
+            return
+        }
+        let n = payload.withUnsafeBytes { src in
+            ZSTD_decompress(plain.baseAddress!, count, src.baseAddress!, src.count)
+        }
+        guard ZSTD_isError(n) == 0, n == count else { throw StateTransferError("a compressed chunk did not decompress to \(count) bytes") }
+    }
+}
