@@ -76,11 +76,20 @@ public struct StateDownloader: Sendable {
         var expected: [[UInt8]]?
         if sockets.count > 1 {
             var lists: [[UInt8]: Int] = [:]
+            let request = StateRequest(revision: revision, digest: digest.bytes, chunkSize: UInt32(chunkSize), first: 0,
+                                       count: UInt32(chunks), allowZstd: false, digestsOnly: true)
+            // Ask every donor first, then read the answers: the donors hash in parallel.
+            var asked: [(PeerEndpoint, BlockingSocket)] = []
             for (donor, socket) in sockets {
-                let request = StateRequest(revision: revision, digest: digest.bytes, chunkSize: UInt32(chunkSize), first: 0,
-                                           count: UInt32(chunks), allowZstd: false, digestsOnly: true)
                 do {
                     try socket.sendFrame(.stateRequest, bytes: request.bytes)
+                    asked.append((donor, socket))
+                } catch {
+                    logger.warning("state donor \(donor) did not take the digest request: \(error)")
+                }
+            }
+            for (donor, socket) in asked {
+                do {
                     let (header, payload) = try socket.receiveFrame()
                     if header.type == .stateChunk, payload.count == 32 * chunks { lists[payload, default: 0] += 1 }
                 } catch {
