@@ -75,5 +75,6 @@ let package = Package(
         ),
         .testTarget(name: "CollectivesTests", dependencies: ["Collectives", "PeerTestSupport"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models"]),
+        .testTarget(name: "MembershipTests", dependencies: ["Collectives", "Transport", "PeerTestSupport"]),
     ]
 )
