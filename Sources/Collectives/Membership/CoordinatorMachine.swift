@@ -23,8 +23,8 @@ struct CoordinatorMachine {
         var deadline: ContinuousClock.Instant
     }
 
-    /// Registered joiners wait for the next update point; their own updateTopology() call
-    /// only learns when they were admitted.
+    /// Registered joiners are admitted at the next update point of the ring; that point then
+    /// completes once they call updateTopology() as members.
     private struct Joiner {
         var node: NodeInfo
     }
@@ -270,9 +270,8 @@ struct CoordinatorMachine {
         // Departed nodes still connected (a graceful leaver waits for this) hear it too.
         for id in p.departed where !p.view.contains(id) { out.append(.send(id, .commit(p.view, departed: p.departed))) }
         for id in p.admitted {
-            // A new member starts at the update point that admitted it.
+            // The update point completes once the new members reach it too.
             joiners[id] = nil
-            waiting.insert(id)
             lastHeard[id] = now
             rejoined.insert(id)
         }

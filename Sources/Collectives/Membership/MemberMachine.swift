@@ -45,8 +45,6 @@ struct MemberMachine {
     /// epoch -> the one view acknowledged for it.
     private(set) var acked: [UInt64: MembershipView] = [:]
     private(set) var wantsUpdate = false
-    /// An update point of this epoch passed while this member was not waiting at it.
-    private var proceeded: UInt64?
     private var pending: [RoundKey: Bool] = [:]
     private var decided: [RoundKey: Bool] = [:]
     private var decidedOrder: [RoundKey] = []
@@ -133,7 +131,7 @@ struct MemberMachine {
                 out.append(.send(link, .outcome(key, done: done)))
             }
         }
-        if wantsUpdate { out.append(.send(link, .updateRequest(epoch: view?.epoch ?? 0))) }
+        if wantsUpdate, phase != .joining { out.append(.send(link, .updateRequest(epoch: view?.epoch ?? 0))) }
         return out
     }
 
@@ -194,12 +192,7 @@ struct MemberMachine {
             return commit(next, departed: departed, from: from, now: now)
 
         case .proceed(let epoch):
-            guard let view, view.epoch == epoch, phase == .member else { return [] }
-            guard wantsUpdate else {
-                // Admitted before calling updateTopology(): the next call returns at once.
-                proceeded = epoch
-                return []
-            }
+            guard wantsUpdate, let view, view.epoch == epoch, phase == .member else { return [] }
             wantsUpdate = false
             return [.updateDone(view)]
 
@@ -253,10 +246,14 @@ struct MemberMachine {
                     .failed(MembershipError(code: .removed, message: "removed from the cluster at epoch \(next.epoch)"))]
         }
         view = next
-        proceeded = nil
         acked = acked.filter { $0.key > next.epoch }
         var out: [Action] = [.committed(old: old, new: next, departed: departed)]
-        if phase == .joining || phase == .electing { phase = .member }
+        if phase == .joining, let link {
+            // Admitted: the new member is expected at the update point that admitted it.
+            phase = .member
+            if wantsUpdate { out.append(.send(link, .updateRequest(epoch: next.epoch))) }
+        }
+        if phase == .electing { phase = .member }
         if next.coordinator == me.id {
             if link != me.id {
                 if let link, linkUp { out.append(.closeLink(link)) }
@@ -284,12 +281,9 @@ struct MemberMachine {
     // MARK: Calls
 
     mutating func requestUpdate() -> [Action] {
-        if let view, phase == .member, proceeded == view.epoch {
-            proceeded = nil
-            return [.updateDone(view)]
-        }
         wantsUpdate = true
-        guard let link, linkUp else { return [] }
+        // A joiner waits at the update point by being queued; it reports once admitted.
+        guard phase != .joining, let link, linkUp else { return [] }
         return [.send(link, .updateRequest(epoch: view?.epoch ?? 0))]
     }
 
