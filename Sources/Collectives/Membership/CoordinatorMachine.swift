@@ -171,8 +171,10 @@ struct CoordinatorMachine {
             }
         }
         var changed = false
-        for (id, heard) in lastHeard where now - heard > timeout {
+        for (id, heard) in lastHeard.sorted(by: { $0.key < $1.key }) where now - heard > timeout {
             lastHeard[id] = nil
+            // A node that is merely slow learns why, instead of starting a failover of its own.
+            out.append(.send(id, .removed(reason: "silent for more than \(timeout)")))
             out.append(.closeLink(id))
             if joiners.removeValue(forKey: id) != nil {
                 joinOrder.removeAll { $0 == id }
