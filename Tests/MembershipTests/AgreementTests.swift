@@ -2,7 +2,7 @@ import Collectives
 import Testing
 
 private func agreeAll(_ nodes: [MembershipNode], epoch: UInt64, tag: UInt64, failing: Set<Int> = []) async throws -> [Bool] {
-    try await within(10, "agreement round") {
+    try await within(30, "agreement round") {
         try await withThrowingTaskGroup(of: (Int, Bool).self) { group in
             for (i, node) in nodes.enumerated() {
                 group.addTask { (i, try await node.agree(epoch: epoch, tag: tag, succeeded: !failing.contains(i))) }
@@ -34,7 +34,7 @@ private func agreeAll(_ nodes: [MembershipNode], epoch: UInt64, tag: UInt64, fai
     defer { Task { await shutdownAll(nodes) } }
     let epoch = nodes[0].status.epoch
     // Two report done, then the third dies before reporting: nobody may keep the result.
-    let answers = try await within(10, "round with a death") {
+    let answers = try await within(30, "round with a death") {
         try await withThrowingTaskGroup(of: Bool.self) { group in
             for node in nodes[0..<2] { group.addTask { try await node.agree(epoch: epoch, tag: 7, succeeded: true) } }
             try await Task.sleep(for: .milliseconds(50))
@@ -56,12 +56,12 @@ private func agreeAll(_ nodes: [MembershipNode], epoch: UInt64, tag: UInt64, fai
     _ = try await members[0].start(dataPort: 42001, seed: ("127.0.0.1", port))
     _ = try await updateAll([members[0]])
     for m in members[1...] { _ = try await m.start(dataPort: 42001, seed: ("127.0.0.1", port)) }
-    try await waitUntil(5, "joiners queued") { coordinator.status.pendingJoiners == 2 }
+    try await waitUntil(15, "joiners queued") { coordinator.status.pendingJoiners == 2 }
     _ = try await updateAll(members)
     let epoch = members[0].status.epoch
     #expect(try await agreeAll(members, epoch: epoch, tag: 3) == [true, true, true])
     await coordinator.shutdown()
-    try await waitUntil(5, "failover") { members.allSatisfy { $0.view?.coordinator == members[0].localId } }
+    try await waitUntil(15, "failover") { members.allSatisfy { $0.view?.coordinator == members[0].localId } }
     // Asked again after the failover (from the members' caches or the new coordinator): same answer.
     #expect(try await agreeAll(members, epoch: epoch, tag: 3) == [true, true, true])
 }

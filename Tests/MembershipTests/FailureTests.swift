@@ -9,7 +9,7 @@ import Testing
     defer { Task { await shutdownAll(nodes) } }
     let started = ContinuousClock.now
     await nodes[2].leave()
-    try await waitUntil(5, "the others commit the view without the leaver") {
+    try await waitUntil(15, "the others commit the view without the leaver") {
         nodes[0].status.epoch == 3 && nodes[1].status.epoch == 3
     }
     #expect(ContinuousClock.now - started < .seconds(3))
@@ -25,7 +25,7 @@ import Testing
     let (nodes, _) = try await makeCluster(3)
     defer { Task { await shutdownAll(nodes) } }
     await nodes[0].leave()
-    try await waitUntil(5, "handover") {
+    try await waitUntil(15, "handover") {
         nodes[1].status.role == .coordinator && nodes[2].view?.coordinator == nodes[1].localId
     }
     #expect(nodes[1].status.epoch == 3 && nodes[1].status.leaves == 1)
@@ -39,7 +39,7 @@ import Testing
     let (nodes, _) = try await makeCluster(3, options: slow)
     defer { Task { await shutdownAll(nodes) } }
     await nodes[1].shutdown()
-    try await waitUntil(5, "removal of the crashed member") { nodes[0].status.epoch == 3 && nodes[2].status.epoch == 3 }
+    try await waitUntil(15, "removal of the crashed member") { nodes[0].status.epoch == 3 && nodes[2].status.epoch == 3 }
     #expect(nodes[2].view?.ids == [nodes[0].localId, nodes[2].localId])
     #expect(nodes[0].status.deaths == 1 && nodes[2].status.deaths == 1 && nodes[0].status.leaves == 0)
 }
@@ -49,10 +49,10 @@ import Testing
     defer { Task { await shutdownAll(nodes) } }
     let started = ContinuousClock.now
     nodes[2].freezeForTesting()   // links stay open, as with SIGSTOP
-    try await waitUntil(5, "removal of the frozen member") { nodes[0].status.epoch == 3 && nodes[1].status.epoch == 3 }
+    try await waitUntil(15, "removal of the frozen member") { nodes[0].status.epoch == 3 && nodes[1].status.epoch == 3 }
     let took = ContinuousClock.now - started
-    // 1 s of silence, plus up to one tick and the vote.
-    #expect(took >= .milliseconds(900) && took < .seconds(3), "took \(took)")
+    // 2 s of silence, plus up to one tick and the vote.
+    #expect(took >= .milliseconds(1900) && took < .seconds(5), "took \(took)")
     #expect(nodes[1].view?.ids == [nodes[0].localId, nodes[1].localId])
     #expect(nodes[2].status.epoch == 2, "a frozen node learns nothing")
 }
@@ -61,7 +61,7 @@ import Testing
     let (nodes, _) = try await makeCluster(4)
     defer { Task { await shutdownAll(nodes) } }
     await nodes[0].shutdown()
-    try await waitUntil(5, "failover") {
+    try await waitUntil(15, "failover") {
         nodes[1...].allSatisfy { $0.view?.coordinator == nodes[1].localId && $0.status.epoch == 3 }
     }
     #expect(nodes[1].status.role == .coordinator)
@@ -74,7 +74,7 @@ import Testing
     let late = makeNode(9)
     defer { Task { await late.shutdown() } }
     _ = try await late.start(dataPort: 41009, seed: ("127.0.0.1", nodes[3].view!.node(nodes[3].localId)!.controlPort))
-    try await waitUntil(5, "joiner queued") { nodes[1].status.pendingJoiners == 1 }
+    try await waitUntil(15, "joiner queued") { nodes[1].status.pendingJoiners == 1 }
     let after = try await updateAll(Array(nodes[1...]) + [late])
     #expect(after.allSatisfy { $0 == after[0] } && after[0].count == 4)
 }
@@ -83,7 +83,7 @@ import Testing
     let (nodes, _) = try await makeCluster(3)
     defer { Task { await shutdownAll(nodes) } }
     nodes[0].freezeForTesting()
-    try await waitUntil(5, "failover") {
+    try await waitUntil(15, "failover") {
         nodes[1...].allSatisfy { $0.view?.coordinator == nodes[1].localId && $0.status.epoch == 3 }
     }
     #expect(nodes[1].view?.ids == [nodes[1].localId, nodes[2].localId])
@@ -99,10 +99,10 @@ import Testing
     // The coordinator's half holds exactly half of view 2 including its coordinator: it goes on.
     // (The two silent nodes may be removed in one view change or in two.)
     let half = Array(nodes[0..<2].map(\.localId))
-    try await waitUntil(5, "the coordinator's half commits") { nodes[0].view?.ids == half && nodes[1].view?.ids == half }
+    try await waitUntil(15, "the coordinator's half commits") { nodes[0].view?.ids == half && nodes[1].view?.ids == half }
     #expect(nodes[0].view == nodes[1].view)
     // The other half elects a coordinator of its own, whose proposal finds no quorum.
-    try await waitUntil(10, "the other half fails to reach a quorum") {
+    try await waitUntil(20, "the other half fails to reach a quorum") {
         nodes[2...].contains { $0.status.proposalsWithoutQuorum >= 2 }
     }
     #expect(nodes[2].status.epoch == 2 && nodes[3].status.epoch == 2, "a second cluster formed")
@@ -116,11 +116,11 @@ import Testing
     let rest = Set(nodes[1...].map(\.localId))
     nodes[0].dropTrafficForTesting(with: rest)
     for node in nodes[1...] { node.dropTrafficForTesting(with: [nodes[0].localId]) }
-    try await waitUntil(10, "the majority commits") {
+    try await waitUntil(20, "the majority commits") {
         nodes[1...].allSatisfy { $0.status.epoch == 3 && $0.view?.coordinator == nodes[1].localId }
     }
     #expect(nodes[3].view?.ids == nodes[1...].map(\.localId))
-    try await waitUntil(10, "the lone coordinator finds no quorum") { nodes[0].status.proposalsWithoutQuorum >= 1 }
+    try await waitUntil(20, "the lone coordinator finds no quorum") { nodes[0].status.proposalsWithoutQuorum >= 1 }
     #expect(nodes[0].status.epoch == 2)
 }
 

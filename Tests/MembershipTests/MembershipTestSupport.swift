@@ -4,12 +4,12 @@ import Logging
 import PeerTestSupport
 import Transport
 
-/// Short timeouts so that failure detection takes about a second on loopback, with room for
+/// Short timeouts so that failure detection takes about two seconds on loopback, with room for
 /// a CI machine busy with the other test targets.
 let fastOptions: MembershipOptions = {
     var o = MembershipOptions()
     o.heartbeatInterval = .milliseconds(100)
-    o.heartbeatTimeout = .milliseconds(1000)
+    o.heartbeatTimeout = .milliseconds(2000)
     o.leaveTimeout = .seconds(2)
     return o
 }()
@@ -68,7 +68,7 @@ func makeCluster(_ count: Int, options: MembershipOptions = fastOptions) async t
 }
 
 /// Every node calls updateTopology at once; returns the ring views in node order.
-func updateAll(_ nodes: [MembershipNode], seconds: Double = 10) async throws -> [RingView] {
+func updateAll(_ nodes: [MembershipNode], seconds: Double = 30) async throws -> [RingView] {
     try await within(seconds, "updateTopology on \(nodes.count) nodes") {
         try await withThrowingTaskGroup(of: (Int, RingView).self) { group in
             for (i, node) in nodes.enumerated() { group.addTask { (i, try await node.updateTopology()) } }

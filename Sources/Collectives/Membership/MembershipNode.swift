@@ -23,7 +23,7 @@ public final class MembershipNode: @unchecked Sendable {
     private var coordinator: CoordinatorMachine?
     private var links: [UInt64: Connection] = [:]
     private var listener: TransportNode.Listener?
-    private var ticker: Task<Void, Never>?
+    private var ticker: RepeatedTask?
     private var stopped = false
     private var failure: MembershipError?
     private var startWaiter: CheckedContinuation<Void, any Error>?
@@ -270,29 +270,30 @@ public final class MembershipNode: @unchecked Sendable {
         perform(effects)
     }
 
+    /// The clock runs on the node's own event loop, not on the Swift concurrency pool: a process
+    /// busy computing on every pool thread must still heartbeat and detect deaths in time.
     private func startTicker() {
         let period = max(options.heartbeatInterval / 5, .milliseconds(10))
-        let task = Task { [weak self] in
-            while !Task.isCancelled {
-                try? await Task.sleep(for: period)
-                guard let self else { return }
-                let effects = self.lock.withLock { () -> [Effect]? in
-                    guard !self.stopped else { return nil }
-                    guard !self.frozen else { return [] }
-                    let now = ContinuousClock.now
-                    var out = self.run(member: self.member?.tick(now: now) ?? [])
-                    if self.coordinator != nil { out += self.run(coordinator: self.coordinator!.tick(now: now)) }
-                    return out
-                }
-                guard let effects else { return }
-                self.perform(effects)
-            }
+        let amount = TimeAmount.nanoseconds(period.components.seconds * 1_000_000_000 + period.components.attoseconds / 1_000_000_000)
+        let task = group.next().scheduleRepeatedTask(initialDelay: amount, delay: amount) { [weak self] _ in
+            self?.tick()
         }
         lock.withLock { ticker = task }
     }
 
+    private func tick() {
+        let effects = lock.withLock { () -> [Effect] in
+            guard !stopped, !frozen else { return [] }
+            let now = ContinuousClock.now
+            var out = run(member: member?.tick(now: now) ?? [])
+            if coordinator != nil { out += run(coordinator: coordinator!.tick(now: now)) }
+            return out
+        }
+        perform(effects)
+    }
+
     private func close(reason: MembershipError) async {
-        let (listener, links, ticker, effects) = lock.withLock { () -> (TransportNode.Listener?, [Connection], Task<Void, Never>?, [Effect]) in
+        let (listener, links, ticker, effects) = lock.withLock { () -> (TransportNode.Listener?, [Connection], RepeatedTask?, [Effect]) in
             let effects = stopped ? [] : failAll(reason)
             stopped = true
             if counters.role != .left { counters.role = .stopped }
@@ -300,7 +301,7 @@ public final class MembershipNode: @unchecked Sendable {
             return (self.listener, Array(self.links.values), self.ticker, effects)
         }
         perform(effects)
-        ticker?.cancel()
+        ticker?.cancel(promise: nil)
         await listener?.close()
         for link in links { link.close() }
     }
