@@ -75,6 +75,14 @@ let package = Package(
         ),
         .testTarget(name: "CollectivesTests", dependencies: ["Collectives", "PeerTestSupport"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models"]),
-        .testTarget(name: "MembershipTests", dependencies: ["Collectives", "Transport", "PeerTestSupport"]),
+        .testTarget(
+            name: "MembershipTests",
+            dependencies: [
+                "Collectives", "Transport", "PeerTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "InMemoryLogging", package: "swift-log"),
+            ]
+        ),
     ]
 )

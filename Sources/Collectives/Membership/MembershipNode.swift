@@ -68,6 +68,9 @@ public final class MembershipNode: @unchecked Sendable {
     public func start(controlHost: String = "127.0.0.1", controlPort: Int = 0, dataHost: String = "127.0.0.1",
                       dataPort: Int, seed: (host: String, port: Int)?, coordinatorOnly: Bool = false) async throws -> Int {
         let delegate = self.delegate
+        if let refusal = lock.withLock({ member != nil ? "start() was already called" : stopped ? "the node is shut down" : nil }) {
+            throw MembershipError(code: .notStarted, message: refusal)
+        }
         let listener = try await transport.listen(host: controlHost, port: controlPort) { [weak self] connection in
             guard connection.purpose == .control, let self else { return nil }
             self.accepted(connection)
@@ -77,16 +80,11 @@ public final class MembershipNode: @unchecked Sendable {
                           dataHost: dataHost, dataPort: dataPort, inRing: !coordinatorOnly)
         var machine = MemberMachine(me: me, interval: options.heartbeatInterval, timeout: options.heartbeatTimeout, now: .now)
         if let seed {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                let effects = lock.withLock { () -> [Effect] in
-                    self.listener = listener
-                    startWaiter = continuation
-                    let actions = machine.join(seedHost: seed.host, seedPort: seed.port, now: .now)
-                    member = machine
-                    return run(member: actions)
-                }
-                perform(effects)
-                startTicker()
+            do {
+                try await register(machine, listener: listener, seed: seed)
+            } catch {
+                await close(reason: MembershipError(code: .stopped, message: "could not join: \(error)"))
+                throw error
             }
             logger.info("registered with the cluster; waiting for admission at the next topology update")
         } else {
@@ -101,6 +99,23 @@ public final class MembershipNode: @unchecked Sendable {
             logger.info("founded a new cluster as its coordinator", metadata: ["control.port": "\(listener.port)"])
         }
         return listener.port
+    }
+
+    /// Asks the seed to be admitted and waits until the coordinator registered this node.
+    private func register(_ machine: MemberMachine, listener: TransportNode.Listener,
+                          seed: (host: String, port: Int)) async throws {
+        var joining = machine
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let effects = lock.withLock { () -> [Effect] in
+                self.listener = listener
+                startWaiter = continuation
+                let actions = joining.join(seedHost: seed.host, seedPort: seed.port, now: .now)
+                member = joining
+                return run(member: actions)
+            }
+            perform(effects)
+            startTicker()
+        }
     }
 
     /// The update point: blocks until every ring member reached it and the coordinator admitted

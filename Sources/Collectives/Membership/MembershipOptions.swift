@@ -21,8 +21,8 @@ public struct MembershipOptions: Sendable {
 }
 
 /// What a status page shows about membership: a plain value, read with ``MembershipNode/status``.
-public struct MembershipStatus: Sendable, Hashable {
-    public enum Role: String, Sendable, Hashable {
+public struct MembershipStatus: Sendable, Hashable, Codable {
+    public enum Role: String, Sendable, Hashable, Codable {
         case idle, joining, member, coordinator, electing, left, removed, stopped
     }
     public var localId: UInt64

@@ -2,7 +2,7 @@ import Transport
 
 /// One node of the cluster as every member knows it: where its control port and (for ring
 /// members) its data port listen.
-public struct NodeInfo: Hashable, Sendable, CustomStringConvertible {
+public struct NodeInfo: Hashable, Sendable, Codable, CustomStringConvertible {
     public var id: UInt64
     public var controlHost: String
     public var controlPort: Int
@@ -27,7 +27,7 @@ public struct NodeInfo: Hashable, Sendable, CustomStringConvertible {
 
 /// The committed membership of one epoch: the ordered nodes (every one a voter) and which of
 /// them holds the coordinator role. Order matters: ring ranks and the failover order follow it.
-public struct MembershipView: Hashable, Sendable, CustomStringConvertible {
+public struct MembershipView: Hashable, Sendable, Codable, CustomStringConvertible {
     public var epoch: UInt64
     public var coordinator: UInt64
     public var nodes: [NodeInfo]
