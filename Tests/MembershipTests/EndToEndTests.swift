@@ -1,5 +1,6 @@
 import Collectives
 import Foundation
+import NIOCore
 import PeerTestSupport
 import Testing
 import Transport
@@ -34,9 +35,9 @@ private func makePeers(_ count: Int) async throws -> [Peer] {
 
 /// The step model on every peer: update topology, form the ring, all-reduce, agree; on an
 /// abort, update and retry. Returns each peer's result and how many attempts it took.
-private func stepEverywhere(_ peers: [Peer], tag: UInt64, count: Int,
+private func stepEverywhere(_ peers: [Peer], tag: UInt64, count: Int, collectiveTimeout: TimeAmount = .seconds(30),
                             during: (@Sendable (Int, Peer) async throws -> Bool)? = nil) async throws -> [(values: [Float], attempts: Int)?] {
-    try await within(60, "a step with retries") {
+    try await within(90, "a step with retries") {
         try await withThrowingTaskGroup(of: (Int, ([Float], Int)?).self) { group in
             for (rank, peer) in peers.enumerated() {
                 group.addTask {
@@ -55,7 +56,7 @@ private func stepEverywhere(_ peers: [Peer], tag: UInt64, count: Int,
                         var succeeded = true
                         do {
                             if let during, try await during(rank, peer) == false { return (rank, nil) }
-                            try await peer.communicator.allReduce(&values, options: AllReduceOptions(tag: tag, timeout: .seconds(30)))
+                            try await peer.communicator.allReduce(&values, options: AllReduceOptions(tag: tag, timeout: collectiveTimeout))
                         } catch let error as CollectiveError where error.code == .membershipChanged {
                             succeeded = false
                             #expect(values == original, "an aborted collective leaves the input as it was")
@@ -118,11 +119,14 @@ private func expectedSum(ranks: Int, count: Int) -> [Float] {
     // Peer 2 freezes (SIGSTOP-like: links open, no heartbeats, never calls the collective).
     // The other two block in the all-reduce until the coordinator removes peer 2 and the new
     // view makes their membership layer break the ring; then they retry without it.
-    let results = try await stepEverywhere(peers, tag: 1, count: count) { rank, peer in
+    // The collective's own timeout is far away: only the membership layer can end the wait early.
+    let started = ContinuousClock.now
+    let results = try await stepEverywhere(peers, tag: 1, count: count, collectiveTimeout: .seconds(80)) { rank, peer in
         guard rank == 2 else { return true }
         peer.membership.freezeForTesting()
         return false
     }
+    #expect(ContinuousClock.now - started < .seconds(30))
     let sum2 = expectedSum(ranks: 2, count: count)
     #expect(results[0]?.values == sum2 && results[1]?.values == sum2)
     #expect(results[0]?.attempts == 2 && results[1]?.attempts == 2)
