@@ -49,6 +49,8 @@ public final class MembershipNode: @unchecked Sendable {
     }
 
     deinit {
+        // Not in shutdown(): a dial may still be in flight then (it holds the node, so no
+        // dial is running once the node is released).
         group.shutdownGracefully { _ in }
     }
 
@@ -308,7 +310,8 @@ public final class MembershipNode: @unchecked Sendable {
     }
 
     private func close(reason: MembershipError) async {
-        let (listener, links, ticker, effects) = lock.withLock { () -> (TransportNode.Listener?, [Connection], RepeatedTask?, [Effect]) in
+        let (listener, links, ticker, effects) = lock.withLock {
+            () -> (TransportNode.Listener?, [Connection], RepeatedTask?, [Effect]) in
             let effects = stopped ? [] : failAll(reason)
             stopped = true
             if counters.role != .left { counters.role = .stopped }
