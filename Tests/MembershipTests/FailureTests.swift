@@ -29,6 +29,8 @@ import Testing
         nodes[1].status.role == .coordinator && nodes[2].view?.coordinator == nodes[1].localId
     }
     #expect(nodes[1].status.epoch == 3 && nodes[1].status.leaves == 1)
+    try await Task.sleep(for: .seconds(3))   // longer than the timeout: nobody is timed out
+    #expect(nodes[1].status.role == .coordinator && nodes[2].status.epoch == 3)
     let rings = try await updateAll(Array(nodes[1...]))
     #expect(rings[0] == rings[1] && rings[0].members.map(\.id) == [nodes[1].localId, nodes[2].localId])
 }
@@ -66,6 +68,10 @@ import Testing
     }
     #expect(nodes[1].status.role == .coordinator)
     #expect(nodes[2].status.role == .member)
+    // Quiet for longer than the timeout: the new coordinator must not time itself (or anyone) out.
+    try await Task.sleep(for: .seconds(3))
+    #expect(nodes[1].status.role == .coordinator)
+    #expect(nodes[1...].allSatisfy { $0.status.epoch == 3 })
     let rings = try await updateAll(Array(nodes[1...]))
     #expect(rings.allSatisfy { $0 == rings[0] })
     #expect(rings[0].members.map(\.id) == nodes[1...].map(\.localId))

@@ -152,7 +152,8 @@ struct CoordinatorMachine {
         guard view.contains(node.id), !gone.contains(node.id) else {
             return [.send(node.id, .removed(reason: "not a member of epoch \(view.epoch)")), .closeLink(node.id)]
         }
-        lastHeard[node.id] = now
+        // The coordinator's own member side needs no liveness check (and gets no heartbeats).
+        if node.id != me { lastHeard[node.id] = now }
         rejoined.insert(node.id)
         var out: [Action] = [.send(node.id, .coordinatorHeartbeat(epoch: view.epoch))]
         if epoch < view.epoch { out.append(.send(node.id, .commit(view, departed: []))) }
@@ -171,7 +172,7 @@ struct CoordinatorMachine {
             }
         }
         var changed = false
-        for (id, heard) in lastHeard.sorted(by: { $0.key < $1.key }) where now - heard > timeout {
+        for (id, heard) in lastHeard.sorted(by: { $0.key < $1.key }) where id != me && now - heard > timeout {
             lastHeard[id] = nil
             // A node that is merely slow learns why, instead of starting a failover of its own.
             out.append(.send(id, .removed(reason: "silent for more than \(timeout)")))
