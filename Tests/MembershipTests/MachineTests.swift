@@ -45,7 +45,7 @@ private func acks(_ actions: [MemberMachine.Action]) -> [MembershipMessage] {
     // the successor (node 2) only.
     let first = c.disconnected(4, now: t0)
     let next = MembershipView(epoch: 3, coordinator: 1, nodes: [node(1), node(2), node(3)])
-    #expect(first == [.send(1, .propose(next)), .send(2, .propose(next))])
+    #expect(first == [.declaredDead(4, reason: "its control link closed"), .send(1, .propose(next)), .send(2, .propose(next))])
     // The coordinator's own ack is not a quorum of 4 (1 of 4).
     #expect(c.receive(.ack(epoch: 3, accepted: true, acked: nil), from: 1, now: t0) == [])
     // Once the successor acknowledged, the others are asked; 1 and 2 are exactly half with the coordinator.

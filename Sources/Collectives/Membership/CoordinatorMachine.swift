@@ -9,6 +9,8 @@ struct CoordinatorMachine {
         case closeLink(UInt64)
         /// A proposal's deadline passed without a quorum (a minority side stays here).
         case noQuorum(epoch: UInt64)
+        /// A node of the view is declared dead (its removal follows).
+        case declaredDead(UInt64, reason: String)
     }
 
     private struct Proposal {
@@ -78,7 +80,7 @@ struct CoordinatorMachine {
         guard view.contains(id), id != me, !gone.contains(id) else { return [] }
         gone.insert(id)
         lastHeard[id] = nil
-        return advance(now: now)
+        return [.declaredDead(id, reason: "its control link closed")] + advance(now: now)
     }
 
     mutating func receive(_ message: MembershipMessage, from: UInt64, now: ContinuousClock.Instant) -> [Action] {
@@ -181,6 +183,7 @@ struct CoordinatorMachine {
                 joinOrder.removeAll { $0 == id }
             } else if view.contains(id) {
                 gone.insert(id)
+                out.append(.declaredDead(id, reason: "silent for more than \(timeout)"))
                 changed = true
             }
         }

@@ -393,6 +393,8 @@ public final class MembershipNode: @unchecked Sendable {
                     if to == localId { queue.append(.toMember(localId, message)) } else { effects += write(message, to: to) }
                 case .closeLink(let id):
                     if let link = links.removeValue(forKey: id) { effects.append(.close(link)) }
+                case .declaredDead(let id, let reason):
+                    logger.warning("peer \(hex(id)) declared dead: \(reason); removing it", metadata: ["peer.id": "\(hex(id))"])
                 case .noQuorum(let epoch):
                     counters.proposalsWithoutQuorum += 1
                     logger.warning("no quorum for the view of epoch \(epoch) yet; asking again")
