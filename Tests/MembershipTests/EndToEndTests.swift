@@ -74,16 +74,18 @@ private func stepEverywhere(_ peers: [Peer], tag: UInt64, count: Int, collective
     }
 }
 
-/// What ranks 0..<ranks sum to, computed apart from the ring.
-private func expectedSum(ranks: Int, count: Int) -> [Float] {
+/// What the inputs of `ranks` sum to, computed apart from the ring.
+private func expectedSum(ranks: [Int], count: Int) -> [Float] {
     var out = [Float](repeating: 0, count: count)
     for i in 0..<count {
         var total = 0
-        for r in 0..<ranks { total += (i + r * 7) % 100 }
+        for r in ranks { total += (i + r * 7) % 100 }
         out[i] = Float(total)
     }
     return out
 }
+
+private func expectedSum(ranks: Int, count: Int) -> [Float] { expectedSum(ranks: Array(0..<ranks), count: count) }
 
 @Test func aPeerCrashingMidCollectiveMakesTheSurvivorsRetryOnTheNewRing() async throws {
     let peers = try await makePeers(3)
@@ -130,4 +132,24 @@ private func expectedSum(ranks: Int, count: Int) -> [Float] {
     let sum2 = expectedSum(ranks: 2, count: count)
     #expect(results[0]?.values == sum2 && results[1]?.values == sum2)
     #expect(results[0]?.attempts == 2 && results[1]?.attempts == 2)
+}
+
+@Test func theCoordinatorCrashingMidCollectiveIsSurvivedToo() async throws {
+    let peers = try await makePeers(3)
+    defer { Task { for p in peers { await p.stop() } } }
+    let count = 100_000
+    // Rank 0 holds the coordinator role and a ring position; it crashes during the collective.
+    // The survivors' agreement round waits for the failover, answers abort, and they retry.
+    let results = try await stepEverywhere(peers, tag: 4, count: count) { rank, peer in
+        guard rank == 0 else { return true }
+        try await Task.sleep(for: .milliseconds(30))
+        await peer.stop()
+        return false
+    }
+    #expect(results[0] == nil)
+    let want = expectedSum(ranks: [1, 2], count: count)
+    #expect(results[1]?.values == want && results[2]?.values == want)
+    #expect(results[1]?.attempts == 2 && results[2]?.attempts == 2)
+    #expect(peers[2].membership.view?.coordinator == peers[1].membership.localId)
+    #expect(peers[1].membership.status.role == .coordinator)
 }
