@@ -89,67 +89,70 @@ private func expectedSum(ranks: Int, count: Int) -> [Float] { expectedSum(ranks:
 
 @Test func aPeerCrashingMidCollectiveMakesTheSurvivorsRetryOnTheNewRing() async throws {
     let peers = try await makePeers(3)
-    defer { Task { for p in peers { await p.stop() } } }
-    let count = 400_000
-    // A clean step first.
-    let first = try await stepEverywhere(peers, tag: 1, count: count)
-    let sum3 = expectedSum(ranks: 3, count: count)
-    #expect(first.allSatisfy { $0?.values == sum3 && $0?.attempts == 1 })
+    try await cleanUp({ for p in peers { await p.stop() } }) {
+        let count = 400_000
+        // A clean step first.
+        let first = try await stepEverywhere(peers, tag: 1, count: count)
+        let sum3 = expectedSum(ranks: 3, count: count)
+        #expect(first.allSatisfy { $0?.values == sum3 && $0?.attempts == 1 })
 
-    // Peer 2 crashes (membership and data links) shortly after the collective started.
-    let results = try await stepEverywhere(peers, tag: 2, count: count) { rank, peer in
-        guard rank == 2 else { return true }
-        try await Task.sleep(for: .milliseconds(30))
-        await peer.stop()
-        return false
+        // Peer 2 crashes (membership and data links) shortly after the collective started.
+        let results = try await stepEverywhere(peers, tag: 2, count: count) { rank, peer in
+            guard rank == 2 else { return true }
+            try await Task.sleep(for: .milliseconds(30))
+            await peer.stop()
+            return false
+        }
+        #expect(results[2] == nil)
+        let sum2 = expectedSum(ranks: 2, count: count)
+        for rank in 0..<2 {
+            #expect(results[rank]?.values == sum2, "rank \(rank): result of the two survivors")
+            #expect(results[rank]?.attempts == 2, "rank \(rank): one abort, one retry")
+        }
+        let status = peers[0].membership.status
+        #expect(status.deaths == 1 && status.aborts >= 1 && status.retries >= 1)
+        #expect(peers[0].membership.view?.ids == [peers[0].membership.localId, peers[1].membership.localId])
     }
-    #expect(results[2] == nil)
-    let sum2 = expectedSum(ranks: 2, count: count)
-    for rank in 0..<2 {
-        #expect(results[rank]?.values == sum2, "rank \(rank): result of the two survivors")
-        #expect(results[rank]?.attempts == 2, "rank \(rank): one abort, one retry")
-    }
-    let status = peers[0].membership.status
-    #expect(status.deaths == 1 && status.aborts >= 1 && status.retries >= 1)
-    #expect(peers[0].membership.view?.ids == [peers[0].membership.localId, peers[1].membership.localId])
 }
 
 @Test func aFrozenPeerIsRemovedAndTheMembershipLayerAbortsTheRing() async throws {
     let peers = try await makePeers(3)
-    defer { Task { for p in peers { await p.stop() } } }
-    let count = 10_000
-    // Peer 2 freezes (SIGSTOP-like: links open, no heartbeats, never calls the collective).
-    // The other two block in the all-reduce until the coordinator removes peer 2 and the new
-    // view makes their membership layer break the ring; then they retry without it.
-    // The collective's own timeout is far away: only the membership layer can end the wait early.
-    let started = ContinuousClock.now
-    let results = try await stepEverywhere(peers, tag: 1, count: count, collectiveTimeout: .seconds(80)) { rank, peer in
-        guard rank == 2 else { return true }
-        peer.membership.freezeForTesting()
-        return false
+    try await cleanUp({ for p in peers { await p.stop() } }) {
+        let count = 10_000
+        // Peer 2 freezes (SIGSTOP-like: links open, no heartbeats, never calls the collective).
+        // The other two block in the all-reduce until the coordinator removes peer 2 and the new
+        // view makes their membership layer break the ring; then they retry without it.
+        // The collective's own timeout is far away: only the membership layer can end the wait early.
+        let started = ContinuousClock.now
+        let results = try await stepEverywhere(peers, tag: 1, count: count, collectiveTimeout: .seconds(80)) { rank, peer in
+            guard rank == 2 else { return true }
+            peer.membership.freezeForTesting()
+            return false
+        }
+        #expect(ContinuousClock.now - started < .seconds(30))
+        let sum2 = expectedSum(ranks: 2, count: count)
+        #expect(results[0]?.values == sum2 && results[1]?.values == sum2)
+        #expect(results[0]?.attempts == 2 && results[1]?.attempts == 2)
     }
-    #expect(ContinuousClock.now - started < .seconds(30))
-    let sum2 = expectedSum(ranks: 2, count: count)
-    #expect(results[0]?.values == sum2 && results[1]?.values == sum2)
-    #expect(results[0]?.attempts == 2 && results[1]?.attempts == 2)
 }
 
 @Test func theCoordinatorCrashingMidCollectiveIsSurvivedToo() async throws {
     let peers = try await makePeers(3)
-    defer { Task { for p in peers { await p.stop() } } }
-    let count = 100_000
-    // Rank 0 holds the coordinator role and a ring position; it crashes during the collective.
-    // The survivors' agreement round waits for the failover, answers abort, and they retry.
-    let results = try await stepEverywhere(peers, tag: 4, count: count) { rank, peer in
-        guard rank == 0 else { return true }
-        try await Task.sleep(for: .milliseconds(30))
-        await peer.stop()
-        return false
+    try await cleanUp({ for p in peers { await p.stop() } }) {
+        let count = 100_000
+        // Rank 0 holds the coordinator role and a ring position; it crashes during the collective.
+        // The survivors' agreement round waits for the failover, answers abort, and they retry.
+        let results = try await stepEverywhere(peers, tag: 4, count: count) { rank, peer in
+            guard rank == 0 else { return true }
+            try await Task.sleep(for: .milliseconds(30))
+            await peer.stop()
+            return false
+        }
+        #expect(results[0] == nil)
+        let want = expectedSum(ranks: [1, 2], count: count)
+        #expect(results[1]?.values == want && results[2]?.values == want)
+        #expect(results[1]?.attempts == 2 && results[2]?.attempts == 2)
+        #expect(peers[2].membership.view?.coordinator == peers[1].membership.localId)
+        #expect(peers[1].membership.status.role == .coordinator)
     }
-    #expect(results[0] == nil)
-    let want = expectedSum(ranks: [1, 2], count: count)
-    #expect(results[1]?.values == want && results[2]?.values == want)
-    #expect(results[1]?.attempts == 2 && results[2]?.attempts == 2)
-    #expect(peers[2].membership.view?.coordinator == peers[1].membership.localId)
-    #expect(peers[1].membership.status.role == .coordinator)
 }

@@ -86,3 +86,15 @@ func shutdownAll(_ nodes: [MembershipNode]) async {
 enum ClusterKeyForTests {
     static func other() throws -> ClusterKey { try ClusterKey(string: "a different cluster key 987654321") }
 }
+
+/// Runs `body`, then `cleanup`, also when `body` throws: nodes are shut down before the test ends.
+func cleanUp<T>(_ cleanup: () async -> Void, _ body: () async throws -> T) async throws -> T {
+    do {
+        let result = try await body()
+        await cleanup()
+        return result
+    } catch {
+        await cleanup()
+        throw error
+    }
+}
