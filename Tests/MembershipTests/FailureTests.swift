@@ -82,11 +82,12 @@ import Testing
 
         // The new coordinator admits joiners too, through any member as seed.
         let late = makeNode(9)
-        defer { Task { await late.shutdown() } }
-        _ = try await late.start(dataPort: 41009, seed: ("127.0.0.1", nodes[3].view!.node(nodes[3].localId)!.controlPort))
-        try await waitUntil(15, "joiner queued") { nodes[1].status.pendingJoiners == 1 }
-        let after = try await updateAll(Array(nodes[1...]) + [late])
-        #expect(after.allSatisfy { $0 == after[0] } && after[0].count == 4)
+        try await cleanUp({ await late.shutdown() }) {
+            _ = try await late.start(dataPort: 41009, seed: ("127.0.0.1", nodes[3].view!.node(nodes[3].localId)!.controlPort))
+            try await waitUntil(15, "joiner queued") { nodes[1].status.pendingJoiners == 1 }
+            let after = try await updateAll(Array(nodes[1...]) + [late])
+            #expect(after.allSatisfy { $0 == after[0] } && after[0].count == 4)
+        }
     }
 }
 
