@@ -32,6 +32,7 @@ public final class MembershipNode: @unchecked Sendable {
     private var agreeWaiters: [RoundKey: [Int: CheckedContinuation<Bool, any Error>]] = [:]
     private var counters: MembershipStatus
     private var abortedSinceUpdate = false
+    private var leaveWaiter: CheckedContinuation<Void, Never>?
     private weak var communicator: Communicator?
     private var frozen = false
     private var blocked: Set<UInt64> = []
@@ -195,11 +196,23 @@ public final class MembershipNode: @unchecked Sendable {
         }
         perform(effects)
         if !alone {
-            let deadline = ContinuousClock.now + options.leaveTimeout
-            while ContinuousClock.now < deadline {
-                let done = lock.withLock { member?.view.map { !$0.contains(localId) } ?? true }
-                if done { break }
-                try? await Task.sleep(for: .milliseconds(10))
+            // Until the view without this node commits, or leaveTimeout.
+            let timeout = options.leaveTimeout
+            let amount = TimeAmount.nanoseconds(timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000)
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let gone = lock.withLock { () -> Bool in
+                    // (A second concurrent leave() does not wait.)
+                    if stopped || leaveWaiter != nil || member?.view.map({ !$0.contains(localId) }) ?? true { return true }
+                    leaveWaiter = continuation
+                    return false
+                }
+                if gone { return continuation.resume() }
+                group.next().scheduleTask(in: amount) { [weak self] in
+                    self?.lock.withLock { () -> CheckedContinuation<Void, Never>? in
+                        defer { self?.leaveWaiter = nil }
+                        return self?.leaveWaiter
+                    }?.resume()
+                }
             }
         }
         lock.withLock { counters.role = .left }
@@ -442,10 +455,15 @@ public final class MembershipNode: @unchecked Sendable {
                 if departed.contains(id) { counters.leaves += 1 } else { counters.deaths += 1 }
             }
             logger.info("view committed: \(new)")
-            if let old, !Set(old.ringIds).isSubset(of: Set(new.ringIds)), let communicator {
-                return [.abortRing(communicator, "membership changed: epoch \(new.epoch) dropped a ring member")]
+            var out: [Effect] = []
+            if !new.contains(localId), let waiter = leaveWaiter {
+                leaveWaiter = nil
+                out.append(.resume { waiter.resume() })
             }
-            return []
+            if let old, !Set(old.ringIds).isSubset(of: Set(new.ringIds)), let communicator {
+                out.append(.abortRing(communicator, "membership changed: epoch \(new.epoch) dropped a ring member"))
+            }
+            return out
         case .updateDone(let view):
             let waiters = updateWaiters.values
             updateWaiters.removeAll()
@@ -470,6 +488,10 @@ public final class MembershipNode: @unchecked Sendable {
         if let waiter = startWaiter {
             startWaiter = nil
             out.append(.resume { waiter.resume(throwing: error) })
+        }
+        if let waiter = leaveWaiter {
+            leaveWaiter = nil
+            out.append(.resume { waiter.resume() })
         }
         for waiter in updateWaiters.values { out.append(.resume { waiter.resume(throwing: error) }) }
         updateWaiters.removeAll()
