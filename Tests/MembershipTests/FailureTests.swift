@@ -22,6 +22,18 @@ import Testing
     }
 }
 
+@Test func leaveGivesUpAfterLeaveTimeoutWhenNobodyAnswers() async throws {
+    let (nodes, _) = try await makeCluster(2)
+    try await cleanUp({ await shutdownAll(nodes) }) {
+        nodes[0].freezeForTesting()
+        let started = ContinuousClock.now
+        await nodes[1].leave()
+        let took = ContinuousClock.now - started
+        #expect(took >= .milliseconds(1900) && took < .seconds(5), "leaveTimeout is 2 s; took \(took)")
+        #expect(nodes[1].status.role == .left)
+    }
+}
+
 @Test func theCoordinatorLeavingHandsItsRoleToTheNextNode() async throws {
     let (nodes, _) = try await makeCluster(3)
     try await cleanUp({ await shutdownAll(nodes) }) {
