@@ -123,3 +123,18 @@ private func acks(_ actions: [MemberMachine.Action]) -> [MembershipMessage] {
     #expect(takeOver.first == .becomeCoordinator(view2, failover: 1, adopted: nil))
     #expect(m.failed == [1, 2])
 }
+
+@Test func aSilentMemberIsToldItWasRemovedAndLearnsIt() {
+    var c = CoordinatorMachine(me: 1, view: view2, failover: nil, adopted: nil,
+                               interval: .milliseconds(100), timeout: .seconds(1), now: t0)
+    for id: UInt64 in [2, 3] { _ = c.receive(.memberHeartbeat(epoch: 2), from: id, now: t0 + .milliseconds(900)) }
+    let actions = c.tick(now: t0 + .milliseconds(1100))
+    #expect(actions.contains(.declaredDead(4, reason: "silent for more than 1.0 seconds")))
+    #expect(actions.contains(.send(4, .removed(reason: "silent for more than 1.0 seconds"))))
+    #expect(actions.contains(.closeLink(4)))
+    #expect(!actions.contains { if case .declaredDead(let id, _) = $0 { id != 4 } else { false } })
+    var m = memberOfView2(4)
+    let learned = m.receive(.removed(reason: "silent"), from: 1, now: t0)
+    #expect(m.phase == .removed)
+    #expect(learned.contains { if case .failed(let e) = $0 { e.code == .removed } else { false } })
+}
