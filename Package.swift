@@ -93,5 +93,14 @@ let package = Package(
         ),
         // Start the built `peernode` binary as real processes.
         .testTarget(name: "PeerNodeIntegrationTests", dependencies: []),
+        .testTarget(
+            name: "MembershipTests",
+            dependencies: [
+                "Collectives", "Transport", "PeerTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "InMemoryLogging", package: "swift-log"),
+            ]
+        ),
     ]
 )

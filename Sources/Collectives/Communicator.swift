@@ -155,6 +155,13 @@ public final class Communicator: @unchecked Sendable {
         return socket
     }
 
+    /// Breaks the current ring as a lost link would: collectives in flight fail with
+    /// `membershipChanged`, and the ring must be formed again. For the membership layer, which
+    /// learns of a frozen member (links still open) before the ring does.
+    public func abortRing(reason: String) {
+        state.withLock { self.engine }?.breakRing(reason)
+    }
+
     /// Closes the ring and the data port. Collectives in flight fail.
     public func shutdown() async {
         let (engine, listener, sockets) = state.withLock { () -> (RingEngine?, DataListener?, [BlockingSocket]) in

@@ -1,0 +1,322 @@
+/// The coordinator side of membership as a value type: events in, actions out, no I/O.
+///
+/// It tracks who is alive (heartbeats, closed links), queues joiners until every ring member
+/// reaches the update point, runs one view change at a time (propose, collect a quorum of the
+/// current view, commit), and decides outcome rounds. docs/membership.md explains the rules.
+struct CoordinatorMachine {
+    enum Action: Equatable {
+        case send(UInt64, MembershipMessage)
+        case closeLink(UInt64)
+        /// A proposal's deadline passed without a quorum (a minority side stays here).
+        case noQuorum(epoch: UInt64)
+        /// A node of the view is declared dead (its removal follows).
+        case declaredDead(UInt64, reason: String)
+    }
+
+    private struct Proposal {
+        var view: MembershipView
+        var departed: [UInt64]
+        var admitted: Set<UInt64>
+        /// Voters of the current view that acknowledged.
+        var acks: Set<UInt64> = []
+        /// Asked first; the others are asked once it acknowledged (see "Failover" in the doc).
+        var successor: UInt64?
+        var broadcast = false
+        var deadline: ContinuousClock.Instant
+    }
+
+    /// Registered joiners are admitted at the next update point of the ring; that point then
+    /// completes once they call updateTopology() as members.
+    private struct Joiner {
+        var node: NodeInfo
+    }
+
+    let me: UInt64
+    let interval: Duration
+    let timeout: Duration
+
+    private(set) var view: MembershipView
+    private var lastHeard: [UInt64: ContinuousClock.Instant] = [:]
+    private var lastBeat: ContinuousClock.Instant
+    private var joiners: [UInt64: Joiner] = [:]
+    private var joinOrder: [UInt64] = []
+    private var waiting: Set<UInt64> = []
+    private var gone: Set<UInt64> = []
+    private var leaving: Set<UInt64> = []
+    private var proposal: Proposal?
+    /// While set, the coordinator was just elected and waits for the last view's nodes to attach.
+    private var failoverUntil: ContinuousClock.Instant?
+    private var rejoined: Set<UInt64> = []
+    private var adopted: MembershipView?
+    private var rounds: [RoundKey: Set<UInt64>] = [:]
+    private var decided: [RoundKey: Bool] = [:]
+    private var decidedOrder: [RoundKey] = []
+
+    var pendingJoiners: Int { joiners.count }
+
+    init(me: UInt64, view: MembershipView, failover lost: UInt64?, adopted: MembershipView?,
+         interval: Duration, timeout: Duration, now: ContinuousClock.Instant) {
+        self.me = me
+        self.view = view
+        self.interval = interval
+        self.timeout = timeout
+        lastBeat = now
+        for id in view.ids where id != me { lastHeard[id] = now }
+        if let lost {
+            gone.insert(lost)
+            lastHeard[lost] = nil
+            failoverUntil = now + timeout
+            self.adopted = adopted
+        }
+    }
+
+    // MARK: Events
+
+    mutating func disconnected(_ id: UInt64, now: ContinuousClock.Instant) -> [Action] {
+        if joiners.removeValue(forKey: id) != nil {
+            joinOrder.removeAll { $0 == id }
+            return []
+        }
+        guard view.contains(id), id != me, !gone.contains(id) else { return [] }
+        gone.insert(id)
+        lastHeard[id] = nil
+        return [.declaredDead(id, reason: "its control link closed")] + advance(now: now)
+    }
+
+    mutating func receive(_ message: MembershipMessage, from: UInt64, now: ContinuousClock.Instant) -> [Action] {
+        if lastHeard[from] != nil || joiners[from] != nil { lastHeard[from] = now }
+        switch message {
+        case .join(let node):
+            guard node.id == from else { return [.closeLink(from)] }
+            if view.contains(from) { return attach(node, epoch: 0, now: now) }
+            if joiners[from] == nil { joinOrder.append(from) }
+            joiners[from] = Joiner(node: node)
+            lastHeard[from] = now
+            // Admitted at once if every ring member already waits at the update point (or the
+            // ring is empty: a coordinate-only coordinator alone).
+            return [.send(from, .coordinatorHeartbeat(epoch: view.epoch))] + advance(now: now)
+
+        case .rejoin(let node, let epoch, let decisions):
+            guard node.id == from else { return [.closeLink(from)] }
+            var out: [Action] = []
+            for d in decisions where decided[d.key] == nil {
+                out += decide(d.key, d.commit)
+            }
+            return out + attach(node, epoch: epoch, now: now)
+
+        case .memberHeartbeat:
+            return []
+
+        case .updateRequest:
+            guard view.contains(from) else { return [] }
+            waiting.insert(from)
+            return advance(now: now)
+
+        case .ack(let epoch, let accepted, _):
+            guard var p = proposal, p.view.epoch == epoch, view.contains(from) else { return [] }
+            guard accepted else { return [] }
+            p.acks.insert(from)
+            var out: [Action] = []
+            if !p.broadcast, from == p.successor {
+                p.broadcast = true
+                out += askVoters(p, skip: p.acks)
+            }
+            proposal = p
+            if MembershipRules.isQuorum(p.acks, of: view) { out += commit(now: now) }
+            return out
+
+        case .leave:
+            if joiners.removeValue(forKey: from) != nil {
+                joinOrder.removeAll { $0 == from }
+                return []
+            }
+            guard view.contains(from), !gone.contains(from) else { return [] }
+            leaving.insert(from)
+            gone.insert(from)
+            return advance(now: now)
+
+        case .outcome(let key, let done):
+            return outcome(key, done: done, from: from)
+
+        case .redirect, .coordinatorHeartbeat, .propose, .commit, .proceed, .decision, .removed:
+            return []
+        }
+    }
+
+    /// The coordinator itself leaves: hand the role to the next node in view order.
+    mutating func leaveSelf(now: ContinuousClock.Instant) -> [Action] {
+        leaving.insert(me)
+        gone.insert(me)
+        return advance(now: now)
+    }
+
+    private mutating func attach(_ node: NodeInfo, epoch: UInt64, now: ContinuousClock.Instant) -> [Action] {
+        guard view.contains(node.id), !gone.contains(node.id) else {
+            return [.send(node.id, .removed(reason: "not a member of epoch \(view.epoch)")), .closeLink(node.id)]
+        }
+        // The coordinator's own member side needs no liveness check (and gets no heartbeats).
+        if node.id != me { lastHeard[node.id] = now }
+        rejoined.insert(node.id)
+        var out: [Action] = [.send(node.id, .coordinatorHeartbeat(epoch: view.epoch))]
+        if epoch < view.epoch { out.append(.send(node.id, .commit(view, departed: []))) }
+        if let p = proposal, p.broadcast || p.successor == node.id, !p.acks.contains(node.id) {
+            out.append(.send(node.id, .propose(p.view)))
+        }
+        return out + advance(now: now)
+    }
+
+    mutating func tick(now: ContinuousClock.Instant) -> [Action] {
+        var out: [Action] = []
+        if now - lastBeat >= interval {
+            lastBeat = now
+            for id in lastHeard.keys.sorted() where id != me {
+                out.append(.send(id, .coordinatorHeartbeat(epoch: view.epoch)))
+            }
+        }
+        var changed = false
+        for (id, heard) in lastHeard.sorted(by: { $0.key < $1.key }) where id != me && now - heard > timeout {
+            lastHeard[id] = nil
+            // A node that is merely slow learns why, instead of starting a failover of its own.
+            out.append(.send(id, .removed(reason: "silent for more than \(timeout)")))
+            out.append(.closeLink(id))
+            if joiners.removeValue(forKey: id) != nil {
+                joinOrder.removeAll { $0 == id }
+            } else if view.contains(id) {
+                gone.insert(id)
+                out.append(.declaredDead(id, reason: "silent for more than \(timeout)"))
+                changed = true
+            }
+        }
+        if var p = proposal, now >= p.deadline {
+            out.append(.noQuorum(epoch: p.view.epoch))
+            // Ask again (the same view: votes already given stay valid); a minority stays here.
+            p.deadline = now + timeout
+            p.broadcast = true
+            proposal = p
+            out += askVoters(p, skip: p.acks)
+        }
+        if changed || failoverUntil.map({ now >= $0 }) == true { out += advance(now: now) }
+        return out
+    }
+
+    // MARK: View changes
+
+    /// Starts the next view change, if any is due and none is running.
+    private mutating func advance(now: ContinuousClock.Instant) -> [Action] {
+        guard proposal == nil else { return [] }
+        if let until = failoverUntil {
+            let expected = Set(view.ids).subtracting(gone).subtracting([me])
+            guard expected.isSubset(of: rejoined) || now >= until else { return [] }
+            failoverUntil = nil
+            for id in expected.subtracting(rejoined) {
+                gone.insert(id)
+                lastHeard[id] = nil
+            }
+            if let adopted, adopted.epoch == view.epoch + 1 {
+                // This node already acknowledged a view for the next epoch: only that one can
+                // still commit, so it is proposed unchanged; the removals follow in the next epoch.
+                self.adopted = nil
+                return propose(adopted, departed: [], admitted: [], now: now)
+            }
+        }
+        let removing = view.ids.filter { gone.contains($0) }
+        if !removing.isEmpty {
+            let survivors = view.nodes.filter { !gone.contains($0.id) }
+            guard !survivors.isEmpty else { return [] }
+            let coordinator = gone.contains(me) ? survivors[0].id : me
+            let next = MembershipView(epoch: view.epoch + 1, coordinator: coordinator, nodes: survivors)
+            return propose(next, departed: removing.filter { leaving.contains($0) }, admitted: [], now: now)
+        }
+        let ring = Set(view.ringIds)
+        guard ring.isSubset(of: waiting) else { return [] }
+        let ready = joinOrder.filter { joiners[$0] != nil }
+        if !ready.isEmpty {
+            let next = MembershipView(epoch: view.epoch + 1, coordinator: view.coordinator,
+                                      nodes: view.nodes + ready.compactMap { joiners[$0]?.node })
+            return propose(next, departed: [], admitted: Set(ready), now: now)
+        }
+        guard !waiting.isEmpty else { return [] }
+        let out = waiting.sorted().map { Action.send($0, .proceed(epoch: view.epoch)) }
+        waiting.removeAll()
+        return out
+    }
+
+    private mutating func propose(_ next: MembershipView, departed: [UInt64], admitted: Set<UInt64>,
+                                  now: ContinuousClock.Instant) -> [Action] {
+        // The successor is asked first, alone: whoever acknowledges this view after it knows that
+        // the successor did too, so a successor that takes over re-proposes this very view.
+        let successor = view.nodes.first { $0.id != me && !gone.contains($0.id) }?.id
+        var p = Proposal(view: next, departed: departed, admitted: admitted, successor: successor,
+                         broadcast: successor == nil, deadline: now + timeout)
+        proposal = p
+        var out: [Action] = []
+        if view.contains(me) { out.append(.send(me, .propose(next))) }
+        if let successor {
+            out.append(.send(successor, .propose(next)))
+        } else {
+            p.broadcast = true
+            out += askVoters(p, skip: [me])
+        }
+        return out
+    }
+
+    private func askVoters(_ p: Proposal, skip: Set<UInt64>) -> [Action] {
+        view.ids.filter { !skip.contains($0) && !gone.contains($0) }.map { .send($0, .propose(p.view)) }
+    }
+
+    private mutating func commit(now: ContinuousClock.Instant) -> [Action] {
+        guard let p = proposal else { return [] }
+        proposal = nil
+        let old = view
+        view = p.view
+        var out: [Action] = []
+        for node in p.view.nodes {
+            out.append(.send(node.id, .commit(p.view, departed: p.departed)))
+        }
+        // Departed nodes still connected (a graceful leaver waits for this) hear it too.
+        for id in p.departed where !p.view.contains(id) { out.append(.send(id, .commit(p.view, departed: p.departed))) }
+        for id in p.admitted {
+            // The update point completes once the new members reach it too.
+            joiners[id] = nil
+            lastHeard[id] = now
+            rejoined.insert(id)
+        }
+        joinOrder.removeAll { p.admitted.contains($0) }
+        let ids = Set(p.view.ids)
+        waiting = waiting.intersection(ids)
+        for id in old.ids where !ids.contains(id) {
+            lastHeard[id] = nil
+            leaving.remove(id)
+        }
+        gone = gone.filter { ids.contains($0) || $0 == me }
+        // A collective of an earlier epoch can no longer complete everywhere.
+        for key in rounds.keys.sorted(by: { $0.tag < $1.tag }) where key.epoch < view.epoch {
+            out += decide(key, false)
+        }
+        if p.view.coordinator != me && !gone.contains(p.view.coordinator) { return out }
+        return out + advance(now: now)
+    }
+
+    // MARK: Outcome rounds
+
+    private mutating func outcome(_ key: RoundKey, done: Bool, from: UInt64) -> [Action] {
+        if let known = decided[key] { return [.send(from, .decision(key, commit: known))] }
+        guard key.epoch == view.epoch, view.ringIds.contains(from) else {
+            // An epoch that changed (or not yet committed): not every member of it can report done.
+            return decide(key, false, extra: [from])
+        }
+        guard done else { return decide(key, false) }
+        rounds[key, default: []].insert(from)
+        guard Set(view.ringIds).isSubset(of: rounds[key]!) else { return [] }
+        return decide(key, true)
+    }
+
+    private mutating func decide(_ key: RoundKey, _ commit: Bool, extra: Set<UInt64> = []) -> [Action] {
+        let reporters = rounds.removeValue(forKey: key) ?? []
+        if decided.updateValue(commit, forKey: key) == nil { decidedOrder.append(key) }
+        if decidedOrder.count > MembershipLimits.maxDecisions { decided[decidedOrder.removeFirst()] = nil }
+        var targets = reporters.union(extra)
+        if key.epoch == view.epoch { targets.formUnion(view.ringIds) }
+        return targets.sorted().map { .send($0, .decision(key, commit: commit)) }
+    }
+}

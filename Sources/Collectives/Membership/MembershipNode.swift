@@ -1,0 +1,579 @@
+import Foundation
+import Logging
+import NIOCore
+import Transport
+
+/// Membership of one node: joins, leaves, failure detection, coordinator failover and outcome
+/// agreement, over authenticated control connections (purpose `control`, frame type 32).
+///
+/// Thin on purpose: the decisions live in ``MemberMachine`` and ``CoordinatorMachine``; this
+/// class feeds them socket events and a clock tick, and carries out what they return. Every
+/// node runs a member machine; the node holding the coordinator role also runs a coordinator
+/// machine, and the two talk without a socket.
+public final class MembershipNode: @unchecked Sendable {
+    public let localId: UInt64
+    private let options: MembershipOptions
+    private let logger: Logger
+    private let group: any EventLoopGroup
+    private let transport: TransportNode
+    private let delegate = ControlLinkDelegate()
+
+    private let lock = NSLock()
+    private var member: MemberMachine?
+    private var coordinator: CoordinatorMachine?
+    private var links: [UInt64: Connection] = [:]
+    private var listener: TransportNode.Listener?
+    private var ticker: RepeatedTask?
+    private var stopped = false
+    private var failure: MembershipError?
+    private var startWaiter: CheckedContinuation<Void, any Error>?
+    private var nextWaiter = 0
+    private var updateWaiters: [Int: CheckedContinuation<RingView, any Error>] = [:]
+    private var agreeWaiters: [RoundKey: [Int: CheckedContinuation<Bool, any Error>]] = [:]
+    private var counters: MembershipStatus
+    private var abortedSinceUpdate = false
+    private var leaveWaiter: CheckedContinuation<Void, Never>?
+    private weak var communicator: Communicator?
+    private var frozen = false
+    private var blocked: Set<UInt64> = []
+
+    public init(localId: UInt64, key: ClusterKey, options: MembershipOptions = MembershipOptions(), logger: Logger) {
+        self.localId = localId
+        self.options = options
+        var logger = logger
+        logger[metadataKey: "node.id"] = "\(hex(localId))"
+        self.logger = logger
+        group = TransportNode.makeEventLoopGroup(threads: 1)
+        transport = TransportNode(localId: localId, key: key, group: group, options: options.transport, logger: logger)
+        counters = MembershipStatus(localId: localId, role: .idle)
+        delegate.node = self
+    }
+
+    deinit {
+        // Not in shutdown(): a dial may still be in flight then (it holds the node, so no
+        // dial is running once the node is released).
+        group.shutdownGracefully { _ in }
+    }
+
+    /// Collectives of this communicator's ring are aborted when a committed view drops one of
+    /// the ring's members (a frozen peer keeps its TCP links open, so the ring cannot notice).
+    public func attach(_ communicator: Communicator) {
+        lock.withLock { self.communicator = communicator }
+    }
+
+    // MARK: - Public API
+
+    /// Binds the control port and founds the cluster (no `seed`) or asks the seed to be admitted.
+    ///
+    /// A joiner returns once the coordinator registered it; it becomes a member at the next
+    /// ``updateTopology()``. `controlHost` and `dataHost` are the addresses other nodes dial.
+    /// Returns the control port (the one the OS chose when 0 was asked for).
+    public func start(controlHost: String = "127.0.0.1", controlPort: Int = 0, dataHost: String = "127.0.0.1",
+                      dataPort: Int, seed: (host: String, port: Int)?, coordinatorOnly: Bool = false) async throws -> Int {
+        let delegate = self.delegate
+        if let refusal = lock.withLock({ member != nil ? "start() was already called" : stopped ? "the node is shut down" : nil }) {
+            throw MembershipError(code: .notStarted, message: refusal)
+        }
+        let listener = try await transport.listen(host: controlHost, port: controlPort) { [weak self] connection in
+            guard connection.purpose == .control, let self else { return nil }
+            self.accepted(connection)
+            return delegate
+        }
+        let me = NodeInfo(id: localId, controlHost: controlHost, controlPort: listener.port,
+                          dataHost: dataHost, dataPort: dataPort, inRing: !coordinatorOnly)
+        var machine = MemberMachine(me: me, interval: options.heartbeatInterval, timeout: options.heartbeatTimeout, now: .now)
+        if let seed {
+            do {
+                try await register(machine, listener: listener, seed: seed)
+            } catch {
+                await close(reason: MembershipError(code: .stopped, message: "could not join: \(error)"))
+                throw error
+            }
+            logger.info("registered with the cluster; waiting for admission at the next topology update")
+        } else {
+            let effects = lock.withLock { () -> [Effect] in
+                self.listener = listener
+                let actions = machine.bootstrap(now: .now)
+                member = machine
+                return run(member: actions)
+            }
+            perform(effects)
+            startTicker()
+            logger.info("founded a new cluster as its coordinator", metadata: ["control.port": "\(listener.port)"])
+        }
+        return listener.port
+    }
+
+    /// Asks the seed to be admitted and waits until the coordinator registered this node.
+    private func register(_ machine: MemberMachine, listener: TransportNode.Listener,
+                          seed: (host: String, port: Int)) async throws {
+        var joining = machine
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let effects = lock.withLock { () -> [Effect] in
+                self.listener = listener
+                startWaiter = continuation
+                let actions = joining.join(seedHost: seed.host, seedPort: seed.port, now: .now)
+                member = joining
+                return run(member: actions)
+            }
+            perform(effects)
+            startTicker()
+        }
+    }
+
+    /// The update point: blocks until every ring member reached it and the coordinator admitted
+    /// waiting joiners (or committed removals); returns the ring of the view then current.
+    public func updateTopology() async throws -> RingView {
+        let id = lock.withLock { () -> Int in
+            nextWaiter += 1
+            return nextWaiter
+        }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<RingView, any Error>) in
+                let effects = lock.withLock { () -> [Effect] in
+                    if let error = refusal() {
+                        continuation.resume(throwing: error)
+                        return []
+                    }
+                    if abortedSinceUpdate {
+                        abortedSinceUpdate = false
+                        counters.retries += 1
+                    }
+                    updateWaiters[id] = continuation
+                    return run(member: member!.requestUpdate())
+                }
+                perform(effects)
+            }
+        } onCancel: {
+            lock.withLock { updateWaiters.removeValue(forKey: id) }?.resume(throwing: CancellationError())
+        }
+    }
+
+    /// Why a call cannot wait now, if it cannot (lock held).
+    private func refusal() -> (any Error)? {
+        if Task.isCancelled { return CancellationError() }
+        if let failure { return failure }
+        if stopped { return MembershipError(code: .stopped, message: "the node is shut down") }
+        if member == nil { return MembershipError(code: .notStarted, message: "start() first") }
+        return nil
+    }
+
+    /// The outcome round of one collective: reports whether it succeeded here and returns the
+    /// cluster's answer: true (keep the result) only if every ring member of `epoch` succeeded.
+    public func agree(epoch: UInt64, tag: UInt64, succeeded: Bool) async throws -> Bool {
+        let key = RoundKey(epoch: epoch, tag: tag)
+        let id = lock.withLock { () -> Int in
+            nextWaiter += 1
+            return nextWaiter
+        }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Bool, any Error>) in
+                let effects = lock.withLock { () -> [Effect] in
+                    if let error = refusal() {
+                        continuation.resume(throwing: error)
+                        return []
+                    }
+                    agreeWaiters[key, default: [:]][id] = continuation
+                    return run(member: member!.report(key, done: succeeded))
+                }
+                perform(effects)
+            }
+        } onCancel: {
+            lock.withLock { agreeWaiters[key]?.removeValue(forKey: id) }?.resume(throwing: CancellationError())
+        }
+    }
+
+    /// Graceful leave: tells the coordinator (no timeout needed on the others' side), waits up to
+    /// `leaveTimeout` for the view without this node, then shuts down. A leaving coordinator
+    /// hands the role to the next node in view order.
+    public func leave() async {
+        let (effects, alone) = lock.withLock { () -> ([Effect], Bool) in
+            guard var machine = member, !stopped else { return ([], true) }
+            let alone = machine.view?.ids == [localId]
+            let actions = machine.leave()
+            member = machine
+            return (run(member: actions), alone)
+        }
+        perform(effects)
+        if !alone {
+            // Until the view without this node commits, or leaveTimeout.
+            let timeout = options.leaveTimeout
+            let amount = TimeAmount.nanoseconds(timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000)
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let gone = lock.withLock { () -> Bool in
+                    // (A second concurrent leave() does not wait.)
+                    if stopped || leaveWaiter != nil || member?.view.map({ !$0.contains(localId) }) ?? true { return true }
+                    leaveWaiter = continuation
+                    return false
+                }
+                if gone { return continuation.resume() }
+                group.next().scheduleTask(in: amount) { [weak self] in
+                    self?.lock.withLock { () -> CheckedContinuation<Void, Never>? in
+                        defer { self?.leaveWaiter = nil }
+                        return self?.leaveWaiter
+                    }?.resume()
+                }
+            }
+        }
+        lock.withLock { counters.role = .left }
+        await close(reason: MembershipError(code: .stopped, message: "this node left the cluster"))
+        logger.info("left the cluster")
+    }
+
+    /// Stops at once, without a goodbye: to the others this looks like a crash.
+    public func shutdown() async {
+        await close(reason: MembershipError(code: .stopped, message: "the node is shut down"))
+    }
+
+    public var status: MembershipStatus {
+        lock.withLock {
+            var s = counters
+            s.view = member?.view
+            if s.role != .stopped && s.role != .left {
+                switch member?.phase {
+                case .none, .idle?: s.role = .idle
+                case .joining?: s.role = .joining
+                case .member?: s.role = coordinator != nil ? .coordinator : .member
+                case .electing?: s.role = .electing
+                case .left?: s.role = .left
+                case .removed?: s.role = .removed
+                }
+            }
+            s.pendingJoiners = coordinator?.pendingJoiners ?? 0
+            return s
+        }
+    }
+
+    /// The last committed view this node knows.
+    public var view: MembershipView? { lock.withLock { member?.view } }
+
+    // MARK: - Test hooks
+
+    /// Test hook: behave like a stopped process (SIGSTOP): links stay open, nothing is sent,
+    /// received or timed out.
+    public func freezeForTesting() {
+        lock.withLock { frozen = true }
+    }
+
+    /// Test hook: drop every control message to and from these nodes (a network partition).
+    public func dropTrafficForTesting(with ids: Set<UInt64>) {
+        lock.withLock { blocked = ids }
+    }
+
+    // MARK: - Events from links and the clock
+
+    private func accepted(_ connection: Connection) {
+        let old = lock.withLock { () -> Connection? in
+            let old = links[connection.remoteId]
+            links[connection.remoteId] = connection
+            return old === connection ? nil : old
+        }
+        old?.close()
+    }
+
+    fileprivate func received(_ message: MembershipMessage, on connection: Connection) {
+        let from = connection.remoteId
+        logger.trace("received \(message) from \(hex(from))")
+        let effects = lock.withLock { () -> [Effect] in
+            guard !stopped, !frozen, !blocked.contains(from), links[from] === connection else { return [] }
+            return route(message, from: from)
+        }
+        perform(effects)
+    }
+
+    fileprivate func garbage(_ connection: Connection, _ reason: String) {
+        logger.warning("closing control link after a malformed message: \(reason)", metadata: ["peer.id": "\(hex(connection.remoteId))"])
+        connection.close()
+    }
+
+    fileprivate func closed(_ connection: Connection) {
+        let id = connection.remoteId
+        let effects = lock.withLock { () -> [Effect] in
+            guard links[id] === connection else { return [] }
+            links[id] = nil
+            guard !stopped, !frozen else { return [] }
+            let now = ContinuousClock.now
+            var out = run(member: member?.linkClosed(id, now: now) ?? [])
+            if coordinator != nil { out += run(coordinator: coordinator!.disconnected(id, now: now)) }
+            return out
+        }
+        perform(effects)
+    }
+
+    /// The clock runs on the node's own event loop, not on the Swift concurrency pool: a process
+    /// busy computing on every pool thread must still heartbeat and detect deaths in time.
+    private func startTicker() {
+        let period = max(options.heartbeatInterval / 5, .milliseconds(10))
+        let amount = TimeAmount.nanoseconds(period.components.seconds * 1_000_000_000 + period.components.attoseconds / 1_000_000_000)
+        let task = group.next().scheduleRepeatedTask(initialDelay: amount, delay: amount) { [weak self] _ in
+            self?.tick()
+        }
+        lock.withLock { ticker = task }
+    }
+
+    private func tick() {
+        let effects = lock.withLock { () -> [Effect] in
+            guard !stopped, !frozen else { return [] }
+            let now = ContinuousClock.now
+            var out = run(member: member?.tick(now: now) ?? [])
+            if coordinator != nil { out += run(coordinator: coordinator!.tick(now: now)) }
+            return out
+        }
+        perform(effects)
+    }
+
+    private func close(reason: MembershipError) async {
+        let (listener, links, ticker, effects) = lock.withLock {
+            () -> (TransportNode.Listener?, [Connection], RepeatedTask?, [Effect]) in
+            let effects = stopped ? [] : failAll(reason)
+            stopped = true
+            if counters.role != .left { counters.role = .stopped }
+            defer { self.listener = nil; self.links.removeAll(); self.ticker = nil }
+            return (self.listener, Array(self.links.values), self.ticker, effects)
+        }
+        perform(effects)
+        ticker?.cancel(promise: nil)
+        await listener?.close()
+        for link in links { link.close() }
+    }
+
+    // MARK: - Running the machines (lock held)
+
+    private enum Effect {
+        case write(Connection, [UInt8])
+        case close(Connection)
+        case dial(String, Int)
+        case resume(@Sendable () -> Void)
+        case abortRing(Communicator, String)
+    }
+
+    private enum Work {
+        case member(MemberMachine.Action)
+        case coordinator(CoordinatorMachine.Action)
+        case toMember(UInt64, MembershipMessage)
+        case toCoordinator(UInt64, MembershipMessage)
+    }
+
+    /// Messages for the coordinator role go to this node's coordinator machine; the rest to its member machine.
+    private static func isForCoordinator(_ message: MembershipMessage) -> Bool {
+        switch message {
+        case .join, .rejoin, .memberHeartbeat, .updateRequest, .ack, .leave, .outcome: true
+        case .redirect, .coordinatorHeartbeat, .propose, .commit, .proceed, .decision, .removed: false
+        }
+    }
+
+    private func route(_ message: MembershipMessage, from: UInt64) -> [Effect] {
+        guard Self.isForCoordinator(message) else { return run([.toMember(from, message)]) }
+        if coordinator != nil { return run([.toCoordinator(from, message)]) }
+        switch message {
+        case .join, .rejoin:
+            // Not the coordinator: point the sender at the one this node follows.
+            guard let member, let link = member.link, link != localId, let target = member.view?.node(link),
+                  let connection = links[from] else {
+                return links[from].map { [.close($0)] } ?? []
+            }
+            logger.info("redirecting \(hex(from)) to the coordinator \(hex(target.id))")
+            return [.write(connection, MembershipMessage.redirect(id: target.id, host: target.controlHost, port: target.controlPort).encode())]
+        default:
+            return []
+        }
+    }
+
+    private func run(member actions: [MemberMachine.Action] = [], coordinator cActions: [CoordinatorMachine.Action] = []) -> [Effect] {
+        run(actions.map(Work.member) + cActions.map(Work.coordinator))
+    }
+
+    private func run(_ initial: [Work]) -> [Effect] {
+        var queue = initial
+        var effects: [Effect] = []
+        let now = ContinuousClock.now
+        var index = 0
+        while index < queue.count {
+            let work = queue[index]
+            index += 1
+            switch work {
+            case .toMember(let from, let message):
+                if from == localId { logger.trace("local to member: \(message)") }
+                guard member != nil else { continue }
+                queue += member!.receive(message, from: from, now: now).map(Work.member)
+            case .toCoordinator(let from, let message):
+                if from == localId { logger.trace("local to coordinator: \(message)") }
+                guard coordinator != nil else { continue }
+                queue += coordinator!.receive(message, from: from, now: now).map(Work.coordinator)
+            case .coordinator(let action):
+                switch action {
+                case .send(let to, let message):
+                    if to == localId { queue.append(.toMember(localId, message)) } else { effects += write(message, to: to) }
+                case .closeLink(let id):
+                    if let link = links.removeValue(forKey: id) { effects.append(.close(link)) }
+                case .declaredDead(let id, let reason):
+                    logger.warning("peer \(hex(id)) declared dead: \(reason); removing it", metadata: ["peer.id": "\(hex(id))"])
+                case .noQuorum(let epoch):
+                    counters.proposalsWithoutQuorum += 1
+                    logger.warning("no quorum for the view of epoch \(epoch) yet; asking again")
+                }
+            case .member(let action):
+                effects += apply(action, queue: &queue, now: now)
+            }
+        }
+        return effects
+    }
+
+    private func apply(_ action: MemberMachine.Action, queue: inout [Work], now: ContinuousClock.Instant) -> [Effect] {
+        switch action {
+        case .send(let to, let message):
+            if to == localId {
+                queue.append(.toCoordinator(localId, message))
+                return []
+            }
+            return write(message, to: to)
+        case .dial(let host, let port):
+            return [.dial(host, port)]
+        case .closeLink(let id):
+            return links.removeValue(forKey: id).map { [.close($0)] } ?? []
+        case .becomeCoordinator(let view, let lost, let adopted):
+            coordinator = CoordinatorMachine(me: localId, view: view, failover: lost, adopted: adopted,
+                                             interval: options.heartbeatInterval, timeout: options.heartbeatTimeout, now: now)
+            if let lost {
+                logger.warning("coordinator \(hex(lost)) lost; taking over as the next in view order", metadata: ["epoch": "\(view.epoch)"])
+            } else if view.epoch > 1 {
+                logger.info("took over the coordinator role", metadata: ["epoch": "\(view.epoch)"])
+            }
+            return []
+        case .resignCoordinator:
+            coordinator = nil
+            return []
+        case .registered:
+            guard let waiter = startWaiter else { return [] }
+            startWaiter = nil
+            return [.resume { waiter.resume() }]
+        case .committed(let old, let new, let departed):
+            let before = Set(old?.ids ?? [])
+            let after = Set(new.ids)
+            if old != nil { counters.joins += after.subtracting(before).count }
+            for id in before.subtracting(after) {
+                if departed.contains(id) { counters.leaves += 1 } else { counters.deaths += 1 }
+            }
+            logger.info("view committed: \(new)")
+            var out: [Effect] = []
+            if !new.contains(localId), let waiter = leaveWaiter {
+                leaveWaiter = nil
+                out.append(.resume { waiter.resume() })
+            }
+            if let old, !Set(old.ringIds).isSubset(of: Set(new.ringIds)), let communicator {
+                out.append(.abortRing(communicator, "membership changed: epoch \(new.epoch) dropped a ring member"))
+            }
+            return out
+        case .updateDone(let view):
+            let waiters = updateWaiters.values
+            updateWaiters.removeAll()
+            let ring = view.ringView
+            return waiters.map { waiter in .resume { waiter.resume(returning: ring) } }
+        case .decided(let key, let commit):
+            if !commit {
+                counters.aborts += 1
+                abortedSinceUpdate = true
+            }
+            let waiters = agreeWaiters.removeValue(forKey: key)?.values.map { $0 } ?? []
+            return waiters.map { waiter in .resume { waiter.resume(returning: commit) } }
+        case .failed(let error):
+            logger.warning("\(error.message)")
+            failure = error
+            return failAll(error)
+        }
+    }
+
+    private func failAll(_ error: MembershipError) -> [Effect] {
+        var out: [Effect] = []
+        if let waiter = startWaiter {
+            startWaiter = nil
+            out.append(.resume { waiter.resume(throwing: error) })
+        }
+        if let waiter = leaveWaiter {
+            leaveWaiter = nil
+            out.append(.resume { waiter.resume() })
+        }
+        for waiter in updateWaiters.values { out.append(.resume { waiter.resume(throwing: error) }) }
+        updateWaiters.removeAll()
+        for waiters in agreeWaiters.values {
+            for waiter in waiters.values { out.append(.resume { waiter.resume(throwing: error) }) }
+        }
+        agreeWaiters.removeAll()
+        return out
+    }
+
+    private func write(_ message: MembershipMessage, to id: UInt64) -> [Effect] {
+        guard !frozen, !blocked.contains(id), let link = links[id] else {
+            logger.trace("not sent to \(hex(id)): \(message)")
+            return []
+        }
+        return [.write(link, message.encode())]
+    }
+
+    // MARK: - Carrying out effects (lock not held)
+
+    private func perform(_ effects: [Effect]) {
+        for effect in effects {
+            switch effect {
+            case .write(let connection, let bytes):
+                connection.send(.control, bytes: bytes)
+            case .close(let connection):
+                connection.close()
+            case .dial(let host, let port):
+                dial(host: host, port: port)
+            case .resume(let resume):
+                resume()
+            case .abortRing(let communicator, let reason):
+                communicator.abortRing(reason: reason)
+            }
+        }
+    }
+
+    private func dial(host: String, port: Int) {
+        let delegate = self.delegate
+        Task { [weak self] in
+            guard let self else { return }
+            do {
+                let connection = try await self.transport.dial(host: host, port: port, purpose: .control, delegate: delegate)
+                let (old, effects) = self.lock.withLock { () -> (Connection?, [Effect]) in
+                    guard !self.stopped else { return (nil, [.close(connection)]) }
+                    let old = self.links[connection.remoteId]
+                    self.links[connection.remoteId] = connection
+                    return (old, self.run(member: self.member?.linkOpened(connection.remoteId, now: .now) ?? []))
+                }
+                old?.close()
+                self.perform(effects)
+            } catch {
+                let effects = self.lock.withLock { () -> [Effect] in
+                    guard !self.stopped else { return [] }
+                    return self.run(member: self.member?.dialFailed(now: .now, error: "\(error)") ?? [])
+                }
+                self.perform(effects)
+            }
+        }
+    }
+}
+
+/// Decodes control frames for a ``MembershipNode``; garbage closes the link with a log line.
+final class ControlLinkDelegate: ConnectionDelegate, @unchecked Sendable {
+    weak var node: MembershipNode?
+
+    func connection(_ connection: Connection, received event: FrameEvent) {
+        guard case .frame(let header, let payload) = event, header.type == .control else {
+            node?.garbage(connection, "unexpected frame on a control link")
+            return
+        }
+        do {
+            let message = try MembershipMessage.decode(Array(payload.readableBytesView))
+            node?.received(message, on: connection)
+        } catch {
+            node?.garbage(connection, "\(error)")
+        }
+    }
+
+    func connectionWritabilityChanged(_ connection: Connection) {}
+
+    func connectionClosed(_ connection: Connection, error: (any Error)?) {
+        node?.closed(connection)
+    }
+}

@@ -1,0 +1,46 @@
+import Transport
+
+/// Timeouts of the membership layer (docs/membership.md, "Timeouts").
+///
+/// The defaults suit loopback and a WAN alike: a heartbeat every 0.5 s costs nothing, and
+/// 3 s of silence is many round trips even across continents. On lossy links raise the
+/// timeout; in tests lower both.
+public struct MembershipOptions: Sendable {
+    /// How often a member and the coordinator send heartbeats on an idle control link.
+    public var heartbeatInterval: Duration = .milliseconds(500)
+    /// Silence after which a peer is declared dead (the coordinator removes it; a member starts
+    /// a failover). Also bounds how long a new coordinator waits for the last view to re-attach,
+    /// how long a proposal waits for its quorum before asking again, and how long a member
+    /// tries one failover candidate.
+    public var heartbeatTimeout: Duration = .seconds(3)
+    /// How long `leave()` waits for the view without this node to commit.
+    public var leaveTimeout: Duration = .seconds(3)
+    public var transport = TransportOptions()
+
+    public init() {}
+}
+
+/// What a status page shows about membership: a plain value, read with ``MembershipNode/status``.
+public struct MembershipStatus: Sendable, Hashable, Codable {
+    public enum Role: String, Sendable, Hashable, Codable {
+        case idle, joining, member, coordinator, electing, left, removed, stopped
+    }
+    public var localId: UInt64
+    public var role: Role
+    public var view: MembershipView?
+    public var epoch: UInt64 { view?.epoch ?? 0 }
+    public var coordinator: UInt64? { view?.coordinator }
+    /// Counted from the views this node committed (a node counts only what it saw).
+    public var joins = 0
+    public var leaves = 0
+    public var deaths = 0
+    /// Outcome rounds that ended in abort, plus rings this node aborted because a committed
+    /// view dropped one of its members.
+    public var aborts = 0
+    /// `updateTopology()` calls made after an abort (the caller retrying).
+    public var retries = 0
+    /// Proposals this node (as coordinator) saw time out without a quorum.
+    public var proposalsWithoutQuorum = 0
+    /// Joiners waiting for admission (coordinator only).
+    public var pendingJoiners = 0
+}

@@ -1,0 +1,156 @@
+import Collectives
+import Foundation
+import Testing
+
+@Test func aGracefulLeaveMakesANewEpochWithoutWaitingForATimeout() async throws {
+    var slow = fastOptions
+    slow.heartbeatTimeout = .seconds(30)   // a leave must not depend on failure detection
+    let (nodes, _) = try await makeCluster(3, options: slow)
+    try await cleanUp({ await shutdownAll(nodes) }) {
+        let started = ContinuousClock.now
+        await nodes[2].leave()
+        try await waitUntil(15, "the others commit the view without the leaver") {
+            nodes[0].status.epoch == 3 && nodes[1].status.epoch == 3
+        }
+        #expect(ContinuousClock.now - started < .seconds(3))
+        #expect(nodes[0].view?.ids == [nodes[0].localId, nodes[1].localId])
+        #expect(nodes[1].view == nodes[0].view)
+        #expect(nodes[0].status.leaves == 1 && nodes[0].status.deaths == 0)
+        #expect(nodes[2].status.role == .left)
+        let rings = try await updateAll(Array(nodes[0..<2]))
+        #expect(rings[0] == rings[1] && rings[0].count == 2)
+    }
+}
+
+@Test func leaveGivesUpAfterLeaveTimeoutWhenNobodyAnswers() async throws {
+    let (nodes, _) = try await makeCluster(2)
+    try await cleanUp({ await shutdownAll(nodes) }) {
+        nodes[0].freezeForTesting()
+        let started = ContinuousClock.now
+        await nodes[1].leave()
+        let took = ContinuousClock.now - started
+        #expect(took >= .milliseconds(1900) && took < .seconds(5), "leaveTimeout is 2 s; took \(took)")
+        #expect(nodes[1].status.role == .left)
+    }
+}
+
+@Test func theCoordinatorLeavingHandsItsRoleToTheNextNode() async throws {
+    let (nodes, _) = try await makeCluster(3)
+    try await cleanUp({ await shutdownAll(nodes) }) {
+        await nodes[0].leave()
+        try await waitUntil(15, "handover") {
+            nodes[1].status.role == .coordinator && nodes[2].view?.coordinator == nodes[1].localId
+        }
+        #expect(nodes[1].status.epoch == 3 && nodes[1].status.leaves == 1)
+        try await Task.sleep(for: .seconds(3))   // longer than the timeout: nobody is timed out
+        #expect(nodes[1].status.role == .coordinator && nodes[2].status.epoch == 3)
+        let rings = try await updateAll(Array(nodes[1...]))
+        #expect(rings[0] == rings[1] && rings[0].members.map(\.id) == [nodes[1].localId, nodes[2].localId])
+    }
+}
+
+@Test func aCrashedMemberIsRemovedAtOnce() async throws {
+    var slow = fastOptions
+    slow.heartbeatTimeout = .seconds(30)   // the closed TCP link alone must suffice
+    let (nodes, _) = try await makeCluster(3, options: slow)
+    try await cleanUp({ await shutdownAll(nodes) }) {
+        await nodes[1].shutdown()
+        try await waitUntil(15, "removal of the crashed member") { nodes[0].status.epoch == 3 && nodes[2].status.epoch == 3 }
+        #expect(nodes[2].view?.ids == [nodes[0].localId, nodes[2].localId])
+        #expect(nodes[0].status.deaths == 1 && nodes[2].status.deaths == 1 && nodes[0].status.leaves == 0)
+    }
+}
+
+@Test func aMemberThatStopsHeartbeatingIsRemovedWithinTheTimeout() async throws {
+    let (nodes, _) = try await makeCluster(3)
+    try await cleanUp({ await shutdownAll(nodes) }) {
+        let started = ContinuousClock.now
+        nodes[2].freezeForTesting()   // links stay open, as with SIGSTOP
+        try await waitUntil(15, "removal of the frozen member") { nodes[0].status.epoch == 3 && nodes[1].status.epoch == 3 }
+        let took = ContinuousClock.now - started
+        // 2 s of silence, plus up to one tick and the vote.
+        #expect(took >= .milliseconds(1900) && took < .seconds(5), "took \(took)")
+        #expect(nodes[1].view?.ids == [nodes[0].localId, nodes[1].localId])
+        #expect(nodes[2].status.epoch == 2, "a frozen node learns nothing")
+    }
+}
+
+@Test func killingTheCoordinatorElectsTheNextNodeAndTheRunGoesOn() async throws {
+    let (nodes, _) = try await makeCluster(4)
+    try await cleanUp({ await shutdownAll(nodes) }) {
+        await nodes[0].shutdown()
+        try await waitUntil(15, "failover") {
+            nodes[1...].allSatisfy { $0.view?.coordinator == nodes[1].localId && $0.status.epoch == 3 }
+        }
+        #expect(nodes[1].status.role == .coordinator)
+        #expect(nodes[2].status.role == .member)
+        // Quiet for longer than the timeout: the new coordinator must not time itself (or anyone) out.
+        try await Task.sleep(for: .seconds(3))
+        #expect(nodes[1].status.role == .coordinator)
+        #expect(nodes[1...].allSatisfy { $0.status.epoch == 3 })
+        let rings = try await updateAll(Array(nodes[1...]))
+        #expect(rings.allSatisfy { $0 == rings[0] })
+        #expect(rings[0].members.map(\.id) == nodes[1...].map(\.localId))
+
+        // The new coordinator admits joiners too, through any member as seed.
+        let late = makeNode(9)
+        try await cleanUp({ await late.shutdown() }) {
+            _ = try await late.start(dataPort: 41009, seed: ("127.0.0.1", nodes[3].view!.node(nodes[3].localId)!.controlPort))
+            try await waitUntil(15, "joiner queued") { nodes[1].status.pendingJoiners == 1 }
+            let after = try await updateAll(Array(nodes[1...]) + [late])
+            #expect(after.allSatisfy { $0 == after[0] } && after[0].count == 4)
+        }
+    }
+}
+
+@Test func aFrozenCoordinatorIsReplacedToo() async throws {
+    let (nodes, _) = try await makeCluster(3)
+    try await cleanUp({ await shutdownAll(nodes) }) {
+        nodes[0].freezeForTesting()
+        try await waitUntil(15, "failover") {
+            nodes[1...].allSatisfy { $0.view?.coordinator == nodes[1].localId && $0.status.epoch == 3 }
+        }
+        #expect(nodes[1].view?.ids == [nodes[1].localId, nodes[2].localId])
+    }
+}
+
+@Test func aTwoTwoSplitDoesNotMakeTwoClusters() async throws {
+    let (nodes, _) = try await makeCluster(4)
+    try await cleanUp({ await shutdownAll(nodes) }) {
+        let left = Set(nodes[0..<2].map(\.localId))
+        let right = Set(nodes[2..<4].map(\.localId))
+        for node in nodes[0..<2] { node.dropTrafficForTesting(with: right) }
+        for node in nodes[2..<4] { node.dropTrafficForTesting(with: left) }
+        // The coordinator's half holds exactly half of view 2 including its coordinator: it goes on.
+        // (The two silent nodes may be removed in one view change or in two.)
+        let half = Array(nodes[0..<2].map(\.localId))
+        try await waitUntil(15, "the coordinator's half commits") { nodes[0].view?.ids == half && nodes[1].view?.ids == half }
+        #expect(nodes[0].view == nodes[1].view)
+        // The other half elects a coordinator of its own, whose proposal finds no quorum.
+        try await waitUntil(20, "the other half fails to reach a quorum") {
+            nodes[2...].contains { $0.status.proposalsWithoutQuorum >= 2 }
+        }
+        #expect(nodes[2].status.epoch == 2 && nodes[3].status.epoch == 2, "a second cluster formed")
+        #expect(nodes[2].view?.count == 4)
+    }
+}
+
+@Test func aThreeOneSplitLeavesTheMajorityInCharge() async throws {
+    let (nodes, _) = try await makeCluster(4)
+    try await cleanUp({ await shutdownAll(nodes) }) {
+        // The coordinator alone on one side: the three others elect the next one and go on.
+        let rest = Set(nodes[1...].map(\.localId))
+        nodes[0].dropTrafficForTesting(with: rest)
+        for node in nodes[1...] { node.dropTrafficForTesting(with: [nodes[0].localId]) }
+        try await waitUntil(20, "the majority commits") {
+            nodes[1...].allSatisfy { $0.status.epoch == 3 && $0.view?.coordinator == nodes[1].localId }
+        }
+        #expect(nodes[3].view?.ids == nodes[1...].map(\.localId))
+        try await waitUntil(20, "the lone coordinator finds no quorum") { nodes[0].status.proposalsWithoutQuorum >= 1 }
+        #expect(nodes[0].status.epoch == 2)
+    }
+}
+
+extension MembershipView {
+    var count: Int { nodes.count }
+}

@@ -1,0 +1,140 @@
+@testable import Collectives
+import Testing
+
+// The state machines alone: no sockets, no clock but the instants passed in.
+
+private func node(_ id: UInt64) -> NodeInfo {
+    NodeInfo(id: id, controlHost: "h\(id)", controlPort: Int(7000 + id), dataHost: "h\(id)", dataPort: Int(8000 + id), inRing: true)
+}
+
+private let t0 = ContinuousClock.now
+private let view2 = MembershipView(epoch: 2, coordinator: 1, nodes: [node(1), node(2), node(3), node(4)])
+
+/// A member of `view2` (id `me`), attached to coordinator 1.
+private func memberOfView2(_ me: UInt64) -> MemberMachine {
+    var m = MemberMachine(me: node(me), interval: .milliseconds(100), timeout: .seconds(1), now: t0)
+    _ = m.join(seedHost: "h1", seedPort: 7001, now: t0)
+    _ = m.linkOpened(1, now: t0)
+    _ = m.receive(.commit(view2, departed: []), from: 1, now: t0)
+    return m
+}
+
+private func acks(_ actions: [MemberMachine.Action]) -> [MembershipMessage] {
+    actions.compactMap { if case .send(_, let message) = $0 { message } else { nil } }
+}
+
+@Test func aMemberAcknowledgesAtMostOneViewPerEpoch() {
+    var m = memberOfView2(3)
+    #expect(m.phase == .member && m.view == view2)
+    let p1 = MembershipView(epoch: 3, coordinator: 1, nodes: [node(1), node(2), node(3)])
+    let p2 = MembershipView(epoch: 3, coordinator: 2, nodes: [node(2), node(3)])
+    #expect(acks(m.receive(.propose(p1), from: 1, now: t0)) == [.ack(epoch: 3, accepted: true, acked: nil)])
+    // The same view again (a retry, or a new coordinator adopting it) is fine...
+    #expect(acks(m.receive(.propose(p1), from: 2, now: t0)) == [.ack(epoch: 3, accepted: true, acked: nil)])
+    // ...another view for the same epoch is refused, naming the one acknowledged.
+    #expect(acks(m.receive(.propose(p2), from: 2, now: t0)) == [.ack(epoch: 3, accepted: false, acked: p1)])
+    // Epochs that skip one are refused: the member must first learn the missing view.
+    let p4 = MembershipView(epoch: 4, coordinator: 1, nodes: [node(1), node(3)])
+    #expect(acks(m.receive(.propose(p4), from: 1, now: t0)) == [.ack(epoch: 4, accepted: false, acked: nil)])
+}
+
+@Test func theCoordinatorAsksTheSuccessorFirstAndCommitsOnAQuorum() {
+    var c = CoordinatorMachine(me: 1, view: view2, failover: nil, adopted: nil,
+                               interval: .milliseconds(100), timeout: .seconds(1), now: t0)
+    // Node 4 closes its link: a view without it is proposed, to the coordinator itself and
+    // the successor (node 2) only.
+    let first = c.disconnected(4, now: t0)
+    let next = MembershipView(epoch: 3, coordinator: 1, nodes: [node(1), node(2), node(3)])
+    #expect(first == [.declaredDead(4, reason: "its control link closed"), .send(1, .propose(next)), .send(2, .propose(next))])
+    // The coordinator's own ack is not a quorum of 4 (1 of 4).
+    #expect(c.receive(.ack(epoch: 3, accepted: true, acked: nil), from: 1, now: t0) == [])
+    // Once the successor acknowledged, the others are asked; 1 and 2 are exactly half with the coordinator.
+    let second = c.receive(.ack(epoch: 3, accepted: true, acked: nil), from: 2, now: t0)
+    #expect(second.first == .send(3, .propose(next)))
+    #expect(second.contains(.send(3, .commit(next, departed: []))))
+    #expect(c.view == next)
+}
+
+@Test func aMinorityCoordinatorNeverCommits() {
+    // Elected by nodes 3 and 4 after losing 1 and 2: half of view 2 without its coordinator.
+    var c = CoordinatorMachine(me: 3, view: view2, failover: 1, adopted: nil,
+                               interval: .milliseconds(100), timeout: .seconds(1), now: t0)
+    _ = c.receive(.rejoin(node(4), epoch: 2, decisions: []), from: 4, now: t0 + .milliseconds(900))
+    var actions = c.tick(now: t0 + .milliseconds(1100))   // node 2 never re-attached: proposal without 1 and 2
+    let proposal = MembershipView(epoch: 3, coordinator: 3, nodes: [node(3), node(4)])
+    #expect(actions.contains(.send(3, .propose(proposal))))
+    actions = c.receive(.ack(epoch: 3, accepted: true, acked: nil), from: 3, now: t0 + .milliseconds(1100))
+    actions += c.receive(.ack(epoch: 3, accepted: true, acked: nil), from: 4, now: t0 + .milliseconds(1100))
+    #expect(!actions.contains { if case .send(_, .commit) = $0 { true } else { false } })
+    #expect(c.view == view2)
+    #expect(c.tick(now: t0 + .seconds(3)).contains(.noQuorum(epoch: 3)))
+}
+
+@Test func aSuccessorThatAcknowledgedAViewAdoptsItWhenElected() {
+    // Node 2 acknowledged p (admitting node 5) for epoch 3, then coordinator 1 died before committing.
+    var m = memberOfView2(2)
+    let p = MembershipView(epoch: 3, coordinator: 1, nodes: view2.nodes + [node(5)])
+    _ = m.receive(.propose(p), from: 1, now: t0)
+    let elected = m.linkClosed(1, now: t0)
+    #expect(elected.first == .becomeCoordinator(view2, failover: 1, adopted: p))
+    // The new coordinator proposes p unchanged once the others re-attached, then removes node 1.
+    var c = CoordinatorMachine(me: 2, view: view2, failover: 1, adopted: p,
+                               interval: .milliseconds(100), timeout: .seconds(1), now: t0)
+    _ = c.receive(.rejoin(node(3), epoch: 2, decisions: []), from: 3, now: t0)
+    let proposing = c.receive(.rejoin(node(4), epoch: 2, decisions: []), from: 4, now: t0)
+    #expect(proposing.contains(.send(2, .propose(p))))
+    for id: UInt64 in [2, 3] { _ = c.receive(.ack(epoch: 3, accepted: true, acked: nil), from: id, now: t0) }
+    let committed = c.receive(.ack(epoch: 3, accepted: true, acked: nil), from: 4, now: t0)
+    #expect(c.view.epoch >= 3)
+    #expect(committed.contains(.send(5, .commit(p, departed: []))))
+    // The next proposal drops the dead coordinator and names the new one.
+    let next = MembershipView(epoch: 4, coordinator: 2, nodes: [node(2), node(3), node(4), node(5)])
+    #expect(committed.contains(.send(2, .propose(next))))
+}
+
+@Test func outcomeRoundsCommitOnlyWhenEveryRingMemberIsDone() {
+    var c = CoordinatorMachine(me: 1, view: view2, failover: nil, adopted: nil,
+                               interval: .milliseconds(100), timeout: .seconds(1), now: t0)
+    let key = RoundKey(epoch: 2, tag: 9)
+    for id: UInt64 in [1, 2, 3] { #expect(c.receive(.outcome(key, done: true), from: id, now: t0) == []) }
+    let done = c.receive(.outcome(key, done: true), from: 4, now: t0)
+    #expect(done == [1, 2, 3, 4].map { .send($0, .decision(key, commit: true)) })
+    // One failure aborts for all at once; a later report of the same round gets the same answer.
+    let other = RoundKey(epoch: 2, tag: 10)
+    #expect(c.receive(.outcome(other, done: false), from: 3, now: t0) == [1, 2, 3, 4].map { .send($0, .decision(other, commit: false)) })
+    #expect(c.receive(.outcome(other, done: true), from: 1, now: t0) == [.send(1, .decision(other, commit: false))])
+    // A decision a member learned from a dead coordinator wins over anything a new one would decide.
+    var successor = CoordinatorMachine(me: 2, view: view2, failover: 1, adopted: nil,
+                                       interval: .milliseconds(100), timeout: .seconds(1), now: t0)
+    let known = RoundKey(epoch: 2, tag: 11)
+    _ = successor.receive(.rejoin(node(3), epoch: 2, decisions: [.init(key: known, commit: true)]), from: 3, now: t0)
+    #expect(successor.receive(.outcome(known, done: true), from: 4, now: t0) == [.send(4, .decision(known, commit: true))])
+}
+
+@Test func aSilentCoordinatorStartsAFailoverToTheNextNode() {
+    var m = memberOfView2(3)
+    _ = m.receive(.coordinatorHeartbeat(epoch: 2), from: 1, now: t0)
+    #expect(m.tick(now: t0 + .milliseconds(500)) == [.send(1, .memberHeartbeat(epoch: 2))])
+    let actions = m.tick(now: t0 + .milliseconds(1100))
+    #expect(actions == [.closeLink(1), .dial(host: "h2", port: 7002)])
+    #expect(m.phase == .electing)
+    // Node 2 cannot be reached either: node 3 is next, and takes over itself.
+    let takeOver = m.dialFailed(now: t0 + .milliseconds(1200), error: "refused")
+    #expect(takeOver.first == .becomeCoordinator(view2, failover: 1, adopted: nil))
+    #expect(m.failed == [1, 2])
+}
+
+@Test func aSilentMemberIsToldItWasRemovedAndLearnsIt() {
+    var c = CoordinatorMachine(me: 1, view: view2, failover: nil, adopted: nil,
+                               interval: .milliseconds(100), timeout: .seconds(1), now: t0)
+    for id: UInt64 in [2, 3] { _ = c.receive(.memberHeartbeat(epoch: 2), from: id, now: t0 + .milliseconds(900)) }
+    let actions = c.tick(now: t0 + .milliseconds(1100))
+    #expect(actions.contains(.declaredDead(4, reason: "silent for more than 1.0 seconds")))
+    #expect(actions.contains(.send(4, .removed(reason: "silent for more than 1.0 seconds"))))
+    #expect(actions.contains(.closeLink(4)))
+    #expect(!actions.contains { if case .declaredDead(let id, _) = $0 { id != 4 } else { false } })
+    var m = memberOfView2(4)
+    let learned = m.receive(.removed(reason: "silent"), from: 1, now: t0)
+    #expect(m.phase == .removed)
+    #expect(learned.contains { if case .failed(let e) = $0 { e.code == .removed } else { false } })
+}
