@@ -88,7 +88,7 @@ let package = Package(
         .testTarget(name: "ModelsTests", dependencies: ["Models"]),
         .testTarget(
             name: "DiLoCoTests",
-            dependencies: ["DiLoCo", "Collectives", "Models", "PeerTestSupport",
+            dependencies: ["DiLoCo", "Collectives", "Models", "PeerTestSupport", "Transport",
                            .product(name: "Logging", package: "swift-log")]
         ),
         // Start the built `peernode` binary as real processes.

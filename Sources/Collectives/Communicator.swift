@@ -162,6 +162,9 @@ public final class Communicator: @unchecked Sendable {
         state.withLock { self.engine }?.breakRing(reason)
     }
 
+    /// Whether the current ring (if any) was broken by a failure and must be formed again.
+    public var isRingBroken: Bool { state.withLock { engine?.isBroken ?? true } }
+
     /// Closes the ring and the data port. Collectives in flight fail.
     public func shutdown() async {
         let (engine, listener, sockets) = state.withLock { () -> (RingEngine?, DataListener?, [BlockingSocket]) in

@@ -38,6 +38,7 @@ public final class SharedState: @unchecked Sendable {
 
     public struct LayoutError: Error, CustomStringConvertible {
         public var description: String
+        public init(description: String) { self.description = description }
     }
 
     /// Zero-filled tensors. Specs are put in name order; names must be unique.

@@ -14,6 +14,12 @@ public protocol ClusterSession: AnyObject, Sendable {
     /// Phase 3: all-reduce on the current ring.
     func allReduce(input: UnsafeRawBufferPointer, output: UnsafeMutableRawBufferPointer, type: DType,
                    options: AllReduceOptions) async throws
+    /// Runs a change of the shared state so that nobody reads it half-changed (donors serving it).
+    func updatingState<T>(_ body: () throws -> T) rethrows -> T
+}
+
+extension ClusterSession {
+    public func updatingState<T>(_ body: () throws -> T) rethrows -> T { try body() }
 }
 
 /// A ring whose members never change: topology updates are no-ops, and the shared-state sync

@@ -19,17 +19,28 @@ public final class DiLoCoTrainer {
     private let delta: UnsafeMutableBufferPointer<Float>
     private let averaged: UnsafeMutableBufferPointer<Float>
 
-    public init(task: TrainingTask, session: any ClusterSession, options: DiLoCoOptions = DiLoCoOptions(),
-                logger: Logger) throws {
+    /// The shared state for `task`: θ from the model's initial parameters (every peer initializes
+    /// from the same seed, so θ₀ agrees; sync checks it), zero momentum, revision 0.
+    public static func sharedState(for task: TrainingTask) throws -> SharedState {
+        let count = task.parameters.count
+        let state = try SharedState(specs: [TensorSpec(name: "theta", dtype: .f32, shape: [count]),
+                                            TensorSpec(name: "momentum", dtype: .f32, shape: [count])])
+        _ = state.floats("theta")!.update(fromContentsOf: task.parameters.values)
+        return state
+    }
+
+    /// `state`: from ``sharedState(for:)`` (made first when a ``StateServer`` must serve it).
+    public init(task: TrainingTask, state: SharedState? = nil, session: any ClusterSession,
+                options: DiLoCoOptions = DiLoCoOptions(), logger: Logger) throws {
         self.task = task
         self.session = session
         self.options = options
         self.logger = logger
         let count = task.parameters.count
-        state = try SharedState(specs: [TensorSpec(name: "theta", dtype: .f32, shape: [count]),
-                                        TensorSpec(name: "momentum", dtype: .f32, shape: [count])])
-        // Every peer initializes the model from the same seed, so θ₀ agrees (sync checks it).
-        _ = state.floats("theta")!.update(fromContentsOf: task.parameters.values)
+        self.state = try state ?? Self.sharedState(for: task)
+        guard self.state.floats("theta")?.count == count, self.state.floats("momentum")?.count == count else {
+            throw SharedState.LayoutError(description: "the shared state does not fit the model (\(count) parameters)")
+        }
         delta = .allocate(capacity: max(count, 1))
         averaged = .allocate(capacity: max(count, 1))
     }
@@ -44,7 +55,7 @@ public final class DiLoCoTrainer {
     /// Runs one outer step and returns what happened.
     public func outerStep() async throws -> OuterStepReport {
         let count = task.parameters.count
-        _ = try await session.updateTopology()
+        var peers = try await session.updateTopology()
         try await session.syncSharedState(state)
         let theta = state.floats("theta")!
         let momentum = state.floats("momentum")!
@@ -59,7 +70,6 @@ public final class DiLoCoTrainer {
         let local = task.parameters.values
         for i in 0..<count { delta[i] = theta[i] - local[i] }
         var retries = 0
-        var peers = 0
         while true {
             do {
                 try await session.allReduce(
@@ -76,10 +86,11 @@ public final class DiLoCoTrainer {
                 peers = try await session.recover()
             }
         }
-        if peers == 0 { peers = try await session.updateTopology() }
-        SGDNesterov.apply(parameters: theta.baseAddress!, gradients: averaged.baseAddress!, momentum: momentum.baseAddress!,
-                          count: count, learningRate: options.outerLearningRate, momentumFactor: options.outerMomentum)
-        state.setRevision(state.revision + 1)
+        session.updatingState {
+            SGDNesterov.apply(parameters: theta.baseAddress!, gradients: averaged.baseAddress!, momentum: momentum.baseAddress!,
+                              count: count, learningRate: options.outerLearningRate, momentumFactor: options.outerMomentum)
+            state.setRevision(state.revision + 1)
+        }
         task.parameters.load(UnsafeBufferPointer(theta))
         let communicationSeconds = Double(DispatchTime.now().uptimeNanoseconds - communicationStart) / 1e9
         let wire = options.quantization == .none ? count * 4 : QuantKernels.encodedSize(count: count, mode: options.quantization)
