@@ -56,7 +56,18 @@ public final class DiLoCoTrainer {
     public func outerStep() async throws -> OuterStepReport {
         let count = task.parameters.count
         var peers = try await session.updateTopology()
-        try await session.syncSharedState(state)
+        var retries = 0
+        while true {
+            do {
+                try await session.syncSharedState(state)
+                break
+            } catch let error as CollectiveError where Self.isRetryable(error) {
+                retries += 1
+                guard retries <= options.maxRetries else { throw error }
+                logger.warning("shared-state sync aborted; retrying on the survivors", metadata: ["reason": "\(error.message)"])
+                peers = try await session.recover()
+            }
+        }
         let theta = state.floats("theta")!
         let momentum = state.floats("momentum")!
 
@@ -69,7 +80,6 @@ public final class DiLoCoTrainer {
         let communicationStart = DispatchTime.now().uptimeNanoseconds
         let local = task.parameters.values
         for i in 0..<count { delta[i] = theta[i] - local[i] }
-        var retries = 0
         while true {
             do {
                 try await session.allReduce(
@@ -77,8 +87,7 @@ public final class DiLoCoTrainer {
                     options: AllReduceOptions(tag: options.tag, op: .avg, quantization: options.quantization,
                                               timeout: options.allReduceTimeout))
                 break
-            } catch let error as CollectiveError where error.code == .membershipChanged || error.code == .notConnected
-                        || error.code == .timedOut {
+            } catch let error as CollectiveError where Self.isRetryable(error) {
                 retries += 1
                 guard retries <= options.maxRetries else { throw error }
                 logger.warning("pseudo-gradient all-reduce aborted; retrying on the survivors",
@@ -101,6 +110,11 @@ public final class DiLoCoTrainer {
         logger.info("outer step", metadata: ["revision": "\(report.revision)", "loss": "\(report.meanInnerLoss)",
                                              "digest": "\(report.digest.short)", "peers": "\(peers)"])
         return report
+    }
+
+    /// Failures a new ring can cure: a member died or left, or the ring timed out.
+    static func isRetryable(_ error: CollectiveError) -> Bool {
+        error.code == .membershipChanged || error.code == .notConnected || error.code == .timedOut
     }
 
     /// The model's metric at the current global θ.

@@ -1,0 +1,153 @@
+import Foundation
+import Testing
+
+/// A `peernode run` child whose stdout lines are collected as they come.
+private final class Daemon: @unchecked Sendable {
+    let process = Process()
+    private let lock = NSCondition()
+    private var lines: [String] = []
+    private var partial = Data()
+    private let errors = Pipe()
+    private var errorText = Data()
+
+    /// The last lines the daemon logged, for failure messages.
+    var stderrTail: String {
+        lock.withLock { String(decoding: errorText.suffix(3000), as: UTF8.self) }
+    }
+
+    init(_ args: [String]) throws {
+        process.executableURL = try peernodeBinary()
+        process.arguments = ["run"] + args
+        var env = ProcessInfo.processInfo.environment
+        env["PEERNODE_CLUSTER_KEY"] = "integration-test-cluster-key-0123456789"
+        process.environment = env
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = errors
+        out.fileHandleForReading.readabilityHandler = { [weak self] handle in
+            let data = handle.availableData
+            guard let self, !data.isEmpty else { return }
+            self.lock.withLock {
+                self.partial.append(data)
+                while let nl = self.partial.firstIndex(of: 10) {
+                    self.lines.append(String(decoding: self.partial[self.partial.startIndex..<nl], as: UTF8.self))
+                    self.partial.removeSubrange(self.partial.startIndex...nl)
+                }
+                self.lock.broadcast()
+            }
+        }
+        errors.fileHandleForReading.readabilityHandler = { [weak self] handle in
+            let data = handle.availableData
+            guard let self, !data.isEmpty else { return }
+            self.lock.withLock {
+                self.errorText.append(data)
+                if self.errorText.count > 1 << 20 { self.errorText.removeFirst(self.errorText.count - (1 << 20)) }
+            }
+        }
+        try process.run()
+    }
+
+    /// Waits for a line containing `text`; returns it (nil on timeout).
+    func waitFor(_ text: String, timeout: Double) -> String? {
+        let deadline = Date().addingTimeInterval(timeout)
+        lock.lock()
+        defer { lock.unlock() }
+        while true {
+            if let line = lines.first(where: { $0.contains(text) }) { return line }
+            guard lock.wait(until: deadline) else { return nil }
+        }
+    }
+
+    /// revision -> digest, from the `outer` lines so far.
+    var digests: [Int: String] {
+        lock.withLock {
+            var out: [Int: String] = [:]
+            for line in lines where line.hasPrefix("outer ") {
+                let fields = Dictionary(uniqueKeysWithValues: line.split(separator: " ").dropFirst().compactMap { kv -> (String, String)? in
+                    let p = kv.split(separator: "=", maxSplits: 1)
+                    return p.count == 2 ? (String(p[0]), String(p[1])) : nil
+                })
+                if let r = fields["revision"].flatMap({ Int($0) }), let d = fields["digest"] { out[r] = d }
+            }
+            return out
+        }
+    }
+
+    var controlPort: Int? {
+        waitFor("ready ", timeout: 60).flatMap { line in
+            line.split(separator: " ").first { $0.hasPrefix("control_port=") }.flatMap { Int($0.dropFirst(13)) }
+        }
+    }
+
+    func signal(_ sig: Int32) { kill(process.processIdentifier, sig) }
+
+    /// Waits for exit, killing after `timeout`; returns the exit status.
+    func finish(timeout: Double) -> Int32? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning, Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            return nil
+        }
+        return process.terminationStatus
+    }
+}
+
+/// Three peers train (`--outer-steps 8`); `victim` gets `signal` once it reached revision 2.
+/// The survivors must finish and agree on every revision.
+private func clusterSurvives(victim: Int, signal sig: Int32) throws {
+    let common = ["--min-peers", "3", "--outer-steps", "8", "--inner-steps", "4", "--shard-count", "3",
+                  "--heartbeat-ms", "200", "--heartbeat-timeout-ms", "2000", "--log-level", "warning"]
+    let founder = try Daemon(common + ["--shard-index", "0"])
+    guard let port = founder.controlPort else {
+        founder.signal(SIGKILL)
+        Issue.record("the founder did not start")
+        return
+    }
+    let others = try (1...2).map { try Daemon(common + ["--shard-index", "\($0)", "--seed", "127.0.0.1:\(port)"]) }
+    let peers = [founder] + others
+    defer { for p in peers { p.signal(SIGKILL) } }
+    #expect(peers[victim].waitFor("revision=2 ", timeout: 120) != nil, "the run did not get going")
+    peers[victim].signal(sig)
+    let survivors = peers.indices.filter { $0 != victim }
+    for i in survivors {
+        let status = peers[i].finish(timeout: 120)
+        #expect(status == 0, "survivor \(i) did not finish cleanly: \(peers[i].stderrTail)")
+    }
+    let a = peers[survivors[0]].digests
+    let b = peers[survivors[1]].digests
+    #expect(a[8] != nil && a[8] == b[8], "final states differ: \(String(describing: a[8])) vs \(String(describing: b[8]))")
+    for (revision, digest) in a where b[revision] != nil { #expect(b[revision] == digest, "revision \(revision)") }
+}
+
+@Test func survivorsFinishWhenAMemberIsKilled() throws {
+    try clusterSurvives(victim: 2, signal: SIGKILL)
+}
+
+@Test func survivorsFinishWhenTheCoordinatorIsKilled() throws {
+    try clusterSurvives(victim: 0, signal: SIGKILL)
+}
+
+@Test func survivorsFinishWhenAMemberFreezes() throws {
+    try clusterSurvives(victim: 1, signal: SIGSTOP)
+}
+
+@Test func runRejectsBadArgumentsAndAMissingKey() throws {
+    for args in [["--listen", "nowhere"], ["--model", "bert"], ["--shard-index", "3", "--shard-count", "2"], ["--seed", "host:99999"]] {
+        let result = try runPeernode(["run"] + args, environment: ["PEERNODE_CLUSTER_KEY": "integration-test-cluster-key-0123456789"])
+        #expect(result.status != 0, "\(args)")
+        #expect(result.stderr.contains("Error"), "\(args): \(result.stderr)")
+    }
+    let noKey = try runPeernode(["run"], environment: ["PEERNODE_CLUSTER_KEY": ""])
+    #expect(noKey.status != 0)
+    #expect(noKey.stderr.contains("cluster key"), "\(noKey.stderr)")
+    // A control port that is taken: a clear error, no crash.
+    let holder = try Daemon(["--min-peers", "2", "--outer-steps", "1"])
+    defer { holder.signal(SIGKILL) }
+    let port = try #require(holder.controlPort)
+    let busy = try runPeernode(["run", "--listen", "127.0.0.1:\(port)", "--outer-steps", "1"],
+                               environment: ["PEERNODE_CLUSTER_KEY": "integration-test-cluster-key-0123456789"])
+    #expect(busy.status != 0, "binding a taken port must fail")
+    #expect(busy.stderr.contains("cannot start"), "\(busy.stderr)")
+}
