@@ -20,6 +20,8 @@ public final class Communicator: @unchecked Sendable {
     private var pool: [UnsafeMutableRawBufferPointer] = []
     private var stopped = false
     private var stateServer: StateServer?
+    /// Bytes this peer's rings sent and received (frames, headers included), for status pages.
+    public let traffic = TrafficCounter()
 
     private struct InboundKey: Hashable { var id: UInt64; var epoch: UInt64 }
 
@@ -114,7 +116,7 @@ public final class Communicator: @unchecked Sendable {
             throw error
         }
         let formed = RingEngine(rank: rank, size: view.count, epoch: view.epoch, left: left, right: right,
-                                maxEarlyBytes: options.maxEarlyBytes, logger: logger)
+                                maxEarlyBytes: options.maxEarlyBytes, traffic: traffic, logger: logger)
         state.withLock { self.engine = formed }
         logger.info("ring formed", metadata: ["epoch": "\(view.epoch)", "rank": "\(rank)", "size": "\(view.count)",
                                               "left": "\(hex(leftPeer.id))", "right": "\(hex(rightPeer.id))"])

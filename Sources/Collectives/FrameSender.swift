@@ -26,8 +26,11 @@ final class FrameSender: @unchecked Sendable {
     private var queued = 0
     private var failure: Error?
 
-    init(socket: BlockingSocket, name: String) {
+    private let traffic: TrafficCounter
+
+    init(socket: BlockingSocket, traffic: TrafficCounter, name: String) {
         self.socket = socket
+        self.traffic = traffic
         let thread = Thread { [self] in run() }
         thread.name = name
         thread.start()
@@ -85,6 +88,7 @@ final class FrameSender: @unchecked Sendable {
             do {
                 let header = item.header.bytes
                 try header.withUnsafeBytes { try socket.send([$0] + item.pieces) }
+                traffic.addSent(header.count + item.pieces.reduce(0) { $0 + $1.count })
                 item.done(nil)
             } catch {
                 stop(error)

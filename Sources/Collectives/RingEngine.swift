@@ -33,7 +33,11 @@ final class RingEngine: @unchecked Sendable {
     /// Called once when the ring breaks.
     var onBreak: (@Sendable (String) -> Void)?
 
-    init(rank: Int, size: Int, epoch: UInt64, left: BlockingSocket?, right: BlockingSocket?, maxEarlyBytes: Int, logger: Logger) {
+    let traffic: TrafficCounter
+
+    init(rank: Int, size: Int, epoch: UInt64, left: BlockingSocket?, right: BlockingSocket?, maxEarlyBytes: Int,
+         traffic: TrafficCounter = TrafficCounter(), logger: Logger) {
+        self.traffic = traffic
         self.rank = rank
         self.size = size
         self.epoch = epoch
@@ -41,7 +45,7 @@ final class RingEngine: @unchecked Sendable {
         self.right = right
         self.maxEarlyBytes = maxEarlyBytes
         self.logger = logger
-        sender = right.map { FrameSender(socket: $0, name: "peernode-ring-send") }
+        sender = right.map { FrameSender(socket: $0, traffic: traffic, name: "peernode-ring-send") }
         if left != nil {
             let thread = Thread { [self] in receiveLoop() }
             thread.name = "peernode-ring-receive"
@@ -98,6 +102,7 @@ final class RingEngine: @unchecked Sendable {
             do {
                 try left.receive(into: header.baseAddress!, count: FrameHeader.size)
                 let frame = try FrameHeader.parse(UnsafeRawBufferPointer(header), limits: limits)
+                traffic.addReceived(FrameHeader.size + Int(frame.length))
                 guard frame.type == .data else {
                     throw CollectiveError(code: .protocolViolation, message: "unexpected \(frame.type) frame on a ring link")
                 }

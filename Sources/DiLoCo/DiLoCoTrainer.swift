@@ -57,17 +57,7 @@ public final class DiLoCoTrainer {
         let count = task.parameters.count
         var peers = try await session.updateTopology()
         var retries = 0
-        while true {
-            do {
-                try await session.syncSharedState(state)
-                break
-            } catch let error as CollectiveError where Self.isRetryable(error) {
-                retries += 1
-                guard retries <= options.maxRetries else { throw error }
-                logger.warning("shared-state sync aborted; retrying on the survivors", metadata: ["reason": "\(error.message)"])
-                peers = try await session.recover()
-            }
-        }
+        try await sync(&peers, &retries)
         let theta = state.floats("theta")!
         let momentum = state.floats("momentum")!
 
@@ -93,6 +83,9 @@ public final class DiLoCoTrainer {
                 logger.warning("pseudo-gradient all-reduce aborted; retrying on the survivors",
                                metadata: ["revision": "\(state.revision)", "retry": "\(retries)", "reason": "\(error.message)"])
                 peers = try await session.recover()
+                // A joiner may have been admitted by that update point: it syncs before it trains,
+                // so the survivors sync too (cheap when they already agree) to stay in step with it.
+                try await sync(&peers, &retries)
             }
         }
         session.updatingState {
@@ -110,6 +103,21 @@ public final class DiLoCoTrainer {
         logger.info("outer step", metadata: ["revision": "\(report.revision)", "loss": "\(report.meanInnerLoss)",
                                              "digest": "\(report.digest.short)", "peers": "\(peers)"])
         return report
+    }
+
+    /// Phase 2 with retries on the survivors when a member goes away during it.
+    private func sync(_ peers: inout Int, _ retries: inout Int) async throws {
+        while true {
+            do {
+                try await session.syncSharedState(state)
+                return
+            } catch let error as CollectiveError where Self.isRetryable(error) {
+                retries += 1
+                guard retries <= options.maxRetries else { throw error }
+                logger.warning("shared-state sync aborted; retrying on the survivors", metadata: ["reason": "\(error.message)"])
+                peers = try await session.recover()
+            }
+        }
     }
 
     /// Failures a new ring can cure: a member died or left, or the ring timed out.

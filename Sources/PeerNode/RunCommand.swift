@@ -130,7 +130,8 @@ struct RunCommand: AsyncParsableCommand {
                 let status = node.status
                 print("outer revision=\(report.revision) loss=\(report.meanInnerLoss) \(metrics.name.replacingOccurrences(of: " ", with: "_"))=\(metrics.value) "
                       + "digest=\(report.digest) peers=\(report.peers) epoch=\(status.view?.epoch ?? 0) role=\(status.role) "
-                      + "retries=\(report.retries) bytes=\(report.bytesSent)")
+                      + "retries=\(report.retries) bytes_sent=\(communicator.traffic.bytesSent) bytes_received=\(communicator.traffic.bytesReceived) "
+                      + "joins=\(status.joins) leaves=\(status.leaves) deaths=\(status.deaths) aborts=\(status.aborts)")
                 fflush(nil)
             } catch {
                 failure = error

@@ -255,3 +255,19 @@ func quantizedResultsAreBitIdenticalAndWithinTheBound(n: Int, mode: Quantization
         }
     }
 }
+
+@Test func trafficCountersSeeEveryFrame() async throws {
+    try await withCluster(size: 2) { peers in
+        _ = try await onEveryPeer(peers) { rank, peer -> Bool in
+            var values = [Float](repeating: Float(rank), count: 100_000)
+            try await peer.allReduce(&values, options: AllReduceOptions(tag: 1))
+            return true
+        }
+        // Each peer sends its half once (reduce-scatter) and the owned half once (all-gather),
+        // one frame each at the default segment size: 2 × 200,000 bytes + 2 headers.
+        for peer in peers {
+            #expect(peer.traffic.bytesSent == 400_056)
+            #expect(peer.traffic.bytesReceived == 400_056)
+        }
+    }
+}
