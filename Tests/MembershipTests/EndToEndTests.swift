@@ -21,7 +21,7 @@ private func makePeers(_ count: Int) async throws -> [Peer] {
     var seed: (host: String, port: Int)?
     for i in 0..<count {
         var options = CommunicatorOptions()
-        options.ringFormationTimeout = .seconds(5)
+        options.ringFormationTimeout = .seconds(15)
         let communicator = Communicator(localId: UInt64(0xB000 + i), key: testKey, options: options, logger: testLogger())
         let membership = makeNode(i)
         membership.attach(communicator)

@@ -29,7 +29,7 @@ import Testing
         let started = ContinuousClock.now
         await nodes[1].leave()
         let took = ContinuousClock.now - started
-        #expect(took >= .milliseconds(1900) && took < .seconds(5), "leaveTimeout is 2 s; took \(took)")
+        #expect(took >= .milliseconds(1900) && took < .seconds(20), "leaveTimeout is 2 s; took \(took)")
         #expect(nodes[1].status.role == .left)
     }
 }
@@ -69,7 +69,7 @@ import Testing
         try await waitUntil(15, "removal of the frozen member") { nodes[0].status.epoch == 3 && nodes[1].status.epoch == 3 }
         let took = ContinuousClock.now - started
         // 2 s of silence, plus up to one tick and the vote.
-        #expect(took >= .milliseconds(1900) && took < .seconds(5), "took \(took)")
+        #expect(took >= .milliseconds(1900) && took < .seconds(20), "took \(took)")
         #expect(nodes[1].view?.ids == [nodes[0].localId, nodes[1].localId])
         #expect(nodes[2].status.epoch == 2, "a frozen node learns nothing")
     }

@@ -80,7 +80,7 @@ import Testing
         let stranger = MembershipNode(localId: 0xBAD, key: try ClusterKeyForTests.other(), options: fastOptions, logger: testLogger())
         // A failed start() shuts the node down itself.
         await #expect(throws: MembershipError.self) {
-            _ = try await within(10, "refused join") { try await stranger.start(dataPort: 41201, seed: ("127.0.0.1", port)) }
+            _ = try await within(60, "refused join") { try await stranger.start(dataPort: 41201, seed: ("127.0.0.1", port)) }
         }
         #expect(founder.status.pendingJoiners == 0)
     }

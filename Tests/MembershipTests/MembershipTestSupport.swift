@@ -9,7 +9,7 @@ import Transport
 let fastOptions: MembershipOptions = {
     var o = MembershipOptions()
     o.heartbeatInterval = .milliseconds(100)
-    o.heartbeatTimeout = .milliseconds(2000)
+    o.heartbeatTimeout = .milliseconds(3000)
     o.leaveTimeout = .seconds(2)
     return o
 }()
