@@ -16,6 +16,10 @@ public final class DataListener: @unchecked Sendable {
     private let onConnection: @Sendable (BlockingSocket, HandshakeResult) -> Void
     private let state = NSLock()
     private var stopped = false
+    /// Connection threads in progress (handshakes, and state downloads served on them); a flood of
+    /// connections beyond this is closed at once instead of costing a thread each.
+    private var handshaking = 0
+    public static let maxConcurrentHandshakes = 64
 
     /// Binds `host:port` (port 0: the OS chooses) and starts accepting on a thread of its own.
     public init(host: String, port: Int, localId: UInt64, key: ClusterKey, handshakeTimeout: Double = 10,
@@ -74,8 +78,21 @@ public final class DataListener: @unchecked Sendable {
             }
             _ = fcntl(client, F_SETFD, FD_CLOEXEC)
             let socket = BlockingSocket(fd: client)
+            let admitted = state.withLock { () -> Bool in
+                guard handshaking < Self.maxConcurrentHandshakes else { return false }
+                handshaking += 1
+                return true
+            }
+            guard admitted else {
+                logger.warning("too many data-port connections in progress; closing a new one")
+                socket.close()
+                continue
+            }
             // Each handshake on a thread of its own, so that a silent client cannot stall accepting.
-            let thread = Thread { [self] in authenticate(socket) }
+            let thread = Thread { [self] in
+                authenticate(socket)
+                state.withLock { handshaking -= 1 }
+            }
             thread.start()
         }
     }
