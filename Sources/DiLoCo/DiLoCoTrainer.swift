@@ -53,9 +53,14 @@ public final class DiLoCoTrainer {
     public var revision: UInt64 { state.revision }
 
     /// Runs one outer step and returns what happened.
-    public func outerStep() async throws -> OuterStepReport {
+    ///
+    /// `topologyUpdated`: the caller has just passed the update point of this step (e.g. while
+    /// waiting for enough peers) and got this many peers. Every member must pass exactly one update
+    /// point per step, or a joiner and the members would wait for each other at different ones.
+    public func outerStep(topologyUpdated: Int? = nil) async throws -> OuterStepReport {
         let count = task.parameters.count
-        var peers = try await session.updateTopology()
+        var peers: Int
+        if let topologyUpdated { peers = topologyUpdated } else { peers = try await session.updateTopology() }
         var retries = 0
         try await sync(&peers, &retries)
         let theta = state.floats("theta")!

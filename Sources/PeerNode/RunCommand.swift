@@ -33,6 +33,9 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .customLong("seed-value"), help: "Seed of the model's initial parameters (equal on all peers).") var seedValue: UInt64 = 1
     @Option(name: .customLong("cluster-key-file"), help: "File holding the cluster key (else $PEERNODE_CLUSTER_KEY).")
     var clusterKeyFile: String?
+    @Option(help: "Checkpoint file: resumed from at start when it exists, written every --checkpoint-every steps.")
+    var checkpoint: String?
+    @Option(name: .customLong("checkpoint-every"), help: "Outer steps between checkpoints.") var checkpointEvery = 10
     @Option(name: .customLong("min-peers"), help: "Wait until the ring has this many members before training.")
     var minPeers = 1
     @Option(name: .customLong("heartbeat-ms"), help: "Heartbeat interval.") var heartbeatMs = 500
@@ -52,6 +55,7 @@ struct RunCommand: AsyncParsableCommand {
         guard WorkerSettings.quantization(quant) != nil else { throw ValidationError("--quant must be int8, int8-zp or none") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'") }
         guard heartbeatMs > 0, heartbeatTimeoutMs > heartbeatMs else { throw ValidationError("need 0 < --heartbeat-ms < --heartbeat-timeout-ms") }
+        guard checkpointEvery >= 1 else { throw ValidationError("--checkpoint-every must be positive") }
     }
 
     func run() async throws {
@@ -82,6 +86,18 @@ struct RunCommand: AsyncParsableCommand {
         let node = MembershipNode(localId: id, key: key, options: membershipOptions, logger: logger)
         let communicator = Communicator(localId: id, key: key, logger: logger)
         let state = try DiLoCoTrainer.sharedState(for: task)
+        if let checkpoint, FileManager.default.fileExists(atPath: checkpoint) {
+            // Resume: load into a scratch state first, so that a bad file changes nothing.
+            let loaded = try DiLoCoTrainer.sharedState(for: task)
+            do {
+                _ = try Checkpoint.read(checkpoint, into: loaded)
+            } catch {
+                throw RunError("cannot resume: \(error)")
+            }
+            try state.copy(from: loaded)
+            logger.info("resumed from checkpoint", metadata: ["path": "\(checkpoint)", "revision": "\(state.revision)",
+                                                             "digest": "\(state.digest().short)"])
+        }
         let server = StateServer(state: state, logger: logger)
         let session = MembershipSession(node: node, communicator: communicator, server: server,
                                         downloader: StateDownloader(localId: id, key: key, logger: logger), logger: logger)
@@ -101,7 +117,7 @@ struct RunCommand: AsyncParsableCommand {
             await communicator.shutdown()
             throw RunError("cannot start: \(error)")
         }
-        print("ready id=\(hex(id)) control_port=\(controlPort) data_port=\(dataPort) parameters=\(task.parameters.count)")
+        print("ready id=\(hex(id)) revision=\(state.revision) control_port=\(controlPort) data_port=\(dataPort) parameters=\(task.parameters.count)")
         fflush(nil)
 
         let stop = StopFlag()
@@ -115,19 +131,33 @@ struct RunCommand: AsyncParsableCommand {
         defer { signals.forEach { $0.cancel() } }
 
         var failure: (any Error)?
+        // Update points until enough peers joined (each admits whoever registered meanwhile); the
+        // last one is the first step's update point.
+        var updated: Int?
         do {
-            // Update points until enough peers joined (each one admits whoever registered meanwhile).
-            while !stop.isSet, try await session.updateTopology() < minPeers {
+            var peers = try await session.updateTopology()
+            while !stop.isSet, peers < minPeers {
                 try await Task.sleep(for: .milliseconds(200))
+                peers = try await session.updateTopology()
             }
+            updated = peers
         } catch {
             failure = error
         }
         while failure == nil, !stop.isSet, outerSteps == 0 || trainer.revision < UInt64(outerSteps) {
             do {
-                let report = try await trainer.outerStep()
+                let report = try await trainer.outerStep(topologyUpdated: updated)
+                updated = nil
                 let metrics = trainer.evaluate()
                 let status = node.status
+                if let checkpoint, report.revision % UInt64(checkpointEvery) == 0 {
+                    do {
+                        try server.lock.withLock { try Checkpoint.write(state, to: checkpoint) }
+                    } catch {
+                        // A full disk loses nothing: the previous checkpoint stays; training goes on.
+                        logger.error("checkpoint not written: \(error)")
+                    }
+                }
                 print("outer revision=\(report.revision) loss=\(report.meanInnerLoss) \(metrics.name.replacingOccurrences(of: " ", with: "_"))=\(metrics.value) "
                       + "digest=\(report.digest) peers=\(report.peers) epoch=\(status.view?.epoch ?? 0) role=\(status.role) "
                       + "retries=\(report.retries) bytes_sent=\(communicator.traffic.bytesSent) bytes_received=\(communicator.traffic.bytesReceived) "
@@ -143,6 +173,13 @@ struct RunCommand: AsyncParsableCommand {
             await node.shutdown()
             await communicator.shutdown()
             throw ExitCode(1)
+        }
+        if let checkpoint {
+            do {
+                try server.lock.withLock { try Checkpoint.write(state, to: checkpoint) }
+            } catch {
+                logger.error("final checkpoint not written: \(error)")
+            }
         }
         logger.info("leaving the cluster")
         await node.leave()

@@ -151,3 +151,32 @@ private func clusterSurvives(victim: Int, signal sig: Int32) throws {
     #expect(busy.status != 0, "binding a taken port must fail")
     #expect(busy.stderr.contains("cannot start"), "\(busy.stderr)")
 }
+
+@Test func aKilledPeerRestartedFromItsCheckpointRejoinsAndEndsEqual() throws {
+    let dir = NSTemporaryDirectory() + "peernode-resume-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    func args(_ i: Int) -> [String] {
+        ["--min-peers", "3", "--outer-steps", "24", "--inner-steps", "4", "--shard-count", "3", "--shard-index", "\(i)",
+         "--heartbeat-ms", "200", "--heartbeat-timeout-ms", "2000", "--log-level", "warning",
+         "--checkpoint", dir + "/peer\(i).ckpt", "--checkpoint-every", "2"]
+    }
+    let founder = try Daemon(args(0))
+    let port = try #require(founder.controlPort)
+    var peers = [founder] + (try (1...2).map { try Daemon(args($0) + ["--seed", "127.0.0.1:\(port)"]) })
+    defer { for p in peers { p.signal(SIGKILL) } }
+    #expect(peers[2].waitFor("revision=5 ", timeout: 120) != nil)
+    peers[2].signal(SIGKILL)
+    _ = peers[2].finish(timeout: 10)
+    // The restarted peer resumes from its last checkpoint (revision 4), joins, and catches up.
+    let restarted = try Daemon(args(2) + ["--seed", "127.0.0.1:\(port)", "--min-peers", "1"])
+    peers[2] = restarted
+    let ready = try #require(restarted.waitFor("ready ", timeout: 60))
+    #expect(ready.contains("revision=4"), "\(ready)")
+    for i in 0..<3 {
+        let status = peers[i].finish(timeout: 180)
+        #expect(status == 0, "peer \(i): \(peers[i].stderrTail)")
+    }
+    let finals = peers.map { $0.digests[24] }
+    #expect(finals[0] != nil && finals[0] == finals[1] && finals[1] == finals[2], "\(finals)")
+}
