@@ -111,7 +111,11 @@ public final class BlockingSocket: @unchecked Sendable {
     }
 
     /// Unblocks any thread in send or receive on this socket; the fd stays valid until close.
+    /// After close it does nothing: the fd number may already belong to another socket.
     public func shutdown() {
+        closed.lock()
+        defer { closed.unlock() }
+        guard !isClosed else { return }
         _ = Glibc.shutdown(fd, Int32(SHUT_RDWR))
     }
 
