@@ -81,11 +81,9 @@ public final class StateServer: @unchecked Sendable {
             if cached == nil {
                 for c in 0..<chunks {
                     let range = (c * chunk)..<min(size, (c + 1) * chunk)
-                    let unchanged = lock.withLock { () -> Bool in
-                        state.read(range, into: buffer.baseAddress!)
-                        return state.revision == revision
+                    guard copyChunk(range, into: buffer, at: revision) else {
+                        throw StateTransferError("the state changed while serving")
                     }
-                    guard unchanged else { throw StateTransferError("the state changed while serving") }
                     all += Digest.of(UnsafeRawBufferPointer(rebasing: buffer[0..<range.count])).bytes
                 }
                 lock.withLock { cachedChunkDigests = (revision, chunk, all) }
@@ -99,11 +97,7 @@ public final class StateServer: @unchecked Sendable {
         defer { packed.deallocate() }
         for c in Int(request.first)..<Int(request.first + request.count) {
             let range = (c * chunk)..<min(size, (c + 1) * chunk)
-            let unchanged = lock.withLock { () -> Bool in
-                state.read(range, into: buffer.baseAddress!)
-                return state.revision == revision
-            }
-            guard unchanged else {
+            guard copyChunk(range, into: buffer, at: revision) else {
                 try socket.sendFrame(.stateError, bytes: Array("the state moved on while serving".utf8))
                 return
             }
@@ -124,6 +118,17 @@ public final class StateServer: @unchecked Sendable {
             }
             try socket.sendFrame(FrameHeader(type: .stateChunk, flags: flags, length: UInt32(payload.count), aux: UInt64(c)),
                                  [payload])
+        }
+    }
+}
+
+extension StateServer {
+    /// Copies bytes `range` of the encoding under the state's lock; false if the state has moved
+    /// past `revision` (the chunk would mix two revisions).
+    fileprivate func copyChunk(_ range: Range<Int>, into buffer: UnsafeMutableRawBufferPointer, at revision: UInt64) -> Bool {
+        lock.withLock {
+            state.read(range, into: buffer.baseAddress!)
+            return state.revision == revision
         }
     }
 }
