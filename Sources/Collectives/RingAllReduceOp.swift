@@ -173,6 +173,12 @@ final class RingAllReduceOp: @unchecked Sendable {
     private func accept(_ header: FrameHeader, replay: Bool = false) throws -> Arrival {
         lock.lock()
         while replaying, !replay { lock.wait() }
+        // Once the outcome is set the caller may be told at any moment and free `output`:
+        // a frame the receiver picked up just before the ring broke must not be written there.
+        if case .failure(let error) = outcome {
+            lock.unlock()
+            throw error
+        }
         let (step, segment) = RingPlan.split(aux: header.aux)
         guard step < plan.totalSteps, segment == nextSegment[step],
               segment < plan.segmentCount(chunk: plan.receiveChunk(step: step)) else {
