@@ -5,6 +5,7 @@ import Dispatch
 import Foundation
 import Logging
 import Models
+import ServiceLifecycle
 import Transport
 
 /// `peernode run`: one member of a training cluster. Without `--seed` it founds the cluster (and
@@ -15,175 +16,96 @@ import Transport
 /// leave the cluster gracefully, exit 0.
 struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "run", abstract: "Run a peer of a training cluster (found it, or join through --seed).")
+        commandName: "run", abstract: "Run a peer of a training cluster (found it, or join through --seed).",
+        discussion: "Settings come from the built-in defaults, then --config FILE (a JSON object keyed by the long option names), then the command line.")
 
+    @Option(help: "JSON file of settings keyed by long option name (see docs/operations.md).") var config: String?
     @Option(help: "A member to join through, HOST:PORT (its control port). Omit to found a cluster.")
     var seed: String?
-    @Option(help: "Control address to listen on, HOST:PORT (port 0: any).") var listen = "127.0.0.1:0"
-    @Option(name: .customLong("data-listen"), help: "Data (collectives) address to listen on, HOST:PORT.")
-    var dataListen = "127.0.0.1:0"
-    @Option(help: "Model: moe, gin or gcn.") var model = "moe"
+    @Option(help: "Control address to listen on, HOST:PORT (port 0: any). Default 127.0.0.1:0.") var listen: String?
+    @Option(name: .customLong("data-listen"), help: "Data (collectives) address to listen on, HOST:PORT. Default 127.0.0.1:0.")
+    var dataListen: String?
+    @Option(help: "Host other nodes dial to reach this one (needed when listening on 0.0.0.0 or ::). Default: the listen host.")
+    var advertise: String?
+    @Option(help: "Model: moe, gin or gcn. Default moe.") var model: String?
     @Option(help: "Dataset (default: the model's shipped default).") var data: String?
     @Option(name: .customLong("data-dir"), help: "Directory to read the dataset from (gcn: Cora).") var dataDir: String?
-    @Option(name: .customLong("shard-index"), help: "This peer's shard of the training data.") var shardIndex = 0
-    @Option(name: .customLong("shard-count"), help: "Number of shards.") var shardCount = 1
-    @Option(name: .customLong("inner-steps"), help: "Inner steps per outer step (H).") var innerSteps = 50
-    @Option(name: .customLong("outer-steps"), help: "Stop after this shared revision (0: run until stopped).") var outerSteps = 0
-    @Option(help: "Pseudo-gradient encoding: int8, int8-zp or none.") var quant = "int8"
-    @Option(name: .customLong("seed-value"), help: "Seed of the model's initial parameters (equal on all peers).") var seedValue: UInt64 = 1
+    @Option(name: .customLong("shard-index"), help: "This peer's shard of the training data. Default 0.") var shardIndex: Int?
+    @Option(name: .customLong("shard-count"), help: "Number of shards. Default 1.") var shardCount: Int?
+    @Option(name: .customLong("inner-steps"), help: "Inner steps per outer step (H). Default 50.") var innerSteps: Int?
+    @Option(name: .customLong("outer-steps"), help: "Stop after this shared revision (0, the default: run until stopped).") var outerSteps: Int?
+    @Option(help: "Pseudo-gradient encoding: int8 (default), int8-zp or none.") var quant: String?
+    @Option(name: .customLong("seed-value"), help: "Seed of the model's initial parameters (equal on all peers). Default 1.") var seedValue: UInt64?
     @Option(name: .customLong("cluster-key-file"), help: "File holding the cluster key (else $PEERNODE_CLUSTER_KEY).")
     var clusterKeyFile: String?
     @Option(help: "Checkpoint file: resumed from at start when it exists, written every --checkpoint-every steps.")
     var checkpoint: String?
-    @Option(name: .customLong("checkpoint-every"), help: "Outer steps between checkpoints.") var checkpointEvery = 10
-    @Option(name: .customLong("min-peers"), help: "Wait until the ring has this many members before training.")
-    var minPeers = 1
-    @Option(name: .customLong("heartbeat-ms"), help: "Heartbeat interval.") var heartbeatMs = 500
-    @Option(name: .customLong("heartbeat-timeout-ms"), help: "A member silent this long is removed.") var heartbeatTimeoutMs = 3000
-    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
+    @Option(name: .customLong("checkpoint-every"), help: "Outer steps between checkpoints. Default 10.") var checkpointEvery: Int?
+    @Option(name: .customLong("min-peers"), help: "Wait until the ring has this many members before training. Default 1.")
+    var minPeers: Int?
+    @Option(name: .customLong("heartbeat-ms"), help: "Heartbeat interval. Default 500.") var heartbeatMs: Int?
+    @Option(name: .customLong("heartbeat-timeout-ms"), help: "A member silent this long is removed. Default 3000.") var heartbeatTimeoutMs: Int?
+    @Option(name: .customLong("log-level"), help: "trace, debug, info (default), notice, warning, error, critical.") var logLevel: String?
+    @Option(name: .customLong("shutdown-grace-s"), help: "On SIGTERM, how long the current step may take before it is aborted. Default 60.")
+    var shutdownGraceS: Double?
+
+    /// Defaults, then the config file, then what the command line gave.
+    func settings() throws -> RunSettings {
+        var s = RunSettings()
+        if let config { try s.apply(configFile: config) }
+        if let seed { s.seed = seed }
+        if let listen { s.listen = listen }
+        if let dataListen { s.dataListen = dataListen }
+        if let advertise { s.advertise = advertise }
+        if let model { s.model = model }
+        if let data { s.data = data }
+        if let dataDir { s.dataDir = dataDir }
+        if let shardIndex { s.shardIndex = shardIndex }
+        if let shardCount { s.shardCount = shardCount }
+        if let innerSteps { s.innerSteps = innerSteps }
+        if let outerSteps { s.outerSteps = outerSteps }
+        if let quant { s.quant = quant }
+        if let seedValue { s.seedValue = seedValue }
+        if let clusterKeyFile { s.clusterKeyFile = clusterKeyFile }
+        if let checkpoint { s.checkpoint = checkpoint }
+        if let checkpointEvery { s.checkpointEvery = checkpointEvery }
+        if let minPeers { s.minPeers = minPeers }
+        if let heartbeatMs { s.heartbeatMs = heartbeatMs }
+        if let heartbeatTimeoutMs { s.heartbeatTimeoutMs = heartbeatTimeoutMs }
+        if let logLevel { s.logLevel = logLevel }
+        if let shutdownGraceS { s.shutdownGraceS = shutdownGraceS }
+        try s.validate()
+        return s
+    }
 
     func validate() throws {
-        for (name, value) in [("--listen", listen), ("--data-listen", dataListen)] + (seed.map { [("--seed", $0)] } ?? []) {
-            guard HostPort(value) != nil else { throw ValidationError("\(name) must be HOST:PORT, got '\(value)'") }
+        do {
+            _ = try settings()
+        } catch let error as RunError {
+            throw ValidationError(error.description)
         }
-        guard let kind = ModelKind(rawValue: model) else { throw ValidationError("--model must be moe, gin or gcn") }
-        if let data, !kind.datasets.contains(data) {
-            throw ValidationError("model \(model) trains on \(kind.datasets.joined(separator: ", ")), not '\(data)'")
-        }
-        guard shardCount >= 1, (0..<shardCount).contains(shardIndex) else { throw ValidationError("--shard-index must be in 0..<--shard-count") }
-        guard innerSteps >= 1, outerSteps >= 0 else { throw ValidationError("--inner-steps ≥ 1 and --outer-steps ≥ 0") }
-        guard WorkerSettings.quantization(quant) != nil else { throw ValidationError("--quant must be int8, int8-zp or none") }
-        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'") }
-        guard heartbeatMs > 0, heartbeatTimeoutMs > heartbeatMs else { throw ValidationError("need 0 < --heartbeat-ms < --heartbeat-timeout-ms") }
-        guard checkpointEvery >= 1 else { throw ValidationError("--checkpoint-every must be positive") }
     }
 
     func run() async throws {
-        let level = Logger.Level(rawValue: logLevel)!
+        let settings = try settings()
+        let level = Logger.Level(rawValue: settings.logLevel)!
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
         }
-        let key: ClusterKey
-        do {
-            key = try ClusterKey.load(file: clusterKeyFile)
-        } catch {
-            throw RunError("\(error)")
-        }
-        let control = HostPort(listen)!
-        let dataAddress = HostPort(dataListen)!
-        let id = UInt64.random(in: 1...UInt64.max)
-        var logger = Logger(label: "peernode")
-        logger[metadataKey: "node.id"] = "\(hex(id))"
-
-        let kind = ModelKind(rawValue: model)!
-        let task = try TrainingTask.make(TaskSpec(model: kind, dataset: data, dataDirectory: dataDir,
-                                                  shard: Shard(index: shardIndex, count: shardCount), seed: seedValue))
-        var membershipOptions = MembershipOptions()
-        membershipOptions.heartbeatInterval = .milliseconds(Int64(heartbeatMs))
-        membershipOptions.heartbeatTimeout = .milliseconds(Int64(heartbeatTimeoutMs))
-        let node = MembershipNode(localId: id, key: key, options: membershipOptions, logger: logger)
-        let communicator = Communicator(localId: id, key: key, logger: logger)
-        let state = try DiLoCoTrainer.sharedState(for: task)
-        if let checkpoint, FileManager.default.fileExists(atPath: checkpoint) {
-            // Resume: load into a scratch state first, so that a bad file changes nothing.
-            let loaded = try DiLoCoTrainer.sharedState(for: task)
-            do {
-                _ = try Checkpoint.read(checkpoint, into: loaded)
-            } catch {
-                throw RunError("cannot resume: \(error)")
-            }
-            try state.copy(from: loaded)
-            logger.info("resumed from checkpoint", metadata: ["path": "\(checkpoint)", "revision": "\(state.revision)",
-                                                             "digest": "\(state.digest().short)"])
-        }
-        let server = StateServer(state: state, logger: logger)
-        let session = MembershipSession(node: node, communicator: communicator, server: server,
-                                        downloader: StateDownloader(localId: id, key: key, logger: logger), logger: logger)
-        var options = DiLoCoOptions()
-        options.innerSteps = innerSteps
-        options.quantization = WorkerSettings.quantization(quant)!
-        let trainer = try DiLoCoTrainer(task: task, state: state, session: session, options: options, logger: logger)
-
-        let dataPort: Int
-        let controlPort: Int
-        do {
-            dataPort = try await communicator.listen(host: dataAddress.host, port: dataAddress.port)
-            controlPort = try await node.start(controlHost: control.host, controlPort: control.port,
-                                               dataHost: dataAddress.host, dataPort: dataPort,
-                                               seed: seed.flatMap(HostPort.init).map { ($0.host, $0.port) })
-        } catch {
-            await communicator.shutdown()
-            throw RunError("cannot start: \(error)")
-        }
-        print("ready id=\(hex(id)) revision=\(state.revision) control_port=\(controlPort) data_port=\(dataPort) parameters=\(task.parameters.count)")
-        fflush(nil)
-
-        let stop = StopFlag()
-        let signals = [SIGTERM, SIGINT].map { sig -> any DispatchSourceSignal in
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { stop.set() }
-            source.resume()
-            return source
-        }
-        defer { signals.forEach { $0.cancel() } }
-
-        var failure: (any Error)?
-        // Update points until enough peers joined (each admits whoever registered meanwhile); the
-        // last one is the first step's update point.
-        var updated: Int?
-        do {
-            var peers = try await session.updateTopology()
-            while !stop.isSet, peers < minPeers {
-                try await Task.sleep(for: .milliseconds(200))
-                peers = try await session.updateTopology()
-            }
-            updated = peers
-        } catch {
-            failure = error
-        }
-        while failure == nil, !stop.isSet, outerSteps == 0 || trainer.revision < UInt64(outerSteps) {
-            do {
-                let report = try await trainer.outerStep(topologyUpdated: updated)
-                updated = nil
-                let metrics = trainer.evaluate()
-                let status = node.status
-                if let checkpoint, report.revision % UInt64(checkpointEvery) == 0 {
-                    do {
-                        try server.lock.withLock { try Checkpoint.write(state, to: checkpoint) }
-                    } catch {
-                        // A full disk loses nothing: the previous checkpoint stays; training goes on.
-                        logger.error("checkpoint not written: \(error)")
-                    }
-                }
-                print("outer revision=\(report.revision) loss=\(report.meanInnerLoss) \(metrics.name.replacingOccurrences(of: " ", with: "_"))=\(metrics.value) "
-                      + "digest=\(report.digest) peers=\(report.peers) epoch=\(status.view?.epoch ?? 0) role=\(status.role) "
-                      + "retries=\(report.retries) bytes_sent=\(communicator.traffic.bytesSent) bytes_received=\(communicator.traffic.bytesReceived) "
-                      + "joins=\(status.joins) leaves=\(status.leaves) deaths=\(status.deaths) aborts=\(status.aborts)")
-                fflush(nil)
-            } catch {
-                failure = error
-                break
-            }
-        }
-        if let failure {
-            logger.error("stopping: \(failure)")
-            await node.shutdown()
-            await communicator.shutdown()
-            throw ExitCode(1)
-        }
-        if let checkpoint {
-            do {
-                try server.lock.withLock { try Checkpoint.write(state, to: checkpoint) }
-            } catch {
-                logger.error("final checkpoint not written: \(error)")
-            }
-        }
-        logger.info("leaving the cluster")
-        await node.leave()
-        await communicator.shutdown()
+        let peer = try await PeerService.start(settings: settings)
+        var configuration = ServiceGroupConfiguration(
+            services: [.init(service: peer, successTerminationBehavior: .gracefullyShutdownGroup,
+                             failureTerminationBehavior: .gracefullyShutdownGroup)],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: peer.logger)
+        // Escalation: a step that outlives the grace period is cancelled (aborted, then the
+        // peer leaves); if even that hangs, the group gives up and the process exits non-zero.
+        configuration.maximumGracefulShutdownDuration = .milliseconds(Int64(settings.shutdownGraceS * 1000))
+        configuration.maximumCancellationDuration = .seconds(15)
+        let group = ServiceGroup(configuration: configuration)
+        try await group.run()
+        if peer.failed { throw ExitCode(1) }
     }
 }
 
@@ -198,6 +120,9 @@ struct HostPort {
     var host: String
     var port: Int
 
+    /// Addresses that mean "every interface": fine to listen on, useless to announce.
+    static func isWildcard(_ host: String) -> Bool { ["0.0.0.0", "::", "[::]", "*"].contains(host) }
+
     init?(_ text: String) {
         guard let colon = text.lastIndex(of: ":") else { return nil }
         var host = String(text[..<colon])
@@ -208,9 +133,3 @@ struct HostPort {
     }
 }
 
-final class StopFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = false
-    func set() { lock.withLock { value = true } }
-    var isSet: Bool { lock.withLock { value } }
-}

@@ -15,9 +15,9 @@ private final class Daemon: @unchecked Sendable {
         lock.withLock { String(decoding: errorText.suffix(3000), as: UTF8.self) }
     }
 
-    init(_ args: [String]) throws {
+    init(_ args: [String], command: String = "run") throws {
         process.executableURL = try peernodeBinary()
-        process.arguments = ["run"] + args
+        process.arguments = [command] + args
         var env = ProcessInfo.processInfo.environment
         env["PEERNODE_CLUSTER_KEY"] = "integration-test-cluster-key-0123456789"
         process.environment = env
@@ -179,4 +179,79 @@ private func clusterSurvives(victim: Int, signal sig: Int32) throws {
     }
     let finals = peers.map { $0.digests[24] }
     #expect(finals[0] != nil && finals[0] == finals[1] && finals[1] == finals[2], "\(finals)")
+}
+
+@Test func aCoordinateOnlyNodeRunsTheClusterAndLeavesGracefully() throws {
+    let coordinator = try Daemon(["--heartbeat-ms", "200", "--heartbeat-timeout-ms", "2000"], command: "coordinator")
+    defer { coordinator.signal(SIGKILL) }
+    let port = try #require(coordinator.controlPort, "the coordinator did not start: \(coordinator.stderrTail)")
+    let common = ["--seed", "127.0.0.1:\(port)", "--min-peers", "2", "--outer-steps", "3", "--inner-steps", "4",
+                  "--shard-count", "2", "--heartbeat-ms", "200", "--heartbeat-timeout-ms", "2000", "--log-level", "warning"]
+    let peers = try (0..<2).map { try Daemon(common + ["--shard-index", "\($0)"]) }
+    defer { for p in peers { p.signal(SIGKILL) } }
+    for (i, p) in peers.enumerated() {
+        #expect(p.finish(timeout: 120) == 0, "peer \(i): \(p.stderrTail)")
+    }
+    let a = peers[0].digests, b = peers[1].digests
+    #expect(a[3] != nil && a[3] == b[3], "\(a) vs \(b)")
+    // The coordinator saw both peers in the ring, and holds no ring position itself.
+    #expect(coordinator.waitFor("ring=2", timeout: 5) != nil)
+    coordinator.signal(SIGTERM)
+    #expect(coordinator.finish(timeout: 20) == 0, "\(coordinator.stderrTail)")
+}
+
+@Test func aConfigFileSetsWhatTheCommandLineDoesNotAndBadOnesAreRefused() throws {
+    let dir = NSTemporaryDirectory() + "peernode-config-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let good = dir + "/good.json"
+    try #"{"inner-steps": 3, "outer-steps": 5, "quant": "none", "log-level": "warning", "checkpoint-every": 1}"#
+        .write(toFile: good, atomically: true, encoding: .utf8)
+    let env = ["PEERNODE_CLUSTER_KEY": "integration-test-cluster-key-0123456789"]
+    // The command line wins over the file: 2 outer steps, not 5; the checkpoint lands every step.
+    let result = try runPeernode(["run", "--config", good, "--outer-steps", "2", "--checkpoint", dir + "/c.ckpt"],
+                                 environment: env, timeout: 120)
+    #expect(result.status == 0, "\(result.stderr)")
+    let outer = result.stdout.split(separator: "\n").filter { $0.hasPrefix("outer ") }
+    #expect(outer.count == 2, "\(result.stdout)")
+    #expect(FileManager.default.fileExists(atPath: dir + "/c.ckpt"))
+    let cases: [(String, String)] = [
+        (#"{"inner-step": 3}"#, "unknown setting \"inner-step\""),
+        (#"{"inner-steps": "3"}"#, "must be a whole number"),
+        (#"{"inner-steps": 0}"#, "--inner-steps"),
+        (#"{"listen": "0.0.0.0:7000"}"#, "--advertise"),
+        (#"[1, 2]"#, "one JSON object"),
+        (#"{"inner-steps": 3"#, "one JSON object"),
+    ]
+    for (i, (text, message)) in cases.enumerated() {
+        let path = dir + "/bad\(i).json"
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        let bad = try runPeernode(["run", "--config", path], environment: env)
+        #expect(bad.status != 0, "\(text) was accepted")
+        #expect(bad.stderr.contains(message), "\(text): \(bad.stderr)")
+    }
+    let missing = try runPeernode(["run", "--config", dir + "/none.json"], environment: env)
+    #expect(missing.status != 0 && missing.stderr.contains("cannot read config file"), "\(missing.stderr)")
+}
+
+/// SIGTERM while the step cannot end (its partner is frozen and the heartbeat timeout is long):
+/// the grace period runs out, the step is aborted, the peer leaves and exits 0 in bounded time.
+@Test func sigtermDuringAStuckStepEndsAfterTheGracePeriod() throws {
+    let common = ["--min-peers", "2", "--inner-steps", "2", "--shard-count", "2", "--heartbeat-ms", "200",
+                  "--heartbeat-timeout-ms", "120000", "--log-level", "info"]
+    let founder = try Daemon(common + ["--shard-index", "0", "--shutdown-grace-s", "1"])
+    defer { founder.signal(SIGKILL) }
+    let port = try #require(founder.controlPort)
+    let other = try Daemon(common + ["--shard-index", "1", "--seed", "127.0.0.1:\(port)"])
+    defer { other.signal(SIGCONT); other.signal(SIGKILL) }
+    #expect(founder.waitFor("revision=2 ", timeout: 120) != nil, "the run did not get going: \(founder.stderrTail)")
+    other.signal(SIGSTOP)
+    Thread.sleep(forTimeInterval: 0.5)
+    let start = Date()
+    founder.signal(SIGTERM)
+    let status = founder.finish(timeout: 60)
+    #expect(status == 0, "\(founder.stderrTail)")
+    // Grace (1 s) + the leave timeout (3 s) + slack: far below the 120 s heartbeat timeout.
+    #expect(Date().timeIntervalSince(start) < 30)
+    #expect(founder.stderrTail.contains("grace period"), "\(founder.stderrTail)")
 }

@@ -66,9 +66,11 @@ public final class MembershipNode: @unchecked Sendable {
     /// Binds the control port and founds the cluster (no `seed`) or asks the seed to be admitted.
     ///
     /// A joiner returns once the coordinator registered it; it becomes a member at the next
-    /// ``updateTopology()``. `controlHost` and `dataHost` are the addresses other nodes dial.
+    /// ``updateTopology()``. The control port listens on `controlHost`; the view announces
+    /// `advertiseHost` (default: `controlHost`) and `dataHost`, the addresses other nodes dial.
     /// Returns the control port (the one the OS chose when 0 was asked for).
-    public func start(controlHost: String = "127.0.0.1", controlPort: Int = 0, dataHost: String = "127.0.0.1",
+    public func start(controlHost: String = "127.0.0.1", controlPort: Int = 0, advertiseHost: String? = nil,
+                      dataHost: String = "127.0.0.1",
                       dataPort: Int, seed: (host: String, port: Int)?, coordinatorOnly: Bool = false) async throws -> Int {
         let delegate = self.delegate
         if let refusal = lock.withLock({ member != nil ? "start() was already called" : stopped ? "the node is shut down" : nil }) {
@@ -79,7 +81,7 @@ public final class MembershipNode: @unchecked Sendable {
             self.accepted(connection)
             return delegate
         }
-        let me = NodeInfo(id: localId, controlHost: controlHost, controlPort: listener.port,
+        let me = NodeInfo(id: localId, controlHost: advertiseHost ?? controlHost, controlPort: listener.port,
                           dataHost: dataHost, dataPort: dataPort, inRing: !coordinatorOnly)
         var machine = MemberMachine(me: me, interval: options.heartbeatInterval, timeout: options.heartbeatTimeout, now: .now)
         if let seed {

@@ -1,0 +1,122 @@
+import ArgumentParser
+import Collectives
+import Foundation
+import Logging
+import ServiceLifecycle
+import Transport
+
+/// `peernode coordinator`: a node that only coordinates. It is in the view and votes, may found
+/// the cluster or join one, but holds no ring position and trains nothing, so the coordinator
+/// role can live on a small machine that never slows the all-reduce. It is not special: if it
+/// dies, the next node in view order takes over, as with any coordinator.
+struct CoordinatorCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "coordinator", abstract: "Run a coordinate-only node (founds the cluster, or joins through --seed).")
+
+    @Option(help: "JSON file of settings keyed by long option name (the training settings are ignored).") var config: String?
+    @Option(help: "A member to join through, HOST:PORT. Omit to found a cluster.") var seed: String?
+    @Option(help: "Control address to listen on, HOST:PORT (port 0: any). Default 127.0.0.1:0.") var listen: String?
+    @Option(help: "Host other nodes dial to reach this one (needed when listening on 0.0.0.0 or ::).") var advertise: String?
+    @Option(name: .customLong("cluster-key-file"), help: "File holding the cluster key (else $PEERNODE_CLUSTER_KEY).")
+    var clusterKeyFile: String?
+    @Option(name: .customLong("heartbeat-ms"), help: "Heartbeat interval. Default 500.") var heartbeatMs: Int?
+    @Option(name: .customLong("heartbeat-timeout-ms"), help: "A member silent this long is removed. Default 3000.") var heartbeatTimeoutMs: Int?
+    @Option(name: .customLong("log-level"), help: "trace, debug, info (default), notice, warning, error, critical.") var logLevel: String?
+
+    func settings() throws -> RunSettings {
+        var s = RunSettings()
+        if let config { try s.apply(configFile: config) }
+        if let seed { s.seed = seed }
+        if let listen { s.listen = listen }
+        if let advertise { s.advertise = advertise }
+        if let clusterKeyFile { s.clusterKeyFile = clusterKeyFile }
+        if let heartbeatMs { s.heartbeatMs = heartbeatMs }
+        if let heartbeatTimeoutMs { s.heartbeatTimeoutMs = heartbeatTimeoutMs }
+        if let logLevel { s.logLevel = logLevel }
+        // The data address is never dialled for a coordinate-only node; only check what it uses.
+        s.dataListen = "127.0.0.1:0"
+        try s.validate()
+        return s
+    }
+
+    func validate() throws {
+        do {
+            _ = try settings()
+        } catch let error as RunError {
+            throw ValidationError(error.description)
+        }
+    }
+
+    func run() async throws {
+        let settings = try settings()
+        let level = Logger.Level(rawValue: settings.logLevel)!
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let key: ClusterKey
+        do {
+            key = try ClusterKey.load(file: settings.clusterKeyFile)
+        } catch {
+            throw RunError("\(error)")
+        }
+        let id = UInt64.random(in: 1...UInt64.max)
+        var logger = Logger(label: "peernode")
+        logger[metadataKey: "node.id"] = "\(hex(id))"
+        var options = MembershipOptions()
+        options.heartbeatInterval = .milliseconds(Int64(settings.heartbeatMs))
+        options.heartbeatTimeout = .milliseconds(Int64(settings.heartbeatTimeoutMs))
+        let node = MembershipNode(localId: id, key: key, options: options, logger: logger)
+        let control = HostPort(settings.listen)!
+        let port: Int
+        do {
+            port = try await node.start(controlHost: control.host, controlPort: control.port, advertiseHost: settings.advertise,
+                                        dataPort: 0, seed: settings.seed.flatMap(HostPort.init).map { ($0.host, $0.port) },
+                                        coordinatorOnly: true)
+        } catch {
+            await node.shutdown()
+            throw RunError("cannot start: \(error)")
+        }
+        print("ready id=\(hex(id)) control_port=\(port) role=coordinate-only")
+        fflush(nil)
+        let service = CoordinatorService(node: node, logger: logger)
+        var configuration = ServiceGroupConfiguration(
+            services: [.init(service: service, successTerminationBehavior: .gracefullyShutdownGroup,
+                             failureTerminationBehavior: .gracefullyShutdownGroup)],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        configuration.maximumGracefulShutdownDuration = .seconds(10)
+        try await ServiceGroup(configuration: configuration).run()
+    }
+}
+
+/// Keeps a coordinate-only node up, printing each view it sees, until shutdown; then leaves so
+/// that the next node in view order takes over without a timeout.
+private final class CoordinatorService: Service, @unchecked Sendable {
+    let node: MembershipNode
+    let logger: Logger
+
+    init(node: MembershipNode, logger: Logger) {
+        self.node = node
+        self.logger = logger
+    }
+
+    func run() async throws {
+        // Ends on graceful shutdown (the sleep is cancelled) or when the node stops by itself.
+        try? await cancelWhenGracefulShutdown {
+            var lastEpoch: UInt64 = 0
+            while !Task.isCancelled {
+                let status = self.node.status
+                if [.left, .removed, .stopped].contains(status.role) { return }
+                if let view = status.view, view.epoch != lastEpoch {
+                    lastEpoch = view.epoch
+                    print("view epoch=\(view.epoch) coordinator=\(hex(view.coordinator)) members=\(view.nodes.count) ring=\(view.ringIds.count) role=\(status.role)")
+                    fflush(nil)
+                }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+        }
+        logger.info("leaving the cluster")
+        await node.leave()
+    }
+}

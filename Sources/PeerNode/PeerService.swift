@@ -1,0 +1,209 @@
+import Collectives
+import DiLoCo
+import Foundation
+import Logging
+import Models
+import ServiceLifecycle
+import Transport
+
+/// One training member of the cluster as a lifecycle service: started (listening, joined or
+/// founded) before the service group runs, so that the `ready` line reports real ports and a bad
+/// setting fails before anything else starts.
+///
+/// Graceful shutdown (SIGTERM, Ctrl-C) lets the current outer step finish, writes the checkpoint
+/// and leaves the cluster, so the others see a leave, not a death. If the step outlives the grace
+/// period the group cancels this service: the node leaves at once, which aborts the step on every
+/// member (they retry without it), and the checkpoint of the last finished step stays on disk.
+final class PeerService: Service, @unchecked Sendable {
+    let settings: RunSettings
+    let logger: Logger
+    let id: UInt64
+    let node: MembershipNode
+    let communicator: Communicator
+    let state: SharedState
+    let server: StateServer
+    let trainer: DiLoCoTrainer
+    let controlPort: Int
+    let dataPort: Int
+    /// Called after each outer step, on the service's task (the status port feeds on it).
+    var onOuterStep: (@Sendable (OuterStepReport, Metrics) -> Void)?
+
+    private let lock = NSLock()
+    private var stopRequested = false
+    private var failure: (any Error)?
+
+    var failed: Bool { lock.withLock { failure != nil } }
+    private var stopping: Bool { lock.withLock { stopRequested } }
+
+    private init(settings: RunSettings, logger: Logger, id: UInt64, node: MembershipNode, communicator: Communicator,
+                 state: SharedState, server: StateServer, trainer: DiLoCoTrainer, controlPort: Int, dataPort: Int) {
+        self.settings = settings
+        self.logger = logger
+        self.id = id
+        self.node = node
+        self.communicator = communicator
+        self.state = state
+        self.server = server
+        self.trainer = trainer
+        self.controlPort = controlPort
+        self.dataPort = dataPort
+    }
+
+    /// Loads the key, the data and the checkpoint, binds both ports, founds or joins the cluster,
+    /// and prints the `ready` line.
+    static func start(settings: RunSettings) async throws -> PeerService {
+        let key: ClusterKey
+        do {
+            key = try ClusterKey.load(file: settings.clusterKeyFile)
+        } catch {
+            throw RunError("\(error)")
+        }
+        let control = HostPort(settings.listen)!
+        let dataAddress = HostPort(settings.dataListen)!
+        let id = UInt64.random(in: 1...UInt64.max)
+        var logger = Logger(label: "peernode")
+        logger[metadataKey: "node.id"] = "\(hex(id))"
+
+        let kind = ModelKind(rawValue: settings.model)!
+        let task: TrainingTask
+        do {
+            task = try TrainingTask.make(TaskSpec(model: kind, dataset: settings.data, dataDirectory: settings.dataDir,
+                                                  shard: Shard(index: settings.shardIndex, count: settings.shardCount),
+                                                  seed: settings.seedValue))
+        } catch {
+            throw RunError("cannot load the training data: \(error)")
+        }
+        var membershipOptions = MembershipOptions()
+        membershipOptions.heartbeatInterval = .milliseconds(Int64(settings.heartbeatMs))
+        membershipOptions.heartbeatTimeout = .milliseconds(Int64(settings.heartbeatTimeoutMs))
+        let node = MembershipNode(localId: id, key: key, options: membershipOptions, logger: logger)
+        let communicator = Communicator(localId: id, key: key, logger: logger)
+        let state = try DiLoCoTrainer.sharedState(for: task)
+        if let checkpoint = settings.checkpoint, FileManager.default.fileExists(atPath: checkpoint) {
+            // Resume: load into a scratch state first, so that a bad file changes nothing.
+            let loaded = try DiLoCoTrainer.sharedState(for: task)
+            do {
+                _ = try Checkpoint.read(checkpoint, into: loaded)
+            } catch {
+                throw RunError("cannot resume: \(error)")
+            }
+            try state.copy(from: loaded)
+            logger.info("resumed from checkpoint", metadata: ["path": "\(checkpoint)", "revision": "\(state.revision)",
+                                                             "digest": "\(state.digest().short)"])
+        }
+        let server = StateServer(state: state, logger: logger)
+        let session = MembershipSession(node: node, communicator: communicator, server: server,
+                                        downloader: StateDownloader(localId: id, key: key, logger: logger), logger: logger)
+        var options = DiLoCoOptions()
+        options.innerSteps = settings.innerSteps
+        options.quantization = WorkerSettings.quantization(settings.quant)!
+        let trainer = try DiLoCoTrainer(task: task, state: state, session: session, options: options, logger: logger)
+
+        let dataPort: Int
+        let controlPort: Int
+        do {
+            dataPort = try await communicator.listen(host: dataAddress.host, port: dataAddress.port)
+            controlPort = try await node.start(controlHost: control.host, controlPort: control.port,
+                                               advertiseHost: settings.advertise,
+                                               dataHost: settings.announced(settings.dataListen), dataPort: dataPort,
+                                               seed: settings.seed.flatMap(HostPort.init).map { ($0.host, $0.port) })
+        } catch {
+            await node.shutdown()
+            await communicator.shutdown()
+            throw RunError("cannot start: \(error)")
+        }
+        print("ready id=\(hex(id)) revision=\(state.revision) control_port=\(controlPort) data_port=\(dataPort) parameters=\(task.parameters.count)")
+        fflush(nil)
+        return PeerService(settings: settings, logger: logger, id: id, node: node, communicator: communicator, state: state,
+                           server: server, trainer: trainer, controlPort: controlPort, dataPort: dataPort)
+    }
+
+    func run() async throws {
+        let node = self.node
+        let communicator = self.communicator
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                await train()
+            } onGracefulShutdown: { [self] in
+                logger.info("shutdown requested: finishing the current step, then leaving")
+                lock.withLock { stopRequested = true }
+            }
+        } onCancel: {
+            // The grace period is over: leaving aborts the step in flight everywhere.
+            communicator.abortRing(reason: "this peer is shutting down")
+            Task { await node.leave() }
+        }
+        await close()
+    }
+
+    private func train() async {
+        var failure: (any Error)?
+        // Update points until enough peers joined (each admits whoever registered meanwhile); the
+        // last one is the first step's update point.
+        var updated: Int?
+        do {
+            var peers = try await trainer.session.updateTopology()
+            while !stopping, !Task.isCancelled, peers < settings.minPeers {
+                try await Task.sleep(for: .milliseconds(200))
+                peers = try await trainer.session.updateTopology()
+            }
+            updated = peers
+        } catch {
+            failure = error
+        }
+        let outerSteps = UInt64(settings.outerSteps)
+        while failure == nil, !stopping, !Task.isCancelled, outerSteps == 0 || trainer.revision < outerSteps {
+            do {
+                let report = try await trainer.outerStep(topologyUpdated: updated)
+                updated = nil
+                let metrics = trainer.evaluate()
+                if let checkpoint = settings.checkpoint, report.revision % UInt64(settings.checkpointEvery) == 0 {
+                    writeCheckpoint(checkpoint)
+                }
+                printOuterLine(report, metrics)
+                onOuterStep?(report, metrics)
+            } catch {
+                failure = error
+            }
+        }
+        if Task.isCancelled, failure != nil {
+            // Aborted by our own cancellation, not a cluster failure.
+            logger.warning("the step in flight was aborted: the shutdown grace period (\(settings.shutdownGraceS) s) ran out")
+            failure = nil
+        }
+        lock.withLock { self.failure = failure }
+    }
+
+    /// After the loop: checkpoint and leave (or, after a failure, stop without a goodbye).
+    private func close() async {
+        if let failure = lock.withLock({ failure }) {
+            logger.error("stopping: \(failure)")
+            await node.shutdown()
+            await communicator.shutdown()
+            return
+        }
+        if let checkpoint = settings.checkpoint { writeCheckpoint(checkpoint) }
+        logger.info("leaving the cluster")
+        await node.leave()
+        await communicator.shutdown()
+    }
+
+    private func writeCheckpoint(_ path: String) {
+        do {
+            try server.lock.withLock { try Checkpoint.write(state, to: path) }
+        } catch {
+            // A full disk loses nothing: the previous checkpoint stays; training goes on.
+            logger.error("checkpoint not written: \(error)")
+        }
+    }
+
+    private func printOuterLine(_ report: OuterStepReport, _ metrics: Metrics) {
+        let status = node.status
+        print("outer revision=\(report.revision) loss=\(report.meanInnerLoss) \(metrics.name.replacingOccurrences(of: " ", with: "_"))=\(metrics.value) "
+              + "digest=\(report.digest) peers=\(report.peers) epoch=\(status.view?.epoch ?? 0) role=\(status.role) "
+              + "retries=\(report.retries) bytes_sent=\(communicator.traffic.bytesSent) bytes_received=\(communicator.traffic.bytesReceived) "
+              + "inner_s=\(report.innerSeconds) comm_s=\(report.communicationSeconds) "
+              + "joins=\(status.joins) leaves=\(status.leaves) deaths=\(status.deaths) aborts=\(status.aborts)")
+        fflush(nil)
+    }
+}

@@ -1,0 +1,173 @@
+import Foundation
+import Logging
+import Models
+
+/// Everything `peernode run` and `peernode coordinator` need, resolved in this order: built-in
+/// defaults, then the config file (`--config`), then the command line.
+///
+/// The config file is a JSON object whose keys are the long option names (`"inner-steps": 50`).
+/// JSON because Foundation reads it strictly and every tool writes it; unknown keys are errors,
+/// not silently ignored, so a misspelt setting never runs a peer with a default the operator
+/// meant to change. See docs/operations.md ("Config file").
+struct RunSettings: Sendable {
+    var seed: String?
+    var listen = "127.0.0.1:0"
+    var dataListen = "127.0.0.1:0"
+    /// The host other nodes dial to reach this one (control and data); the listen host when nil.
+    var advertise: String?
+    var model = "moe"
+    var data: String?
+    var dataDir: String?
+    var shardIndex = 0
+    var shardCount = 1
+    var innerSteps = 50
+    var outerSteps = 0
+    var quant = "int8"
+    var seedValue: UInt64 = 1
+    var clusterKeyFile: String?
+    var checkpoint: String?
+    var checkpointEvery = 10
+    var minPeers = 1
+    var heartbeatMs = 500
+    var heartbeatTimeoutMs = 3000
+    var logLevel = "info"
+    /// How long SIGTERM waits for the current step to end before the step is aborted.
+    var shutdownGraceS = 60.0
+
+    /// The keys a config file may hold, in the order docs/operations.md lists them.
+    static let keys = ["seed", "listen", "data-listen", "advertise", "model", "data", "data-dir", "shard-index",
+                       "shard-count", "inner-steps", "outer-steps", "quant", "seed-value", "cluster-key-file",
+                       "checkpoint", "checkpoint-every", "min-peers", "heartbeat-ms", "heartbeat-timeout-ms",
+                       "log-level", "shutdown-grace-s"]
+
+    /// Config files are small; a bigger one is a wrong path, not a config.
+    static let maxConfigBytes = 1 << 20
+
+    /// Reads `path` over the current values. On any error nothing is changed.
+    mutating func apply(configFile path: String) throws {
+        let url = URL(fileURLWithPath: path)
+        let bytes: Data
+        do {
+            let attributes = try FileManager.default.attributesOfItem(atPath: path)
+            if let size = attributes[.size] as? Int, size > Self.maxConfigBytes {
+                throw RunError("config file \(path) is \(size) bytes; a config is at most \(Self.maxConfigBytes)")
+            }
+            bytes = try Data(contentsOf: url)
+        } catch let error as RunError {
+            throw error
+        } catch {
+            throw RunError("cannot read config file \(path): \((error as NSError).localizedDescription)")
+        }
+        let entries: [String: ConfigValue]
+        do {
+            entries = try JSONDecoder().decode([String: ConfigValue].self, from: bytes)
+        } catch {
+            throw RunError("config file \(path) must hold one JSON object of settings: \(Self.describe(error))")
+        }
+        var updated = self
+        for key in entries.keys.sorted() {
+            try updated.set(key, entries[key]!, in: path)
+        }
+        self = updated
+    }
+
+    /// A setting's value as JSON typed it; a quoted number stays a string and is refused where a
+    /// number is expected, so the file means what it says.
+    enum ConfigValue: Decodable {
+        case bool(Bool), integer(Int), number(Double), string(String), other
+
+        init(from decoder: any Decoder) throws {
+            let c = try decoder.singleValueContainer()
+            if let v = try? c.decode(Bool.self) { self = .bool(v) }
+            else if let v = try? c.decode(Int.self) { self = .integer(v) }
+            else if let v = try? c.decode(Double.self) { self = .number(v) }
+            else if let v = try? c.decode(String.self) { self = .string(v) }
+            else { self = .other }
+        }
+    }
+
+    private static func describe(_ error: any Error) -> String {
+        switch error {
+        case DecodingError.dataCorrupted(let context): return context.debugDescription
+        case DecodingError.typeMismatch(_, let context): return context.debugDescription
+        default: return "\(error)"
+        }
+    }
+
+    private mutating func set(_ key: String, _ value: ConfigValue, in path: String) throws {
+        func string() throws -> String {
+            guard case .string(let s) = value else { throw RunError("config file \(path): \"\(key)\" must be a string") }
+            return s
+        }
+        func int() throws -> Int {
+            guard case .integer(let i) = value else { throw RunError("config file \(path): \"\(key)\" must be a whole number") }
+            return i
+        }
+        func double() throws -> Double {
+            switch value {
+            case .integer(let i): return Double(i)
+            case .number(let d): return d
+            default: throw RunError("config file \(path): \"\(key)\" must be a number")
+            }
+        }
+        switch key {
+        case "seed": seed = try string()
+        case "listen": listen = try string()
+        case "data-listen": dataListen = try string()
+        case "advertise": advertise = try string()
+        case "model": model = try string()
+        case "data": data = try string()
+        case "data-dir": dataDir = try string()
+        case "shard-index": shardIndex = try int()
+        case "shard-count": shardCount = try int()
+        case "inner-steps": innerSteps = try int()
+        case "outer-steps": outerSteps = try int()
+        case "quant": quant = try string()
+        case "seed-value":
+            guard let v = UInt64(exactly: try int()) else { throw RunError("config file \(path): \"seed-value\" must be ≥ 0") }
+            seedValue = v
+        case "cluster-key-file": clusterKeyFile = try string()
+        case "checkpoint": checkpoint = try string()
+        case "checkpoint-every": checkpointEvery = try int()
+        case "min-peers": minPeers = try int()
+        case "heartbeat-ms": heartbeatMs = try int()
+        case "heartbeat-timeout-ms": heartbeatTimeoutMs = try int()
+        case "log-level": logLevel = try string()
+        case "shutdown-grace-s": shutdownGraceS = try double()
+        default:
+            throw RunError("config file \(path): unknown setting \"\(key)\" (known: \(Self.keys.joined(separator: ", ")))")
+        }
+    }
+
+    /// Checks every value; messages name the option as the user wrote it.
+    func validate() throws {
+        for (name, value) in [("listen", listen), ("data-listen", dataListen)] + (seed.map { [("seed", $0)] } ?? []) {
+            guard HostPort(value) != nil else { throw RunError("--\(name) must be HOST:PORT, got '\(value)'") }
+        }
+        if let advertise, advertise.isEmpty || advertise.contains(" ") || HostPort.isWildcard(advertise) {
+            throw RunError("--advertise must be a host name or address other nodes can dial, got '\(advertise)'")
+        }
+        for (name, value) in [("listen", listen), ("data-listen", dataListen)] where advertise == nil {
+            if HostPort.isWildcard(HostPort(value)!.host) {
+                throw RunError("--\(name) \(value) listens on every interface: say with --advertise which address other nodes dial")
+            }
+        }
+        guard let kind = ModelKind(rawValue: model) else { throw RunError("--model must be moe, gin or gcn, got '\(model)'") }
+        if let data, !kind.datasets.contains(data) {
+            throw RunError("model \(model) trains on \(kind.datasets.joined(separator: ", ")), not '\(data)'")
+        }
+        guard shardCount >= 1, (0..<shardCount).contains(shardIndex) else { throw RunError("--shard-index must be in 0..<--shard-count") }
+        guard innerSteps >= 1, outerSteps >= 0 else { throw RunError("--inner-steps ≥ 1 and --outer-steps ≥ 0") }
+        guard WorkerSettings.quantization(quant) != nil else { throw RunError("--quant must be int8, int8-zp or none, got '\(quant)'") }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw RunError("unknown --log-level '\(logLevel)'") }
+        guard heartbeatMs > 0, heartbeatTimeoutMs > heartbeatMs else { throw RunError("need 0 < --heartbeat-ms < --heartbeat-timeout-ms") }
+        guard checkpointEvery >= 1 else { throw RunError("--checkpoint-every must be positive") }
+        guard minPeers >= 1 else { throw RunError("--min-peers must be positive") }
+        guard shutdownGraceS.isFinite, shutdownGraceS >= 0 else { throw RunError("--shutdown-grace-s must be ≥ 0") }
+    }
+
+    /// The host announced to the cluster for an address this node listens on.
+    func announced(_ listenAddress: String) -> String {
+        advertise ?? HostPort(listenAddress)!.host
+    }
+}
