@@ -199,7 +199,8 @@ final class PeerService: Service, @unchecked Sendable {
 
     private func printOuterLine(_ report: OuterStepReport, _ metrics: Metrics) {
         let status = node.status
-        print("outer revision=\(report.revision) loss=\(report.meanInnerLoss) \(metrics.name.replacingOccurrences(of: " ", with: "_"))=\(metrics.value) "
+        let metric = metrics.name.replacingOccurrences(of: " ", with: "_")
+        print("outer revision=\(report.revision) loss=\(report.meanInnerLoss) metric=\(metric) \(metric)=\(metrics.value) "
               + "digest=\(report.digest) peers=\(report.peers) epoch=\(status.view?.epoch ?? 0) role=\(status.role) "
               + "retries=\(report.retries) bytes_sent=\(communicator.traffic.bytesSent) bytes_received=\(communicator.traffic.bytesReceived) "
               + "inner_s=\(report.innerSeconds) comm_s=\(report.communicationSeconds) "

@@ -1,14 +1,19 @@
 import Foundation
 import Testing
 
-/// The README's main job, small: real processes train with DiLoCo and end bit-identical.
-@Test func demoTrainsAndEndsWithEqualDigests() throws {
-    let result = try runPeernode(["demo", "--peers", "3", "--outer-steps", "3", "--inner-steps", "5"], timeout: 240)
-    #expect(result.status == 0, "\(result.stderr)")
+/// The README's main job, small: real `peernode run` processes train with DiLoCo, one leaves
+/// and a new one joins mid-run, and every step ends bit-identical on every peer.
+@Test func demoTrainsThroughALeaveAndAJoinWithEqualDigests() throws {
+    let result = try runPeernode(["demo", "--peers", "3", "--outer-steps", "6", "--inner-steps", "5"], timeout: 240)
+    #expect(result.status == 0, "\(result.stderr)\n\(result.stdout)")
     let steps = result.stdout.split(separator: "\n").filter { $0.hasPrefix("outer ") }
-    #expect(steps.count == 3)
-    #expect(steps.allSatisfy { $0.contains("(all equal)") }, "\(result.stdout)")
-    #expect(result.stdout.contains("all equal: bit-identical"))
+    #expect(steps.count == 6, "\(result.stdout)")
+    #expect(steps.allSatisfy { $0.contains(" equal)") }, "\(result.stdout)")
+    // Peer 2 left after step 2: some step ran on two peers; the joiner (peer 3) took part later.
+    #expect(steps.contains { $0.contains("peers 2 ") }, "\(result.stdout)")
+    #expect(steps.last?.contains("peers 3 ") == true, "\(result.stdout)")
+    #expect(result.stdout.contains("peer 3: outer steps"), "\(result.stdout)")
+    #expect(result.stdout.contains("all equal at every step"), "\(result.stdout)")
 }
 
 @Test func demoRejectsBadArguments() throws {
