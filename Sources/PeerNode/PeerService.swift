@@ -83,13 +83,16 @@ final class PeerService: Service, @unchecked Sendable {
             // Resume: load into a scratch state first, so that a bad file changes nothing.
             let loaded = try DiLoCoTrainer.sharedState(for: task)
             do {
-                _ = try Checkpoint.read(checkpoint, into: loaded)
+                let local = try Checkpoint.read(checkpoint, into: loaded)
+                // The local blob is this peer's AdamW state (empty in checkpoints of older versions).
+                if !local.isEmpty { try task.optimizer.restoreState(local) }
             } catch {
                 throw RunError("cannot resume: \(error)")
             }
             try state.copy(from: loaded)
             logger.info("resumed from checkpoint", metadata: ["path": "\(checkpoint)", "revision": "\(state.revision)",
-                                                             "digest": "\(state.digest().short)"])
+                                                             "digest": "\(state.digest().short)",
+                                                             "optimizer.step": "\(task.optimizer.step)"])
         }
         let server = StateServer(state: state, logger: logger)
         let session = MembershipSession(node: node, communicator: communicator, server: server,
@@ -112,7 +115,8 @@ final class PeerService: Service, @unchecked Sendable {
             await communicator.shutdown()
             throw RunError("cannot start: \(error)")
         }
-        print("ready id=\(hex(id)) revision=\(state.revision) control_port=\(controlPort) data_port=\(dataPort) parameters=\(task.parameters.count)")
+        print("ready id=\(hex(id)) revision=\(state.revision) control_port=\(controlPort) data_port=\(dataPort) parameters=\(task.parameters.count) "
+              + "optimizer_step=\(task.optimizer.step)")
         fflush(nil)
         return PeerService(settings: settings, logger: logger, id: id, node: node, communicator: communicator, state: state,
                            server: server, trainer: trainer, controlPort: controlPort, dataPort: dataPort)
@@ -190,7 +194,9 @@ final class PeerService: Service, @unchecked Sendable {
 
     private func writeCheckpoint(_ path: String) {
         do {
-            try server.lock.withLock { try Checkpoint.write(state, to: path) }
+            // Between steps: the optimizer is idle, so its state is consistent with θ's revision.
+            let local = trainer.task.optimizer.encodedState()
+            try server.lock.withLock { try Checkpoint.write(state, local: local, to: path) }
         } catch {
             // A full disk loses nothing: the previous checkpoint stays; training goes on.
             logger.error("checkpoint not written: \(error)")

@@ -34,6 +34,39 @@ import Testing
         #expect(opt.step == 2)
     }
 
+    /// A restored optimizer continues exactly as the original would have.
+    @Test func adamWStateRoundTripsAndRefusesAnotherModel() throws {
+        let (s1, w1, b1) = Self.store(weight: 1, bias: 1)
+        let (s2, w2, b2) = Self.store(weight: 1, bias: 1)
+        let a = AdamW(s1, config: AdamWConfig(learningRate: 0.1, warmupSteps: 5))
+        let b = AdamW(s2, config: AdamWConfig(learningRate: 0.1, warmupSteps: 5))
+        for g: Float in [0.5, -0.3, 0.2] {
+            s1.gradient(w1)[0, 0] = g
+            s1.gradient(b1)[0, 0] = -g
+            a.update()
+        }
+        try b.restoreState(a.encodedState())
+        s2.value(w2)[0, 0] = s1.value(w1)[0, 0]
+        s2.value(b2)[0, 0] = s1.value(b1)[0, 0]
+        #expect(b.step == 3)
+        for opt in [(a, s1, w1, b1), (b, s2, w2, b2)] {
+            opt.1.gradient(opt.2)[0, 0] = 0.7
+            opt.1.gradient(opt.3)[0, 0] = 0.1
+            opt.0.update()
+        }
+        #expect(s1.value(w1)[0, 0].bitPattern == s2.value(w2)[0, 0].bitPattern)
+        #expect(s1.value(b1)[0, 0].bitPattern == s2.value(b2)[0, 0].bitPattern)
+        // Another model's state, a truncated one, or garbage: refused, nothing changed.
+        let other = ParameterStore()
+        _ = other.add("w", shape: [3], initializer: .zeros)
+        other.seal(seed: 0)
+        let state = a.encodedState()
+        #expect(throws: AdamW.StateError.self) { try AdamW(other, config: AdamWConfig()).restoreState(state) }
+        #expect(throws: AdamW.StateError.self) { try b.restoreState(Array(state.dropLast())) }
+        #expect(throws: AdamW.StateError.self) { try b.restoreState([UInt8](repeating: 7, count: 40)) }
+        #expect(b.step == 4)
+    }
+
     @Test func adamWLinearWarmup() {
         let (s, w, _) = Self.store(weight: 0, bias: 0)
         let opt = AdamW(s, config: AdamWConfig(learningRate: 0.1, warmupSteps: 4))

@@ -173,6 +173,8 @@ private func clusterSurvives(victim: Int, signal sig: Int32) throws {
     peers[2] = restarted
     let ready = try #require(restarted.waitFor("ready ", timeout: 60))
     #expect(ready.contains("revision=4"), "\(ready)")
+    // …with its own AdamW state: 4 outer steps × 4 inner steps.
+    #expect(ready.contains("optimizer_step=16"), "\(ready)")
     for i in 0..<3 {
         let status = peers[i].finish(timeout: 180)
         #expect(status == 0, "peer \(i): \(peers[i].stderrTail)")

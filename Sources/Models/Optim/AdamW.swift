@@ -26,7 +26,7 @@ public struct AdamWConfig: Sendable {
 public final class AdamW {
     public var config: AdamWConfig
     public let store: ParameterStore
-    public private(set) var step = 0
+    public internal(set) var step = 0
     let firstMoment: Tensor
     let secondMoment: Tensor
     private let ranges: [(offset: Int, count: Int, decays: Bool)]
