@@ -257,3 +257,45 @@ private func clusterSurvives(victim: Int, signal sig: Int32) throws {
     #expect(Date().timeIntervalSince(start) < 30)
     #expect(founder.stderrTail.contains("grace period"), "\(founder.stderrTail)")
 }
+
+/// SIGTERM with no grace period: the peer leaves in the middle of whatever it was doing (inner
+/// steps or the all-reduce); the others abort that step, retry without it, and go on equal.
+@Test func sigtermWithoutGraceLeavesMidStepAndTheOthersGoOn() throws {
+    let common = ["--min-peers", "3", "--outer-steps", "10", "--inner-steps", "4", "--shard-count", "3",
+                  "--heartbeat-ms", "200", "--heartbeat-timeout-ms", "2000", "--log-level", "info"]
+    let founder = try Daemon(common + ["--shard-index", "0"])
+    defer { founder.signal(SIGKILL) }
+    let port = try #require(founder.controlPort)
+    let others = try (1...2).map { try Daemon(common + ["--shard-index", "\($0)", "--seed", "127.0.0.1:\(port)"]
+                                              + ($0 == 2 ? ["--shutdown-grace-s", "0"] : [])) }
+    defer { for p in others { p.signal(SIGKILL) } }
+    let victim = others[1]
+    #expect(victim.waitFor("revision=3 ", timeout: 120) != nil, "the run did not get going: \(victim.stderrTail)")
+    victim.signal(SIGTERM)
+    #expect(victim.finish(timeout: 30) == 0, "\(victim.stderrTail)")
+    for (i, p) in [founder, others[0]].enumerated() {
+        #expect(p.finish(timeout: 120) == 0, "survivor \(i): \(p.stderrTail)")
+    }
+    let a = founder.digests, b = others[0].digests
+    #expect(a[10] != nil && a[10] == b[10], "\(a) vs \(b)")
+    for (revision, digest) in a where b[revision] != nil { #expect(b[revision] == digest, "revision \(revision)") }
+    #expect(founder.waitFor("peers=2 ", timeout: 1) != nil, "the survivors never ran a step without the leaver")
+}
+
+@Test func runRejectsAMissingDatasetAndAnUnreadableCheckpoint() throws {
+    let env = ["PEERNODE_CLUSTER_KEY": "integration-test-cluster-key-0123456789"]
+    let noData = try runPeernode(["run", "--model", "gcn", "--data-dir", "/nonexistent/cora"], environment: env)
+    #expect(noData.status != 0)
+    #expect(noData.stderr.contains("cannot load the training data"), "\(noData.stderr)")
+    let dir = NSTemporaryDirectory() + "peernode-badckpt-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: dir + "/a-directory", withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    try Data("not a checkpoint at all".utf8).write(to: URL(fileURLWithPath: dir + "/garbage.ckpt"))
+    for path in [dir + "/garbage.ckpt", dir + "/a-directory"] {
+        let result = try runPeernode(["run", "--checkpoint", path, "--outer-steps", "1"], environment: env)
+        #expect(result.status != 0, "\(path)")
+        #expect(result.stderr.contains("cannot resume"), "\(path): \(result.stderr)")
+    }
+    // Nothing was overwritten.
+    #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/garbage.ckpt")) == Data("not a checkpoint at all".utf8))
+}
