@@ -41,6 +41,11 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .customLong("heartbeat-ms"), help: "Heartbeat interval.") var heartbeatMs = 500
     @Option(name: .customLong("heartbeat-timeout-ms"), help: "A member silent this long is removed.") var heartbeatTimeoutMs = 3000
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
+    // Status port (Sources/PeerNode/Status): /status, /metrics, /healthz and a live page at /.
+    @Option(name: .customLong("status-port"), help: "Status HTTP port (0: any free one, reported as status_port= in the ready line).")
+    var statusPort = 0
+    @Option(name: .customLong("status-bind"), help: "Address the status port binds to (loopback unless told otherwise).")
+    var statusBind = "127.0.0.1"
 
     func validate() throws {
         for (name, value) in [("--listen", listen), ("--data-listen", dataListen)] + (seed.map { [("--seed", $0)] } ?? []) {
@@ -56,6 +61,7 @@ struct RunCommand: AsyncParsableCommand {
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'") }
         guard heartbeatMs > 0, heartbeatTimeoutMs > heartbeatMs else { throw ValidationError("need 0 < --heartbeat-ms < --heartbeat-timeout-ms") }
         guard checkpointEvery >= 1 else { throw ValidationError("--checkpoint-every must be positive") }
+        guard (0...65535).contains(statusPort), !statusBind.isEmpty else { throw ValidationError("--status-port must be in 0...65535, --status-bind an address") }
     }
 
     func run() async throws {
@@ -117,7 +123,19 @@ struct RunCommand: AsyncParsableCommand {
             await communicator.shutdown()
             throw RunError("cannot start: \(error)")
         }
-        print("ready id=\(hex(id)) revision=\(state.revision) control_port=\(controlPort) data_port=\(dataPort) parameters=\(task.parameters.count)")
+        // Status port.
+        let recorder = StatusRecorder(identity: .init(nodeId: id, model: kind.rawValue, dataset: task.spec.dataset),
+                                      membership: { node.status }, traffic: { (communicator.traffic.bytesSent, communicator.traffic.bytesReceived) })
+        let statusServer: StatusServer
+        do {
+            statusServer = try await StatusServer.start(recorder: recorder, host: statusBind, port: statusPort, logger: logger)
+        } catch {
+            await node.shutdown()
+            await communicator.shutdown()
+            throw RunError("cannot start the status port on \(statusBind):\(statusPort): \(error)")
+        }
+        print("ready id=\(hex(id)) revision=\(state.revision) control_port=\(controlPort) data_port=\(dataPort) parameters=\(task.parameters.count)"
+              + " status_port=\(statusServer.port)")
         fflush(nil)
 
         let stop = StopFlag()
@@ -150,6 +168,7 @@ struct RunCommand: AsyncParsableCommand {
                 updated = nil
                 let metrics = trainer.evaluate()
                 let status = node.status
+                recorder.recordOuterStep(report, evaluation: metrics)  // status port
                 if let checkpoint, report.revision % UInt64(checkpointEvery) == 0 {
                     do {
                         try server.lock.withLock { try Checkpoint.write(state, to: checkpoint) }
@@ -170,6 +189,8 @@ struct RunCommand: AsyncParsableCommand {
         }
         if let failure {
             logger.error("stopping: \(failure)")
+            recorder.markStopping("\(failure)")
+            await statusServer.shutdown()
             await node.shutdown()
             await communicator.shutdown()
             throw ExitCode(1)
@@ -182,8 +203,10 @@ struct RunCommand: AsyncParsableCommand {
             }
         }
         logger.info("leaving the cluster")
+        recorder.markStopping("leaving the cluster")
         await node.leave()
         await communicator.shutdown()
+        await statusServer.shutdown()
     }
 }
 
