@@ -23,12 +23,14 @@ enum StatusPage {
       .kv { color: var(--muted); } .kv b { color: var(--fg); font-weight: 600; font-variant-numeric: tabular-nums; }
       #health { font-weight: 600; padding: 2px 8px; border-radius: 10px; color: #fff; background: var(--muted); }
       #health.ok { background: var(--ok); } #health.bad { background: var(--bad); }
-      main { padding: 16px 20px; display: grid; gap: 16px; grid-template-columns: repeat(auto-fit, minmax(360px, 1fr)); }
+      main { padding: 16px 20px; display: grid; gap: 16px; }
+      .plots { display: grid; gap: 16px; grid-template-columns: repeat(auto-fit, minmax(340px, 1fr)); }
+      .tables { display: grid; gap: 16px; grid-template-columns: minmax(300px, 1fr) 2fr; align-items: start; }
+      @media (max-width: 900px) { .tables { grid-template-columns: 1fr; } }
       section { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 12px 14px; }
       section h2 { font-size: 14px; margin: 0 0 8px; display: flex; justify-content: space-between; }
       section h2 span { color: var(--muted); font-weight: 400; font-variant-numeric: tabular-nums; }
       canvas { width: 100%; height: 200px; display: block; }
-      .wide { grid-column: 1 / -1; }
       table { width: 100%; border-collapse: collapse; font-variant-numeric: tabular-nums; }
       th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid var(--line); }
       th { color: var(--muted); font-weight: 500; }
@@ -54,16 +56,20 @@ enum StatusPage {
       <span id="error"></span>
     </header>
     <main>
+      <div class="plots">
       <section><h2>Mean inner loss <span id="lossNow"></span></h2><canvas id="loss"></canvas></section>
       <section><h2><span style="color:inherit;font-weight:600" id="metricTitle">Metric</span> <span id="metricNow"></span></h2><canvas id="metric"></canvas></section>
       <section><h2>Bandwidth per outer step
-        <span class="legend"><i style="background:var(--a)"></i>sent<i style="background:var(--b)"></i>received</span></h2>
+        <span class="legend"><i style="background:var(--a)"></i>sent<i style="background:var(--b);height:0;border-top:2px dashed var(--b)"></i>received</span></h2>
         <canvas id="bandwidth"></canvas></section>
+      </div>
+      <div class="tables">
       <section><h2>Events</h2>
         <table><tbody id="events"></tbody></table></section>
-      <section class="wide"><h2>View <span id="viewNote"></span></h2>
+      <section><h2>View <span id="viewNote"></span></h2>
         <table><thead><tr><th>#</th><th>node</th><th>control</th><th>data</th><th>ring</th><th></th></tr></thead>
         <tbody id="members"></tbody></table></section>
+      </div>
     </main>
     <script>
     "use strict";
@@ -91,6 +97,12 @@ enum StatusPage {
       return a !== 0 && (a < 0.001 || a >= 1e5) ? v.toExponential(2) : v.toPrecision(4);
     }
 
+    // An axis label with as many decimals as the axis range needs, no more.
+    function tick(v, range) {
+      const decimals = Math.max(0, Math.min(6, 2 - Math.floor(Math.log10(range || 1))));
+      return Math.abs(v) >= 1e5 ? v.toExponential(1) : v.toFixed(decimals);
+    }
+
     // One line chart: series = [{values: [[x, y]...], color}], axes with min/max labels.
     function plot(canvas, series, format) {
       const ratio = window.devicePixelRatio || 1;
@@ -109,7 +121,8 @@ enum StatusPage {
       let y0 = Math.min(...pts.map((p) => p[1])), y1 = Math.max(...pts.map((p) => p[1]));
       if (x0 === x1) { x0 -= 1; x1 += 1; }
       if (y0 === y1) { const d = Math.abs(y0) * 0.1 || 1; y0 -= d; y1 += d; }
-      const pad = (y1 - y0) * 0.05; y0 -= pad; y1 += pad;
+      const pad = (y1 - y0) * 0.05;
+      y0 = y0 >= 0 ? Math.max(0, y0 - pad) : y0 - pad; y1 += pad;
       const left = 64, right = 10, top = 8, bottom = 22;
       const X = (x) => left + (x - x0) / (x1 - x0) * (w - left - right);
       const Y = (y) => top + (1 - (y - y0) / (y1 - y0)) * (h - top - bottom);
@@ -118,13 +131,14 @@ enum StatusPage {
       for (let i = 0; i <= 4; i++) {
         const y = y0 + (y1 - y0) * i / 4;
         g.beginPath(); g.moveTo(left, Y(y)); g.lineTo(w - right, Y(y)); g.stroke();
-        g.fillText(format(y), left - 6, Y(y));
+        g.fillText(format(y, y1 - y0), left - 6, Y(y));
       }
       g.textAlign = "center"; g.textBaseline = "top";
-      const xs = [x0, (x0 + x1) / 2, x1];
-      for (const x of xs) g.fillText("rev " + Math.round(x), X(x), h - bottom + 6);
+      const xs = [[x0, "left"], [(x0 + x1) / 2, "center"], [x1, "right"]];
+      for (const [x, align] of xs) { g.textAlign = align; g.fillText("rev " + Math.round(x), X(x), h - bottom + 6); }
       for (const s of series) {
         g.strokeStyle = s.color; g.fillStyle = s.color; g.lineWidth = 2;
+        g.setLineDash(s.dash || []);
         g.beginPath();
         let started = false;
         for (const [x, y] of s.values) {
@@ -132,6 +146,7 @@ enum StatusPage {
           if (started) g.lineTo(X(x), Y(y)); else { g.moveTo(X(x), Y(y)); started = true; }
         }
         g.stroke();
+        g.setLineDash([]);
         if (s.values.length < 60) for (const [x, y] of s.values) if (isFinite(y)) {
           g.beginPath(); g.arc(X(x), Y(y), 2.5, 0, 2 * Math.PI); g.fill();
         }
@@ -160,11 +175,12 @@ enum StatusPage {
       $("lossNow").textContent = last ? fmt(last.loss) : "";
       $("metricTitle").textContent = s.metric_name ? s.metric_name + (s.higher_is_better ? " (higher is better)" : " (lower is better)") : "Metric";
       $("metricNow").textContent = last ? fmt(last.metric) : "";
-      plot($("loss"), [{ values: history.map((p) => [p.revision, num(p.loss)]), color: a }], fmt);
-      plot($("metric"), [{ values: history.map((p) => [p.revision, num(p.metric)]), color: "#7c3aed" }], fmt);
+      plot($("loss"), [{ values: history.map((p) => [p.revision, num(p.loss)]), color: a }], tick);
+      plot($("metric"), [{ values: history.map((p) => [p.revision, num(p.metric)]), color: "#7c3aed" }], tick);
       plot($("bandwidth"), [
         { values: history.map((p) => [p.revision, num(p.sent_bytes_per_second)]), color: a },
-        { values: history.map((p) => [p.revision, num(p.received_bytes_per_second)]), color: b },
+        // Dashed: on a ring, sent and received are nearly equal and would hide each other.
+        { values: history.map((p) => [p.revision, num(p.received_bytes_per_second)]), color: b, dash: [6, 4] },
       ], (v) => bytes(v) + "/s");
 
       const e = s.events, t = s.throughput;
