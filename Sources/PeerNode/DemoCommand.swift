@@ -68,7 +68,9 @@ extension PeerNodeCommand {
             }
             let parameterCount = Int(founder.ready["parameters"] ?? "") ?? 0
             print("each peer holds \(parameterCount) parameters and its own shard; θ and the outer momentum are shared")
-            print("peer 0 founded the cluster at \(seedAddress); the others joined through it\n")
+            print("peer 0 founded the cluster at \(seedAddress); the others joined through it")
+            print("live status: " + cluster.peers.map { "peer \($0.index) http://127.0.0.1:\($0.ready["status_port"] ?? "?")/" }
+                .joined(separator: "  ") + "  (or `peernode status 127.0.0.1:PORT`)\n")
 
             var inner = 0.0
             var comm = 0.0

@@ -25,8 +25,8 @@ final class PeerService: Service, @unchecked Sendable {
     let trainer: DiLoCoTrainer
     let controlPort: Int
     let dataPort: Int
-    /// Called after each outer step, on the service's task (the status port feeds on it).
-    var onOuterStep: (@Sendable (OuterStepReport, Metrics) -> Void)?
+    let recorder: StatusRecorder
+    let statusServer: StatusServer
 
     private let lock = NSLock()
     private var stopRequested = false
@@ -36,7 +36,8 @@ final class PeerService: Service, @unchecked Sendable {
     private var stopping: Bool { lock.withLock { stopRequested } }
 
     private init(settings: RunSettings, logger: Logger, id: UInt64, node: MembershipNode, communicator: Communicator,
-                 state: SharedState, server: StateServer, trainer: DiLoCoTrainer, controlPort: Int, dataPort: Int) {
+                 state: SharedState, server: StateServer, trainer: DiLoCoTrainer, controlPort: Int, dataPort: Int,
+                 recorder: StatusRecorder, statusServer: StatusServer) {
         self.settings = settings
         self.logger = logger
         self.id = id
@@ -47,6 +48,8 @@ final class PeerService: Service, @unchecked Sendable {
         self.trainer = trainer
         self.controlPort = controlPort
         self.dataPort = dataPort
+        self.recorder = recorder
+        self.statusServer = statusServer
     }
 
     /// Loads the key, the data and the checkpoint, binds both ports, founds or joins the cluster,
@@ -115,11 +118,24 @@ final class PeerService: Service, @unchecked Sendable {
             await communicator.shutdown()
             throw RunError("cannot start: \(error)")
         }
+        let recorder = StatusRecorder(identity: .init(nodeId: id, model: kind.rawValue, dataset: task.spec.dataset),
+                                      membership: { node.status },
+                                      traffic: { (communicator.traffic.bytesSent, communicator.traffic.bytesReceived) })
+        let statusServer: StatusServer
+        do {
+            statusServer = try await StatusServer.start(recorder: recorder, host: settings.statusBind, port: settings.statusPort,
+                                                        logger: logger)
+        } catch {
+            await node.shutdown()
+            await communicator.shutdown()
+            throw RunError("cannot start the status port on \(settings.statusBind):\(settings.statusPort): \(error)")
+        }
         print("ready id=\(hex(id)) revision=\(state.revision) control_port=\(controlPort) data_port=\(dataPort) parameters=\(task.parameters.count) "
-              + "optimizer_step=\(task.optimizer.step)")
+              + "optimizer_step=\(task.optimizer.step) status_port=\(statusServer.port)")
         fflush(nil)
         return PeerService(settings: settings, logger: logger, id: id, node: node, communicator: communicator, state: state,
-                           server: server, trainer: trainer, controlPort: controlPort, dataPort: dataPort)
+                           server: server, trainer: trainer, controlPort: controlPort, dataPort: dataPort,
+                           recorder: recorder, statusServer: statusServer)
     }
 
     func run() async throws {
@@ -164,8 +180,8 @@ final class PeerService: Service, @unchecked Sendable {
                 if let checkpoint = settings.checkpoint, report.revision % UInt64(settings.checkpointEvery) == 0 {
                     writeCheckpoint(checkpoint)
                 }
+                recorder.recordOuterStep(report, evaluation: metrics)
                 printOuterLine(report, metrics)
-                onOuterStep?(report, metrics)
             } catch {
                 failure = error
             }
@@ -182,14 +198,18 @@ final class PeerService: Service, @unchecked Sendable {
     private func close() async {
         if let failure = lock.withLock({ failure }) {
             logger.error("stopping: \(failure)")
+            recorder.markStopping("\(failure)")
             await node.shutdown()
             await communicator.shutdown()
+            await statusServer.shutdown()
             return
         }
         if let checkpoint = settings.checkpoint { writeCheckpoint(checkpoint) }
         logger.info("leaving the cluster")
+        recorder.markStopping("leaving the cluster")
         await node.leave()
         await communicator.shutdown()
+        await statusServer.shutdown()
     }
 
     private func writeCheckpoint(_ path: String) {

@@ -48,6 +48,10 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info (default), notice, warning, error, critical.") var logLevel: String?
     @Option(name: .customLong("shutdown-grace-s"), help: "On SIGTERM, how long the current step may take before it is aborted. Default 60.")
     var shutdownGraceS: Double?
+    @Option(name: .customLong("status-port"), help: "Status HTTP port: /status, /metrics, /healthz, a live page at / (0, the default: any free port, on the ready line).")
+    var statusPort: Int?
+    @Option(name: .customLong("status-bind"), help: "Address the status port binds to. Default 127.0.0.1 (loopback only).")
+    var statusBind: String?
 
     /// Defaults, then the config file, then what the command line gave.
     func settings() throws -> RunSettings {
@@ -74,6 +78,8 @@ struct RunCommand: AsyncParsableCommand {
         if let heartbeatTimeoutMs { s.heartbeatTimeoutMs = heartbeatTimeoutMs }
         if let logLevel { s.logLevel = logLevel }
         if let shutdownGraceS { s.shutdownGraceS = shutdownGraceS }
+        if let statusPort { s.statusPort = statusPort }
+        if let statusBind { s.statusBind = statusBind }
         try s.validate()
         return s
     }

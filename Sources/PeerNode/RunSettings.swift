@@ -33,12 +33,16 @@ struct RunSettings: Sendable {
     var logLevel = "info"
     /// How long SIGTERM waits for the current step to end before the step is aborted.
     var shutdownGraceS = 60.0
+    /// The read-only HTTP status port (0: any free port, reported on the `ready` line).
+    var statusPort = 0
+    /// Loopback unless the operator says otherwise: the page is unauthenticated.
+    var statusBind = "127.0.0.1"
 
     /// The keys a config file may hold, in the order docs/operations.md lists them.
     static let keys = ["seed", "listen", "data-listen", "advertise", "model", "data", "data-dir", "shard-index",
                        "shard-count", "inner-steps", "outer-steps", "quant", "seed-value", "cluster-key-file",
                        "checkpoint", "checkpoint-every", "min-peers", "heartbeat-ms", "heartbeat-timeout-ms",
-                       "log-level", "shutdown-grace-s"]
+                       "log-level", "shutdown-grace-s", "status-port", "status-bind"]
 
     /// Config files are small; a bigger one is a wrong path, not a config.
     static let maxConfigBytes = 1 << 20
@@ -134,6 +138,8 @@ struct RunSettings: Sendable {
         case "heartbeat-timeout-ms": heartbeatTimeoutMs = try int()
         case "log-level": logLevel = try string()
         case "shutdown-grace-s": shutdownGraceS = try double()
+        case "status-port": statusPort = try int()
+        case "status-bind": statusBind = try string()
         default:
             throw RunError("config file \(path): unknown setting \"\(key)\" (known: \(Self.keys.joined(separator: ", ")))")
         }
@@ -164,6 +170,8 @@ struct RunSettings: Sendable {
         guard checkpointEvery >= 1 else { throw RunError("--checkpoint-every must be positive") }
         guard minPeers >= 1 else { throw RunError("--min-peers must be positive") }
         guard shutdownGraceS.isFinite, shutdownGraceS >= 0 else { throw RunError("--shutdown-grace-s must be ≥ 0") }
+        guard (0...65535).contains(statusPort) else { throw RunError("--status-port must be in 0...65535") }
+        guard !statusBind.isEmpty, !statusBind.contains(" ") else { throw RunError("--status-bind must be an address, got '\(statusBind)'") }
     }
 
     /// The host announced to the cluster for an address this node listens on.

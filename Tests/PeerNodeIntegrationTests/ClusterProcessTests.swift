@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 /// A `peernode run` child whose stdout lines are collected as they come.
-private final class Daemon: @unchecked Sendable {
+final class Daemon: @unchecked Sendable {
     let process = Process()
     private let lock = NSCondition()
     private var lines: [String] = []

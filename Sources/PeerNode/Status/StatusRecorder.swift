@@ -1,0 +1,138 @@
+import Collectives
+import DiLoCo
+import Foundation
+import Models
+import Transport
+
+/// What the status port shows: the daemon reports each outer step here and hands over providers
+/// for what changes between steps (membership, traffic), so it needs one call per step and no
+/// knowledge of HTTP, JSON or Prometheus.
+///
+/// Read by the HTTP server's threads while the training loop writes, hence the lock. The history
+/// is bounded (`capacity` steps) so a node that runs for weeks keeps a flat memory profile.
+final class StatusRecorder: @unchecked Sendable {
+    /// What does not change while the daemon runs.
+    struct Identity: Sendable {
+        var nodeId: UInt64
+        var model: String
+        var dataset: String
+    }
+
+    /// Read on every request, so the answer is live even while a step is running.
+    typealias MembershipProvider = @Sendable () -> MembershipStatus
+    typealias TrafficProvider = @Sendable () -> (sent: UInt64, received: UInt64)
+
+    let identity: Identity
+    let capacity: Int
+    private let membership: MembershipProvider
+    private let traffic: TrafficProvider
+    private let started: Date
+    private let startedUptime: ContinuousClock.Instant
+
+    private let lock = NSLock()
+    private var steps: [StatusReport.Step] = []
+    private var metricName: String?
+    private var higherIsBetter: Bool?
+    private var stopping: String?
+
+    init(identity: Identity, capacity: Int = 500, membership: @escaping MembershipProvider,
+         traffic: @escaping TrafficProvider) {
+        precondition(capacity > 0)
+        self.identity = identity
+        self.capacity = capacity
+        self.membership = membership
+        self.traffic = traffic
+        started = Date()
+        startedUptime = ContinuousClock.now
+    }
+
+    /// Convenience for the daemon: the trainer's report and the evaluation that followed it.
+    func recordOuterStep(_ report: OuterStepReport, evaluation: Metrics) {
+        recordOuterStep(revision: report.revision, loss: Double(report.meanInnerLoss), metricName: evaluation.name,
+                        metric: evaluation.value, higherIsBetter: evaluation.higherIsBetter,
+                        digest: report.digest.description, peers: report.peers, retries: report.retries,
+                        innerSeconds: report.innerSeconds, communicationSeconds: report.communicationSeconds)
+    }
+
+    /// Records one finished outer step; traffic totals and the time are sampled now.
+    func recordOuterStep(revision: UInt64, loss: Double, metricName: String, metric: Double, higherIsBetter: Bool,
+                         digest: String, peers: Int, retries: Int, innerSeconds: Double, communicationSeconds: Double,
+                         at time: Date = Date()) {
+        let bytes = traffic()
+        lock.withLock {
+            let previous = steps.last
+            let since = previous.map { time.timeIntervalSince1970 - $0.time } ?? time.timeIntervalSince(started)
+            let seconds = max(since, 1e-6)
+            let sentBefore = previous?.bytesSent ?? 0
+            let receivedBefore = previous?.bytesReceived ?? 0
+            steps.append(StatusReport.Step(
+                revision: revision, time: time.timeIntervalSince1970, loss: loss, metric: metric, digest: digest,
+                peers: peers, retries: retries, innerSeconds: innerSeconds, communicationSeconds: communicationSeconds,
+                bytesSent: bytes.sent, bytesReceived: bytes.received,
+                sentBytesPerSecond: Double(bytes.sent &- min(sentBefore, bytes.sent)) / seconds,
+                receivedBytesPerSecond: Double(bytes.received &- min(receivedBefore, bytes.received)) / seconds))
+            if steps.count > capacity { steps.removeFirst(steps.count - capacity) }
+            self.metricName = metricName
+            self.higherIsBetter = higherIsBetter
+        }
+    }
+
+    /// The daemon is on its way out (leaving, or failed): `/healthz` answers 503 from now on.
+    func markStopping(_ reason: String) {
+        lock.withLock { stopping = reason }
+    }
+
+    var uptime: Duration { ContinuousClock.now - startedUptime }
+
+    /// The `/status` document as of now; `since` keeps only the steps after that revision.
+    func report(since: UInt64? = nil) -> StatusReport {
+        let status = membership()
+        let bytes = traffic()
+        let uptime = max(Self.seconds(self.uptime), 1e-6)
+        let (steps, metricName, higherIsBetter, stopping) = lock.withLock {
+            (self.steps, self.metricName, self.higherIsBetter, self.stopping)
+        }
+        let view = status.view
+        let members = (view?.nodes ?? []).map { node in
+            StatusReport.Member(id: hex(node.id), control: Self.address(node.controlHost, node.controlPort),
+                                data: Self.address(node.dataHost, node.dataPort), inRing: node.inRing,
+                                isCoordinator: node.id == view?.coordinator, isSelf: node.id == identity.nodeId)
+        }
+        let last = steps.last
+        let (healthy, health) = Self.health(role: status.role, stopping: stopping)
+        return StatusReport(
+            id: hex(identity.nodeId), version: StatusReport.version, role: status.role.rawValue,
+            healthy: healthy, health: health, epoch: status.epoch, coordinator: status.coordinator.map { hex($0) },
+            members: members, revision: last?.revision ?? 0, digest: last?.digest, model: identity.model,
+            dataset: identity.dataset, metricName: metricName, higherIsBetter: higherIsBetter,
+            peers: last?.peers ?? view?.ringIds.count ?? 0, uptimeSeconds: uptime,
+            bytesSent: bytes.sent, bytesReceived: bytes.received,
+            throughput: StatusReport.Throughput(
+                lastStepSentBytesPerSecond: last?.sentBytesPerSecond ?? 0,
+                lastStepReceivedBytesPerSecond: last?.receivedBytesPerSecond ?? 0,
+                overallSentBytesPerSecond: Double(bytes.sent) / uptime,
+                overallReceivedBytesPerSecond: Double(bytes.received) / uptime),
+            events: StatusReport.Events(joins: status.joins, leaves: status.leaves, deaths: status.deaths,
+                                        aborts: status.aborts, retries: status.retries),
+            history: since.map { since in steps.filter { $0.revision > since } } ?? steps,
+            historyCapacity: capacity)
+    }
+
+    /// Healthy means useful to the cluster: running and in the view. A joiner not yet admitted, a
+    /// node electing a new coordinator, or one that left is alive but not (yet) a member.
+    static func health(role: MembershipStatus.Role, stopping: String?) -> (Bool, String) {
+        if let stopping { return (false, "stopping: \(stopping)") }
+        switch role {
+        case .member, .coordinator: return (true, "ok")
+        default: return (false, "not a member (role \(role.rawValue))")
+        }
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18
+    }
+
+    static func address(_ host: String, _ port: Int) -> String {
+        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+}
