@@ -92,20 +92,24 @@ final class StatusRecorder: @unchecked Sendable {
         let (steps, metricName, higherIsBetter, stopping) = lock.withLock {
             (self.steps, self.metricName, self.higherIsBetter, self.stopping)
         }
-        let view = status.view
-        let members = (view?.nodes ?? []).map { node in
-            StatusReport.Member(id: hex(node.id), control: Self.address(node.controlHost, node.controlPort),
-                                data: Self.address(node.dataHost, node.dataPort), inRing: node.inRing,
-                                isCoordinator: node.id == view?.coordinator, isSelf: node.id == identity.nodeId)
+        let facts = Self.viewFacts(status)
+        let nodes = facts.nodes, coordinatorId = facts.coordinator, ringCount = facts.ringCount
+        let selfId = identity.nodeId
+        var members: [StatusReport.Member] = []
+        members.reserveCapacity(nodes.count)
+        for node in nodes {
+            members.append(StatusReport.Member(id: hex(node.id), control: Self.address(node.controlHost, node.controlPort),
+                                               data: Self.address(node.dataHost, node.dataPort), inRing: node.inRing,
+                                               isCoordinator: node.id == coordinatorId, isSelf: node.id == selfId))
         }
         let last = steps.last
         let (healthy, health) = Self.health(role: status.role, stopping: stopping)
         return StatusReport(
             id: hex(identity.nodeId), version: StatusReport.version, role: status.role.rawValue,
-            healthy: healthy, health: health, epoch: status.epoch, coordinator: status.coordinator.map { hex($0) },
+            healthy: healthy, health: health, epoch: facts.epoch, coordinator: coordinatorId.map { hex($0) },
             members: members, revision: last?.revision ?? 0, digest: last?.digest, model: identity.model,
             dataset: identity.dataset, metricName: metricName, higherIsBetter: higherIsBetter,
-            peers: last?.peers ?? view?.ringIds.count ?? 0, uptimeSeconds: uptime,
+            peers: last?.peers ?? ringCount, uptimeSeconds: uptime,
             bytesSent: bytes.sent, bytesReceived: bytes.received,
             throughput: StatusReport.Throughput(
                 lastStepSentBytesPerSecond: last?.sentBytesPerSecond ?? 0,
@@ -116,6 +120,21 @@ final class StatusRecorder: @unchecked Sendable {
                                         aborts: status.aborts, retries: status.retries),
             history: since.map { since in steps.filter { $0.revision > since } } ?? steps,
             historyCapacity: capacity)
+    }
+
+    private struct ViewFacts {
+        var nodes: [NodeInfo]
+        var coordinator: UInt64?
+        var ringCount: Int
+        var epoch: UInt64
+    }
+
+    /// What the report needs of the view, read outside `report(since:)`: Swift 6.3.1's release
+    /// optimizer (CopyPropagation) crashes on optional chains through `status.view` inlined there.
+    @inline(never)
+    private static func viewFacts(_ status: MembershipStatus) -> ViewFacts {
+        guard let view = status.view else { return ViewFacts(nodes: [], coordinator: nil, ringCount: 0, epoch: 0) }
+        return ViewFacts(nodes: view.nodes, coordinator: view.coordinator, ringCount: view.ringIds.count, epoch: view.epoch)
     }
 
     /// Healthy means useful to the cluster: running and in the view. A joiner not yet admitted, a
