@@ -3,7 +3,7 @@
 # total number of inner steps (peers × outer × H), side by side, on the shipped data.
 # Prints, per task, the single-peer test metric, the DiLoCo one (4 peers, int8, no churn), their
 # ratio, and the bytes DiLoCo sent against per-step data-parallel fp32 all-reduce.
-#   scripts/bench-quality.sh [PEERS] [TASKS...]     TASKS: gin-esol moe-digits (default: both)
+#   [H=inner] [OUTER=outer] scripts/bench-quality.sh [PEERS] [TASKS...]     TASKS: gin-esol moe-digits (default: both)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PEERS="${1:-4}"; shift || true
@@ -14,15 +14,16 @@ BIN="$(swift build -c release --show-bin-path)/peernode"
 export OPENBLAS_NUM_THREADS=1
 for t in "${TASKS[@]}"; do
     case "$t" in
-        gin-esol)   model=gin; data=esol;   H=40; OUTER=10 ;;
-        moe-digits) model=moe; data=digits; H=40; OUTER=20 ;;
+        gin-esol)   model=gin; data=esol;   H=${H:-40}; OUTER=${OUTER:-10} ;;
+        moe-digits) model=moe; data=digits; H=${H:-40}; OUTER=${OUTER:-20} ;;
         *) echo "unknown task $t" >&2; exit 2 ;;
     esac
     total=$((PEERS * OUTER * H))
     single=$("$BIN" train --model "$model" --data "$data" --steps "$total" --log-every 1000000 --bench | grep '^impl=')
     single_metric=$(sed -E 's/.* test_([a-zA-Z]+)=([0-9.]+).*/\1 \2/' <<<"$single")
     demo=$("$BIN" demo --no-churn --peers "$PEERS" --model "$model" --data "$data" --outer-steps "$OUTER" --inner-steps "$H")
-    final=$(grep -E '^  final [a-zA-Z ]+:' <<<"$demo" | sed -E 's/^  final ([a-zA-Z ]+): ([0-9.]+).*/\1 \2/')
+    echo "$demo" >"${QUALITY_LOG_DIR:-/tmp}/peernode-quality-$t.txt"
+    final=$(grep -m1 -E '^  final [a-zA-Z_ ]+: [0-9]' <<<"$demo" | sed -E 's/^  final ([a-zA-Z_ ]+): ([0-9.]+).*/\1 \2/')
     bytes=$(grep -E 'bytes sent by all peers' <<<"$demo" | sed -E 's/.*peers: ([0-9.]+) MB; per-step data-parallel fp32 would send ([0-9.]+) MB \(([0-9]+)× more\).*/sent_mb=\1 data_parallel_mb=\2 ratio=\3/')
     overhead=$(grep -E 'wall time outside inner steps' <<<"$demo" | sed -E 's/.*: ([0-9.]+)%/\1/')
     digests=$(grep -c 'all equal at every step' <<<"$demo" || true)

@@ -26,6 +26,8 @@ extension PeerNodeCommand {
         @Option(name: .customLong("inner-steps"), help: "Inner AdamW steps per outer step (H).") var innerSteps = 40
         @Option(help: "Pseudo-gradient encoding: int8, int8-zp or none.") var quant = "int8"
         @Option(help: "Seed shared by all peers.") var seed: UInt64 = 1
+        @Option(name: .customLong("outer-lr"), help: "Outer Nesterov learning rate.") var outerLr = 0.7
+        @Option(name: .customLong("outer-momentum"), help: "Outer Nesterov momentum.") var outerMomentum = 0.9
         @Flag(name: .customLong("no-churn"), help: "Keep the same peers throughout (no leave, no join).") var noChurn = false
 
         func validate() throws {
@@ -38,6 +40,9 @@ extension PeerNodeCommand {
             }
             guard outerSteps >= 1, innerSteps >= 1 else { throw ValidationError("--outer-steps and --inner-steps must be positive") }
             guard WorkerSettings.quantization(quant) != nil else { throw ValidationError("--quant must be int8, int8-zp or none") }
+            guard outerLr.isFinite, outerLr > 0, outerMomentum.isFinite, (0..<1).contains(outerMomentum) else {
+                throw ValidationError("--outer-lr must be positive and --outer-momentum in [0, 1)")
+            }
         }
 
         func run() async throws {
@@ -57,7 +62,7 @@ extension PeerNodeCommand {
             defer { cluster.terminate() }
             func arguments(shard: Int, seedAddress: String?, minPeers: Int) -> [String] {
                 ["run", "--model", model, "--data", dataset, "--outer-steps", "\(outerSteps)", "--inner-steps", "\(innerSteps)",
-                 "--quant", quant, "--seed-value", "\(seed)", "--shard-count", "\(peers)", "--shard-index", "\(shard)",
+                 "--quant", quant, "--seed-value", "\(seed)", "--outer-lr", "\(outerLr)", "--outer-momentum", "\(outerMomentum)", "--shard-count", "\(peers)", "--shard-index", "\(shard)",
                  "--min-peers", "\(minPeers)", "--heartbeat-ms", "200", "--heartbeat-timeout-ms", "2000", "--log-level", "warning"]
                     + (seedAddress.map { ["--seed", $0] } ?? [])
             }

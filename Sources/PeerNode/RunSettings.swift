@@ -23,6 +23,9 @@ struct RunSettings: Sendable {
     var innerSteps = 50
     var outerSteps = 0
     var quant = "int8"
+    /// The outer Nesterov step (DiLoCo paper defaults).
+    var outerLr = 0.7
+    var outerMomentum = 0.9
     var seedValue: UInt64 = 1
     var clusterKeyFile: String?
     var checkpoint: String?
@@ -40,7 +43,7 @@ struct RunSettings: Sendable {
 
     /// The keys a config file may hold, in the order docs/operations.md lists them.
     static let keys = ["seed", "listen", "data-listen", "advertise", "model", "data", "data-dir", "shard-index",
-                       "shard-count", "inner-steps", "outer-steps", "quant", "seed-value", "cluster-key-file",
+                       "shard-count", "inner-steps", "outer-steps", "quant", "outer-lr", "outer-momentum", "seed-value", "cluster-key-file",
                        "checkpoint", "checkpoint-every", "min-peers", "heartbeat-ms", "heartbeat-timeout-ms",
                        "log-level", "shutdown-grace-s", "status-port", "status-bind"]
 
@@ -127,6 +130,8 @@ struct RunSettings: Sendable {
         case "inner-steps": innerSteps = try int()
         case "outer-steps": outerSteps = try int()
         case "quant": quant = try string()
+        case "outer-lr": outerLr = try double()
+        case "outer-momentum": outerMomentum = try double()
         case "seed-value":
             guard let v = UInt64(exactly: try int()) else { throw RunError("config file \(path): \"seed-value\" must be ≥ 0") }
             seedValue = v
@@ -164,6 +169,8 @@ struct RunSettings: Sendable {
         }
         guard shardCount >= 1, (0..<shardCount).contains(shardIndex) else { throw RunError("--shard-index must be in 0..<--shard-count") }
         guard innerSteps >= 1, outerSteps >= 0 else { throw RunError("--inner-steps ≥ 1 and --outer-steps ≥ 0") }
+        guard outerLr.isFinite, outerLr > 0 else { throw RunError("--outer-lr must be positive") }
+        guard outerMomentum.isFinite, (0..<1).contains(outerMomentum) else { throw RunError("--outer-momentum must be in [0, 1)") }
         guard WorkerSettings.quantization(quant) != nil else { throw RunError("--quant must be int8, int8-zp or none, got '\(quant)'") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw RunError("unknown --log-level '\(logLevel)'") }
         guard heartbeatMs > 0, heartbeatTimeoutMs > heartbeatMs else { throw RunError("need 0 < --heartbeat-ms < --heartbeat-timeout-ms") }
