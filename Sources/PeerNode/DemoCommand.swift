@@ -1,5 +1,6 @@
 import ArgumentParser
 import Collectives
+import DiLoCo
 import Foundation
 import Models
 
@@ -23,6 +24,8 @@ extension PeerNodeCommand {
         @Option(name: .customLong("inner-steps"), help: "Inner AdamW steps per outer step (H).") var innerSteps = 40
         @Option(help: "Pseudo-gradient encoding: int8, int8-zp or none.") var quant = "int8"
         @Option(help: "Seed shared by all peers.") var seed: UInt64 = 1
+        @Option(help: "DiLoCo mode: sync, or async (one-step-delayed: the all-reduce overlaps the next inner steps).")
+        var mode: DiLoCoOptions.Mode = .sync
 
         func validate() throws {
             guard (1...16).contains(peers) else { throw ValidationError("--peers must be 1...16") }
@@ -41,10 +44,11 @@ extension PeerNodeCommand {
             let dataset = data ?? kind.defaultDataset
             let deadline = Date().addingTimeInterval(900)
             print("peernode demo: \(peers) peers on 127.0.0.1 train \(model) on \(dataset) with DiLoCo "
-                  + "(H=\(innerSteps) inner steps, \(outerSteps) outer steps, \(quant) all-reduce)")
+                  + "(H=\(innerSteps) inner steps, \(outerSteps) outer steps, \(quant) all-reduce, \(mode.rawValue) mode)")
             let cluster = try LocalCluster(peers: peers, deadline: deadline) { rank in
                 ["demo-worker", "--rank", "\(rank)", "--peers", "\(peers)", "--model", model, "--data", dataset,
-                 "--outer-steps", "\(outerSteps)", "--inner-steps", "\(innerSteps)", "--quant", quant, "--seed", "\(seed)"]
+                 "--outer-steps", "\(outerSteps)", "--inner-steps", "\(innerSteps)", "--quant", quant, "--seed", "\(seed)",
+                 "--mode", mode.rawValue]
             }
             defer { cluster.terminate() }
             var parameterCount = 0

@@ -19,6 +19,8 @@ struct DemoWorker: AsyncParsableCommand {
     @Option(name: .customLong("inner-steps")) var innerSteps: Int
     @Option var quant: String
     @Option var seed: UInt64
+    @Option var mode: DiLoCoOptions.Mode = .sync
+    @Option(name: .customLong("async-start")) var asyncStart: DiLoCoOptions.AsyncStart = .rebase
 
     func run() async throws {
         var logger = Logger(label: "peernode.demo")
@@ -30,6 +32,8 @@ struct DemoWorker: AsyncParsableCommand {
         var options = DiLoCoOptions()
         options.innerSteps = innerSteps
         options.quantization = WorkerSettings.quantization(quant) ?? .int8MinMax
+        options.mode = mode
+        options.asyncStart = asyncStart
         let trainer = try DiLoCoTrainer(task: task, session: FixedRingSession(communicator: communicator, size: view.count),
                                         options: options, logger: logger)
         print("ready parameters=\(task.parameters.count) examples=\(task.model.trainingExampleCount)")

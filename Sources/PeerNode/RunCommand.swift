@@ -29,6 +29,7 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .customLong("shard-count"), help: "Number of shards.") var shardCount = 1
     @Option(name: .customLong("inner-steps"), help: "Inner steps per outer step (H).") var innerSteps = 50
     @Option(name: .customLong("outer-steps"), help: "Stop after this shared revision (0: run until stopped).") var outerSteps = 0
+    @Option(help: "DiLoCo mode: sync, or async (one-step-delayed: all-reduce of step t during the inner steps of t+1).") var mode: DiLoCoOptions.Mode = .sync
     @Option(help: "Pseudo-gradient encoding: int8, int8-zp or none.") var quant = "int8"
     @Option(name: .customLong("seed-value"), help: "Seed of the model's initial parameters (equal on all peers).") var seedValue: UInt64 = 1
     @Option(name: .customLong("cluster-key-file"), help: "File holding the cluster key (else $PEERNODE_CLUSTER_KEY).")
@@ -104,6 +105,7 @@ struct RunCommand: AsyncParsableCommand {
         var options = DiLoCoOptions()
         options.innerSteps = innerSteps
         options.quantization = WorkerSettings.quantization(quant)!
+        options.mode = mode
         let trainer = try DiLoCoTrainer(task: task, state: state, session: session, options: options, logger: logger)
 
         let dataPort: Int
