@@ -15,8 +15,11 @@ final class Peer: @unchecked Sendable {
     let trainer: DiLoCoTrainer
     var controlPort = 0
 
-    /// `wrap`: the session the trainer talks to, around the real one (to inject faults).
-    init(index: Int, mode: DiLoCoOptions.Mode = .sync,
+    /// `task`: MoE on a quarter of digits unless given. `configure`: changes to the DiLoCo
+    /// options (H = 5, int8). `wrap`: the session the trainer talks to, around the real one (to
+    /// inject faults).
+    init(index: Int, mode: DiLoCoOptions.Mode = .sync, task: TrainingTask? = nil,
+         configure: ((inout DiLoCoOptions) -> Void)? = nil,
          wrap: ((MembershipSession) -> any ClusterSession)? = nil) throws {
         self.index = index
         var logger = Logger(label: "test")
@@ -30,7 +33,7 @@ final class Peer: @unchecked Sendable {
         var options = CommunicatorOptions()
         options.ringFormationTimeout = .seconds(10)
         communicator = Communicator(localId: id, key: testKey, options: options, logger: logger)
-        let task = try TrainingTask.make(TaskSpec(model: .moe, dataset: "digits", shard: Shard(index: index % 4, count: 4), seed: 3))
+        let task = try task ?? TrainingTask.make(TaskSpec(model: .moe, dataset: "digits", shard: Shard(index: index % 4, count: 4), seed: 3))
         let state = try DiLoCoTrainer.sharedState(for: task)
         let server = StateServer(state: state, logger: logger)
         var downloader = StateDownloader(localId: id, key: testKey, logger: logger)
@@ -41,6 +44,7 @@ final class Peer: @unchecked Sendable {
         diloco.innerSteps = 5
         diloco.allReduceTimeout = .seconds(20)
         diloco.mode = mode
+        configure?(&diloco)
         trainer = try DiLoCoTrainer(task: task, state: state, session: wrap?(session) ?? session, options: diloco, logger: logger)
     }
 
@@ -55,12 +59,18 @@ final class Peer: @unchecked Sendable {
         while trainer.revision < target {
             let report = try await trainer.outerStep()
             digests[report.revision] = report.digest.description
-            lock.withLock {
-                reached = report.revision
-                reports.append(report)
-            }
+            record(report)
         }
         return digests
+    }
+
+    private func record(_ report: OuterStepReport) {
+        let head = trainer.state.floats("theta")![0]
+        lock.withLock {
+            reached = report.revision
+            reports.append(report)
+            thetaHeads[report.revision] = head
+        }
     }
 
     /// The last revision this peer completed (readable from other tasks).
@@ -70,6 +80,9 @@ final class Peer: @unchecked Sendable {
     private let lock = NSLock()
     private var reached: UInt64 = 0
     private var reports: [OuterStepReport] = []
+    private var thetaHeads: [UInt64: Float] = [:]
+    /// θ[0] after each revision this peer completed.
+    var thetaHead: [UInt64: Float] { lock.withLock { thetaHeads } }
 
     /// Like ``train(until:)`` but a failure (this peer was killed) ends it with what it had.
     func trainUntilStopped(until target: UInt64) async -> [UInt64: String] {
@@ -77,10 +90,7 @@ final class Peer: @unchecked Sendable {
         while trainer.revision < target {
             guard let report = try? await trainer.outerStep() else { break }
             digests[report.revision] = report.digest.description
-            lock.withLock {
-                reached = report.revision
-                reports.append(report)
-            }
+            record(report)
         }
         return digests
     }
@@ -124,6 +134,14 @@ final class DyingSession: ClusterSession, @unchecked Sendable {
     }
 }
 
+/// A flag one task sets and others poll.
+final class Flag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    func set() { lock.withLock { value = true } }
+    var isSet: Bool { lock.withLock { value } }
+}
+
 func withTimeout<T: Sendable>(_ seconds: Double, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
     try await withThrowingTaskGroup(of: T?.self) { group in
         group.addTask { try await body() }
@@ -137,5 +155,80 @@ func withTimeout<T: Sendable>(_ seconds: Double, _ body: @escaping @Sendable () 
         }
         group.cancelAll()
         return value
+    }
+}
+
+/// One parameter w. A step moves w halfway to this peer's target and leaves a zero gradient, so
+/// AdamW changes nothing: a round of H inner steps from s ends at a + (s − a)/2^H exactly.
+final class HalfwayModel: TrainableModel {
+    let parameters = ParameterStore()
+    let target: Float
+
+    init(target: Float) {
+        self.target = target
+        parameters.add("w", shape: [1], initializer: .zeros)
+        parameters.seal(seed: 0)
+    }
+
+    var trainingExampleCount: Int { 1 }
+    var stepsPerEpoch: Int { 1 }
+
+    func trainStep() -> Float {
+        let w = parameters.values[0]
+        parameters.values[0] = w + 0.5 * (target - w)
+        parameters.zeroGradients()
+        return 0.5 * (w - target) * (w - target)
+    }
+
+    func evaluate(_ split: DataSplit) -> Metrics {
+        let d = Double(abs(parameters.values[0] - target))
+        return Metrics(name: "distance", value: d, loss: d * d / 2, higherIsBetter: false)
+    }
+
+    static func task(target: Float) -> TrainingTask {
+        let model = HalfwayModel(target: target)
+        return TrainingTask(spec: TaskSpec(model: .moe), model: model,
+                            optimizer: AdamW(model.parameters, config: AdamWConfig()), selectionSplit: .test)
+    }
+}
+
+/// DiLoCo's outer update by hand (Nesterov, lr 0.7, momentum 0.9) for ``HalfwayModel`` peers.
+struct ToyReference {
+    var theta: Float = 0
+    var momentum: Float = 0
+    let h: Int
+
+    func round(from start: Float, _ target: Float) -> Float {
+        var w = start
+        for _ in 0..<h { w = w + 0.5 * (target - w) }
+        return w
+    }
+
+    mutating func apply(_ deltas: [Float]) {
+        let g = deltas.reduce(0, +) / Float(deltas.count)
+        momentum = 0.9 * momentum + g
+        theta = theta - 0.7 * (g + 0.9 * momentum)
+    }
+
+    /// Sync: Δ_p = θ − round(θ), averaged and applied at once.
+    mutating func syncStep(targets: [Float]) -> Float {
+        apply(targets.map { theta - round(from: theta, $0) })
+        return theta
+    }
+
+    /// One async (rebase) call. `pending[p]`: peer p's pseudo-gradient not yet averaged (nil: it
+    /// has none, e.g. it joined at this step's update point). Peer p's round starts from
+    /// θ − pending[p] (θ without one); the average of the pending ones is applied; each round's
+    /// own pseudo-gradient becomes pending. The run's first call (nobody has one) first runs a
+    /// round from θ on every peer.
+    mutating func asyncStep(targets: [Float], pending: inout [Float?]) -> Float {
+        if pending.allSatisfy({ $0 == nil }) { pending = targets.map { theta - round(from: theta, $0) } }
+        let next = zip(targets, pending).map { target, d -> Float? in
+            let start = d.map { theta - $0 } ?? theta
+            return start - round(from: start, target)
+        }
+        apply(pending.compactMap { $0 })
+        pending = next
+        return theta
     }
 }

@@ -46,6 +46,59 @@ func aJoinerMidRunDownloadsTheStateAndEndsBitIdentical(mode: DiLoCoOptions.Mode)
     #expect(peers[3].history.dropFirst().allSatisfy { $0.contributors == 4 })
 }
 
+/// The joiner's first steps pinned by hand on the one-parameter model (no quantization). Sync:
+/// from the step it joins at, three pseudo-gradients are averaged. Async: at that step the
+/// average is over the two members only (the joiner's zeros are not counted), the joiner's round
+/// starts from the θ it downloaded, and from the next step on it contributes like the others.
+@Test(arguments: DiLoCoOptions.Mode.allCases)
+func aJoinersFirstStepsMatchTheHandComputedOuterUpdates(mode: DiLoCoOptions.Mode) async throws {
+    let targets: [Float] = [1, 3, 5]
+    let peers = try (0..<3).map { i in
+        try Peer(index: i, mode: mode, task: HalfwayModel.task(target: targets[i])) {
+            $0.innerSteps = 2
+            $0.quantization = .none
+        }
+    }
+    try await peers[0].start(seed: nil)
+    try await peers[1].start(seed: peers[0].controlPort)
+    let registered = Flag()
+    _ = try await withTimeout(120) {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            // The toy's steps take microseconds: the members wait at revision 2 for the joiner to
+            // register, so that it is admitted at the update point of revision 3.
+            for p in peers[0..<2] {
+                group.addTask {
+                    _ = try await p.train(until: 2)
+                    while !registered.isSet { try await Task.sleep(for: .milliseconds(10)) }
+                    _ = try await p.train(until: 6)
+                }
+            }
+            group.addTask {
+                while peers[0].revision < 2 { try await Task.sleep(for: .milliseconds(10)) }
+                try await peers[2].start(seed: peers[1].controlPort)
+                registered.set()
+                _ = try await peers[2].train(until: 6)
+            }
+            try await group.waitForAll()
+        }
+    }
+    for p in peers { await p.stop() }
+    let joinedAt = try #require(peers[2].history.first).revision
+    #expect(joinedAt == 3)
+    var reference = ToyReference(h: 2)
+    var pending: [Float?] = [nil, nil]
+    for revision in UInt64(1)...6 {
+        if revision == joinedAt { pending.append(nil) }
+        let active = revision >= joinedAt ? targets : Array(targets[0..<2])
+        let want = mode == .sync ? reference.syncStep(targets: active) : reference.asyncStep(targets: active, pending: &pending)
+        let got = try #require(peers[0].thetaHead[revision])
+        #expect(abs(got - want) <= 1e-5 * max(1, abs(want)), "revision \(revision) (joined at \(joinedAt)): θ \(got), by hand \(want)")
+        #expect(peers[1].thetaHead[revision] == got)
+        if revision >= joinedAt { #expect(peers[2].thetaHead[revision] == got) }
+    }
+    #expect(peers[2].history.first?.contributors == (mode == .async ? 2 : 3))
+}
+
 @Test(arguments: DiLoCoOptions.Mode.allCases)
 func survivorsOfAKilledPeerFinishTheRunBitIdentical(mode: DiLoCoOptions.Mode) async throws {
     let peers = try (0..<3).map { try Peer(index: $0, mode: mode) }
