@@ -81,9 +81,10 @@ private func trainMoE(peers: [Communicator], mode: DiLoCoOptions.Mode, steps: In
 /// (d) The delayed semantics pinned on a model whose inner round is known in closed form: two
 /// peers with targets 1 and 3, H = 2, no quantization. Each call's θ must match the hand-computed
 /// outer update: sync applies this round's average; async applies the previous round's, with the
-/// inner steps started from θ minus the peer's own pending pseudo-gradient.
-@Test(arguments: DiLoCoOptions.Mode.allCases)
-func theOuterUpdateMatchesTheHandComputedOne(mode: DiLoCoOptions.Mode) async throws {
+/// inner steps started from θ minus the peer's own pending pseudo-gradient (rebase) or from θ
+/// (restart).
+@Test(arguments: [(DiLoCoOptions.Mode.sync, DiLoCoOptions.AsyncStart.rebase), (.async, .rebase), (.async, .restart)])
+func theOuterUpdateMatchesTheHandComputedOne(mode: DiLoCoOptions.Mode, start: DiLoCoOptions.AsyncStart) async throws {
     let targets: [Float] = [1, 3]
     let steps = 5
     let thetas = try await withCluster(size: 2) { peers in
@@ -93,6 +94,7 @@ func theOuterUpdateMatchesTheHandComputedOne(mode: DiLoCoOptions.Mode) async thr
             options.innerSteps = 2
             options.quantization = .none
             options.mode = mode
+            options.asyncStart = start
             let trainer = try DiLoCoTrainer(task: task, session: FixedRingSession(communicator: peer, size: 2),
                                             options: options, logger: quietLogger())
             var out: [Float] = []
@@ -107,7 +109,9 @@ func theOuterUpdateMatchesTheHandComputedOne(mode: DiLoCoOptions.Mode) async thr
     let syncThetas = (0..<steps).map { _ in syncReference.syncStep(targets: targets) }
     var asyncReference = ToyReference(h: 2)
     var pending: [Float?] = [nil, nil]
-    let asyncThetas = (0..<steps).map { _ in asyncReference.asyncStep(targets: targets, pending: &pending) }
+    let asyncThetas = (0..<steps).map { _ in
+        asyncReference.asyncStep(targets: targets, pending: &pending, rebase: start == .rebase)
+    }
     let expected = mode == .sync ? syncThetas : asyncThetas
     #expect(thetas[0] == thetas[1])
     for (got, want) in zip(thetas[0], expected) {

@@ -221,10 +221,11 @@ struct ToyReference {
     /// θ − pending[p] (θ without one); the average of the pending ones is applied; each round's
     /// own pseudo-gradient becomes pending. The run's first call (nobody has one) first runs a
     /// round from θ on every peer.
-    mutating func asyncStep(targets: [Float], pending: inout [Float?]) -> Float {
+    /// `rebase: false`: every round starts from θ (``DiLoCoOptions/AsyncStart/restart``).
+    mutating func asyncStep(targets: [Float], pending: inout [Float?], rebase: Bool = true) -> Float {
         if pending.allSatisfy({ $0 == nil }) { pending = targets.map { theta - round(from: theta, $0) } }
         let next = zip(targets, pending).map { target, d -> Float? in
-            let start = d.map { theta - $0 } ?? theta
+            let start = rebase ? d.map { theta - $0 } ?? theta : theta
             return start - round(from: start, target)
         }
         apply(pending.compactMap { $0 })
