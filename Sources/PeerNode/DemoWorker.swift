@@ -21,6 +21,8 @@ struct DemoWorker: AsyncParsableCommand {
     @Option var seed: UInt64
     @Option var mode: DiLoCoOptions.Mode = .sync
     @Option(name: .customLong("async-start")) var asyncStart: DiLoCoOptions.AsyncStart = .rebase
+    /// Benchmarks: every pseudo-gradient all-reduce takes this much longer (a slow link, emulated).
+    @Option(name: .customLong("emulate-allreduce-ms")) var emulateAllReduceMs = 0
 
     func run() async throws {
         var logger = Logger(label: "peernode.demo")
@@ -34,8 +36,9 @@ struct DemoWorker: AsyncParsableCommand {
         options.quantization = WorkerSettings.quantization(quant) ?? .int8MinMax
         options.mode = mode
         options.asyncStart = asyncStart
-        let trainer = try DiLoCoTrainer(task: task, session: FixedRingSession(communicator: communicator, size: view.count),
-                                        options: options, logger: logger)
+        let ring = FixedRingSession(communicator: communicator, size: view.count)
+        let session: any ClusterSession = emulateAllReduceMs > 0 ? SlowLinkSession(ring, delayMs: emulateAllReduceMs) : ring
+        let trainer = try DiLoCoTrainer(task: task, session: session, options: options, logger: logger)
         print("ready parameters=\(task.parameters.count) examples=\(task.model.trainingExampleCount)")
         fflush(nil)
         for _ in 0..<outerSteps {
@@ -47,5 +50,30 @@ struct DemoWorker: AsyncParsableCommand {
             fflush(nil)
         }
         await communicator.shutdown()
+    }
+}
+
+/// A fixed ring whose pseudo-gradient all-reduce starts `delayMs` late: on loopback, the time a
+/// slower link would add to it (benchmarks only; the syncs are not delayed).
+final class SlowLinkSession: ClusterSession {
+    let ring: FixedRingSession
+    let delayMs: Int
+
+    init(_ ring: FixedRingSession, delayMs: Int) {
+        self.ring = ring
+        self.delayMs = delayMs
+    }
+
+    func updateTopology() async throws -> Int { try await ring.updateTopology() }
+    func recover() async throws -> Int { try await ring.recover() }
+    func syncSharedState(_ state: SharedState) async throws { try await ring.syncSharedState(state) }
+    func syncSharedState(_ state: SharedState, contributing: Bool) async throws -> Contributors {
+        try await ring.syncSharedState(state, contributing: contributing)
+    }
+
+    func allReduce(input: UnsafeRawBufferPointer, output: UnsafeMutableRawBufferPointer, type: DType,
+                   options: AllReduceOptions) async throws {
+        try await Task.sleep(for: .milliseconds(delayMs))
+        try await ring.allReduce(input: input, output: output, type: type, options: options)
     }
 }
