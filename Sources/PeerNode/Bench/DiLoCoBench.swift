@@ -26,14 +26,17 @@ struct DiLoCoBench: AsyncParsableCommand {
     @Option(parsing: .upToNextOption, help: "Modes to run, in this order: sync, async, async-restart.")
     var modes: [String] = ["sync", "async"]
     @Option(help: "Rounds over the modes (interleaved, so that load changes hit every mode alike).") var rounds = 1
+    @Option(name: .customLong("emulate-allreduce-ms"),
+            help: "Delay every pseudo-gradient all-reduce by this much (a slower link than loopback, emulated).")
+    var emulateAllReduceMs = 0
     @Option(help: "Give up after this many seconds.") var timeout = 1800
 
     func validate() throws {
         guard (1...16).contains(peers) else { throw ValidationError("--peers must be 1...16") }
         guard let kind = ModelKind(rawValue: model), kind != .gcn else { throw ValidationError("--model must be moe or gin") }
         if let data, !kind.datasets.contains(data) { throw ValidationError("model \(model) does not train on '\(data)'") }
-        guard outerSteps >= 2, innerSteps >= 1, rounds >= 1 else {
-            throw ValidationError("need --outer-steps ≥ 2, --inner-steps ≥ 1, --rounds ≥ 1")
+        guard outerSteps >= 2, innerSteps >= 1, rounds >= 1, emulateAllReduceMs >= 0 else {
+            throw ValidationError("need --outer-steps ≥ 2, --inner-steps ≥ 1, --rounds ≥ 1, --emulate-allreduce-ms ≥ 0")
         }
         guard WorkerSettings.quantization(quant) != nil else { throw ValidationError("--quant must be int8, int8-zp or none") }
         for m in modes where Self.arguments(for: m) == nil {
@@ -54,24 +57,52 @@ struct DiLoCoBench: AsyncParsableCommand {
         let dataset = data ?? ModelKind(rawValue: model)!.defaultDataset
         let deadline = Date().addingTimeInterval(TimeInterval(timeout))
         print("# peernode bench diloco: peers=\(peers) model=\(model) data=\(dataset) H=\(innerSteps) T=\(outerSteps) "
-              + "quant=\(quant) seed=\(seed) host=\(ProcessInfo.processInfo.hostName)")
+              + "quant=\(quant) seed=\(seed) emulate_allreduce_ms=\(emulateAllReduceMs) host=\(ProcessInfo.processInfo.hostName)")
+        var results: [String: [RunResult]] = [:]
         for _ in 0..<rounds {
             for mode in modes {
-                print(try runOnce(mode: mode, dataset: dataset, deadline: deadline))
+                let result = try runOnce(mode: mode, dataset: dataset, deadline: deadline)
+                results[mode, default: []].append(result)
+                print(result.line)
                 fflush(nil)
             }
         }
+        guard rounds > 1 else { return }
+        // Every step of every round pooled; the final metric per round.
+        for mode in modes {
+            let runs = results[mode] ?? []
+            let o = runs.flatMap(\.overheads).sorted()
+            let walls = runs.flatMap(\.stepWalls).sorted()
+            let finals = runs.map(\.finalMetric).sorted()
+            print("summary mode=\(mode) runs=\(runs.count) steps=\(o.count) overhead_pct_min=\(pct(o.first!)) "
+                  + "overhead_pct_median=\(pct(median(o))) overhead_pct_max=\(pct(o.last!)) "
+                  + "step_ms_median=\(fmt(1000 * median(walls))) final_\(runs[0].metricName)_median=\(fmt(median(finals))) "
+                  + "min=\(fmt(finals.first!)) max=\(fmt(finals.last!)) parity=\(runs.allSatisfy(\.parity) ? "equal" : "DIFFERENT")")
+        }
     }
 
-    private func runOnce(mode: String, dataset: String, deadline: Date) throws -> String {
+    private struct RunResult {
+        var line: String
+        var overheads: [Double]
+        var stepWalls: [Double]
+        var finalMetric: Double
+        var metricName: String
+        var parity: Bool
+    }
+
+    private func runOnce(mode: String, dataset: String, deadline: Date) throws -> RunResult {
         let cluster = try LocalCluster(peers: peers, deadline: deadline) { rank in
             ["demo-worker", "--rank", "\(rank)", "--peers", "\(peers)", "--model", model, "--data", dataset,
-             "--outer-steps", "\(outerSteps)", "--inner-steps", "\(innerSteps)", "--quant", quant, "--seed", "\(seed)"]
-                + Self.arguments(for: mode)!
+             "--outer-steps", "\(outerSteps)", "--inner-steps", "\(innerSteps)", "--quant", quant, "--seed", "\(seed)",
+             "--emulate-allreduce-ms", "\(emulateAllReduceMs)"] + Self.arguments(for: mode)!
         }
         defer { cluster.terminate() }
-        for w in cluster.workers where w.readFields("ready", until: deadline) == nil {
-            throw BenchError("peer \(w.rank) failed to start: \(w.stderrTail())")
+        var parameters = "?"
+        for w in cluster.workers {
+            guard let ready = w.readFields("ready", until: deadline) else {
+                throw BenchError("peer \(w.rank) failed to start: \(w.stderrTail())")
+            }
+            parameters = ready["parameters"] ?? "?"
         }
         let start = Date()
         var overheads: [Double] = []
@@ -101,11 +132,13 @@ struct DiLoCoBench: AsyncParsableCommand {
         cluster.wait()
         let o = overheads.sorted()
         let metric = last["metric"] ?? "metric"
-        return "impl=peernode-diloco mode=\(mode) peers=\(peers) H=\(innerSteps) T=\(outerSteps) "
+        let line = "impl=peernode-diloco mode=\(mode) peers=\(peers) params=\(parameters) H=\(innerSteps) T=\(outerSteps) "
             + "overhead_pct_min=\(pct(o.first!)) overhead_pct_median=\(pct(median(o))) overhead_pct_max=\(pct(o.last!)) "
             + "step_ms_median=\(fmt(1000 * median(stepWalls.sorted()))) run_s=\(fmt(runSeconds)) "
             + "first_loss=\(fmt(losses.first!)) final_loss=\(fmt(losses.last!)) final_\(metric)=\(last["value"] ?? "?") "
             + "parity=\(parity ? "equal" : "DIFFERENT")"
+        return RunResult(line: line, overheads: overheads, stepWalls: stepWalls, finalMetric: Double(last["value"] ?? "") ?? .nan,
+                         metricName: metric, parity: parity)
     }
 
     private func median(_ sorted: [Double]) -> Double {
