@@ -11,6 +11,10 @@ public protocol ClusterSession: AnyObject, Sendable {
     func recover() async throws -> Int
     /// Phase 2: make `state` the cluster's canonical shared state (download it if behind).
     func syncSharedState(_ state: SharedState) async throws
+    /// Phase 2 of the one-step-delayed mode: as ``syncSharedState(_:)``, and every member also
+    /// tells whether it holds a pseudo-gradient for the all-reduce that follows (a peer admitted
+    /// at this update point does not). Returns the same counts on every member.
+    func syncSharedState(_ state: SharedState, contributing: Bool) async throws -> Contributors
     /// Phase 3: all-reduce on the current ring.
     func allReduce(input: UnsafeRawBufferPointer, output: UnsafeMutableRawBufferPointer, type: DType,
                    options: AllReduceOptions) async throws
@@ -20,6 +24,18 @@ public protocol ClusterSession: AnyObject, Sendable {
 
 extension ClusterSession {
     public func updatingState<T>(_ body: () throws -> T) rethrows -> T { try body() }
+}
+
+/// The outcome of a delayed-mode sync: the ring's size and how many of its members hold a
+/// pseudo-gradient to average.
+public struct Contributors: Sendable, Equatable {
+    public var members: Int
+    public var contributing: Int
+
+    public init(members: Int, contributing: Int) {
+        self.members = members
+        self.contributing = contributing
+    }
 }
 
 /// A ring whose members never change: topology updates are no-ops, and the shared-state sync
@@ -43,15 +59,31 @@ public final class FixedRingSession: ClusterSession {
     /// All-reduces the digest bytes with min and max: equal results mean every member holds the
     /// same state and revision.
     public func syncSharedState(_ state: SharedState) async throws {
+        try await parityCheck(state, contributing: false)
+    }
+
+    /// Nobody joins a fixed ring, so every member holds a pseudo-gradient or none does (the run's
+    /// first step); the flag rides along with the digest and must agree too.
+    public func syncSharedState(_ state: SharedState, contributing: Bool) async throws -> Contributors {
+        try await parityCheck(state, contributing: contributing)
+        return Contributors(members: size, contributing: contributing ? size : 0)
+    }
+
+    private func parityCheck(_ state: SharedState, contributing: Bool) async throws {
         var digest = state.digest().bytes.map { Int32($0) }
         digest.append(Int32(truncatingIfNeeded: state.revision))
+        digest.append(contributing ? 1 : 0)
         var low = digest
         var high = digest
         try await communicator.allReduce(&low, options: AllReduceOptions(tag: Self.syncTag, op: .min))
         try await communicator.allReduce(&high, options: AllReduceOptions(tag: Self.syncTag, op: .max))
-        guard low == high else {
+        guard low.dropLast() == high.dropLast() else {
             throw CollectiveError(code: .protocolViolation,
                                   message: "members of the fixed ring hold different shared states (revision \(state.revision), digest \(state.digest().short))")
+        }
+        guard low.last == high.last else {
+            throw CollectiveError(code: .protocolViolation,
+                                  message: "members of the fixed ring disagree on whether they hold a pseudo-gradient (different DiLoCo modes?)")
         }
     }
 

@@ -8,7 +8,8 @@ import Logging
 /// - updateTopology: the membership update point, then the ring of the committed view.
 /// - syncSharedState: every member contributes (revision, digest) to an all-gather; all pick the
 ///   same canonical state (highest revision, then the digest most members hold, then the
-///   smallest digest); members that differ download it from those that hold it.
+///   smallest digest); members that differ download it from those that hold it. In the
+///   one-step-delayed mode the record also says whether the member holds a pseudo-gradient.
 /// - allReduce: the collective, then the outcome round: a result is kept only if every member
 ///   of the epoch finished it (otherwise the call fails as aborted and DiLoCo retries).
 public final class MembershipSession: ClusterSession, @unchecked Sendable {
@@ -20,6 +21,7 @@ public final class MembershipSession: ClusterSession, @unchecked Sendable {
     private let lock = NSLock()
     private var ring: RingView?
     private var syncs: UInt64 = 0
+    private var downloadCount = 0
     /// Collectives run in the current epoch: outcome rounds are keyed by (epoch, round), and a
     /// tag alone repeats every outer step.
     private var rounds: (epoch: UInt64, count: UInt64) = (0, 0)
@@ -37,6 +39,9 @@ public final class MembershipSession: ClusterSession, @unchecked Sendable {
 
     public var currentRing: RingView? { lock.withLock { ring } }
 
+    /// Shared-state downloads this peer completed (a joiner: one, at its first sync).
+    public var downloads: Int { lock.withLock { downloadCount } }
+
     public func updateTopology() async throws -> Int {
         let view = try await node.updateTopology()
         if lock.withLock({ ring?.epoch }) != view.epoch || communicator.isRingBroken {
@@ -49,6 +54,16 @@ public final class MembershipSession: ClusterSession, @unchecked Sendable {
     public func recover() async throws -> Int { try await updateTopology() }
 
     public func syncSharedState(_ state: SharedState) async throws {
+        _ = try await sync(state, contributing: false)
+    }
+
+    public func syncSharedState(_ state: SharedState, contributing: Bool) async throws -> Contributors {
+        try await sync(state, contributing: contributing)
+    }
+
+    /// One record per rank, 48 bytes: present (1), revision (u64 LE), digest (32), holds a
+    /// pseudo-gradient (0/1), zeros. A u8 sum all-reduce of the table is an all-gather.
+    private func sync(_ state: SharedState, contributing: Bool) async throws -> Contributors {
         guard let ring = lock.withLock({ ring }), let rank = ring.rank(of: communicator.localId) else {
             throw CollectiveError(code: .notConnected, message: "no ring: update the topology first")
         }
@@ -57,32 +72,38 @@ public final class MembershipSession: ClusterSession, @unchecked Sendable {
         var mine: [UInt8] = [1]
         withUnsafeBytes(of: state.revision.littleEndian) { mine += $0 }
         mine += server.lock.withLock { state.digest() }.bytes
+        mine.append(contributing ? 1 : 0)
         mine += [UInt8](repeating: 0, count: record - mine.count)
         table.replaceSubrange((rank * record)..<((rank + 1) * record), with: mine)
         let tag = lock.withLock { () -> UInt64 in syncs += 1; return 0x5359_4E43_0000_0000 }
         try await communicator.allReduce(&table, options: AllReduceOptions(tag: tag, op: .sum))
 
         var entries: [(rank: Int, revision: UInt64, digest: [UInt8])] = []
+        var contributors = 0
         for r in 0..<ring.count {
             let row = Array(table[(r * record)..<((r + 1) * record)])
             guard row[0] == 1 else { continue }
             let revision = row[1..<9].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
             entries.append((r, revision, Array(row[9..<41])))
+            if row[41] == 1 { contributors += 1 }
         }
-        guard let top = entries.map(\.revision).max() else { return }
+        let counts = Contributors(members: ring.count, contributing: contributors)
+        guard let top = entries.map(\.revision).max() else { return counts }
         var votes: [[UInt8]: Int] = [:]
         for e in entries where e.revision == top { votes[e.digest, default: 0] += 1 }
         let canonical = votes.max { a, b in a.value != b.value ? a.value < b.value : a.key.lexicographicallyPrecedes(b.key) == false }!.key
         let myDigest = mine[9..<41]
-        if state.revision == top, Array(myDigest) == canonical { return }
+        if state.revision == top, Array(myDigest) == canonical { return counts }
         let donors = entries.filter { $0.revision == top && $0.digest == canonical }.map { ring.members[$0.rank] }
         logger.info("shared state behind the cluster: downloading", metadata: [
             "revision.local": "\(state.revision)", "revision.cluster": "\(top)", "donors": "\(donors.count)"])
         let scratch = try SharedState(specs: state.specs)
         let report = try await downloader.download(into: scratch, revision: top, digest: Digest(bytes: canonical), donors: donors)
         try server.lock.withLock { try state.copy(from: scratch) }
+        lock.withLock { downloadCount += 1 }
         logger.info("shared state downloaded", metadata: [
             "bytes": "\(report.bytes)", "seconds": "\(report.seconds)", "donors.used": "\(report.chunksByDonor.count)"])
+        return counts
     }
 
     public func updatingState<T>(_ body: () throws -> T) rethrows -> T {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Collectives
+import DiLoCo
 import Foundation
 import Models
 import Transport
@@ -28,6 +29,8 @@ extension PeerNodeCommand {
         @Option(help: "Seed shared by all peers.") var seed: UInt64 = 1
         @Option(name: .customLong("outer-lr"), help: "Outer Nesterov learning rate.") var outerLr = 0.7
         @Option(name: .customLong("outer-momentum"), help: "Outer Nesterov momentum.") var outerMomentum = 0.9
+        @Option(help: "DiLoCo mode: sync, or async (one-step-delayed: the all-reduce overlaps the next inner steps).")
+        var mode: DiLoCoOptions.Mode = .sync
         @Flag(name: .customLong("no-churn"), help: "Keep the same peers throughout (no leave, no join).") var noChurn = false
 
         func validate() throws {
@@ -54,7 +57,7 @@ extension PeerNodeCommand {
             let leaveAt = outerSteps / 3
             let joinAt = outerSteps / 2
             print("peernode demo: \(peers) peers on 127.0.0.1 train \(model) on \(dataset) with DiLoCo "
-                  + "(H=\(innerSteps) inner steps, \(outerSteps) outer steps, \(quant) all-reduce)")
+                  + "(H=\(innerSteps) inner steps, \(outerSteps) outer steps, \(quant) all-reduce, \(mode.rawValue) mode)")
             if churn {
                 print("peer \(peers - 1) leaves after outer step \(leaveAt); a new peer joins after step \(joinAt) and takes over its shard")
             }
@@ -62,7 +65,7 @@ extension PeerNodeCommand {
             defer { cluster.terminate() }
             func arguments(shard: Int, seedAddress: String?, minPeers: Int) -> [String] {
                 ["run", "--model", model, "--data", dataset, "--outer-steps", "\(outerSteps)", "--inner-steps", "\(innerSteps)",
-                 "--quant", quant, "--seed-value", "\(seed)", "--outer-lr", "\(outerLr)", "--outer-momentum", "\(outerMomentum)", "--shard-count", "\(peers)", "--shard-index", "\(shard)",
+                 "--quant", quant, "--seed-value", "\(seed)", "--outer-lr", "\(outerLr)", "--outer-momentum", "\(outerMomentum)", "--mode", mode.rawValue, "--shard-count", "\(peers)", "--shard-index", "\(shard)",
                  "--min-peers", "\(minPeers)", "--heartbeat-ms", "200", "--heartbeat-timeout-ms", "2000", "--log-level", "warning"]
                     + (seedAddress.map { ["--seed", $0] } ?? [])
             }

@@ -103,6 +103,7 @@ final class PeerService: Service, @unchecked Sendable {
         var options = DiLoCoOptions()
         options.innerSteps = settings.innerSteps
         options.quantization = WorkerSettings.quantization(settings.quant)!
+        options.mode = DiLoCoOptions.Mode(rawValue: settings.mode)!
         options.outerLearningRate = Float(settings.outerLr)
         options.outerMomentum = Float(settings.outerMomentum)
         let trainer = try DiLoCoTrainer(task: task, state: state, session: session, options: options, logger: logger)

@@ -35,6 +35,8 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .customLong("inner-steps"), help: "Inner steps per outer step (H). Default 50.") var innerSteps: Int?
     @Option(name: .customLong("outer-steps"), help: "Stop after this shared revision (0, the default: run until stopped).") var outerSteps: Int?
     @Option(help: "Pseudo-gradient encoding: int8 (default), int8-zp or none.") var quant: String?
+    @Option(help: "DiLoCo mode: sync (default), or async (one-step-delayed: the all-reduce of step t overlaps the inner steps of t+1).")
+    var mode: String?
     @Option(name: .customLong("outer-lr"), help: "Outer Nesterov learning rate. Default 0.7.") var outerLr: Double?
     @Option(name: .customLong("outer-momentum"), help: "Outer Nesterov momentum. Default 0.9.") var outerMomentum: Double?
     @Option(name: .customLong("seed-value"), help: "Seed of the model's initial parameters (equal on all peers). Default 1.") var seedValue: UInt64?
@@ -71,6 +73,7 @@ struct RunCommand: AsyncParsableCommand {
         if let innerSteps { s.innerSteps = innerSteps }
         if let outerSteps { s.outerSteps = outerSteps }
         if let quant { s.quant = quant }
+        if let mode { s.mode = mode }
         if let outerLr { s.outerLr = outerLr }
         if let outerMomentum { s.outerMomentum = outerMomentum }
         if let seedValue { s.seedValue = seedValue }

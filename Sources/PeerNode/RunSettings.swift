@@ -1,3 +1,4 @@
+import DiLoCo
 import Foundation
 import Logging
 import Models
@@ -23,6 +24,8 @@ struct RunSettings: Sendable {
     var innerSteps = 50
     var outerSteps = 0
     var quant = "int8"
+    /// sync, or async: the all-reduce of step t overlaps the inner steps of t+1 (docs/diloco.md).
+    var mode = "sync"
     /// The outer Nesterov step (DiLoCo paper defaults).
     var outerLr = 0.7
     var outerMomentum = 0.9
@@ -43,7 +46,7 @@ struct RunSettings: Sendable {
 
     /// The keys a config file may hold, in the order docs/operations.md lists them.
     static let keys = ["seed", "listen", "data-listen", "advertise", "model", "data", "data-dir", "shard-index",
-                       "shard-count", "inner-steps", "outer-steps", "quant", "outer-lr", "outer-momentum", "seed-value", "cluster-key-file",
+                       "shard-count", "inner-steps", "outer-steps", "quant", "mode", "outer-lr", "outer-momentum", "seed-value", "cluster-key-file",
                        "checkpoint", "checkpoint-every", "min-peers", "heartbeat-ms", "heartbeat-timeout-ms",
                        "log-level", "shutdown-grace-s", "status-port", "status-bind"]
 
@@ -130,6 +133,7 @@ struct RunSettings: Sendable {
         case "inner-steps": innerSteps = try int()
         case "outer-steps": outerSteps = try int()
         case "quant": quant = try string()
+        case "mode": mode = try string()
         case "outer-lr": outerLr = try double()
         case "outer-momentum": outerMomentum = try double()
         case "seed-value":
@@ -169,6 +173,7 @@ struct RunSettings: Sendable {
         }
         guard shardCount >= 1, (0..<shardCount).contains(shardIndex) else { throw RunError("--shard-index must be in 0..<--shard-count") }
         guard innerSteps >= 1, outerSteps >= 0 else { throw RunError("--inner-steps ≥ 1 and --outer-steps ≥ 0") }
+        guard DiLoCoOptions.Mode(rawValue: mode) != nil else { throw RunError("--mode must be sync or async, got '\(mode)'") }
         guard outerLr.isFinite, outerLr > 0 else { throw RunError("--outer-lr must be positive") }
         guard outerMomentum.isFinite, (0..<1).contains(outerMomentum) else { throw RunError("--outer-momentum must be in [0, 1)") }
         guard WorkerSettings.quantization(quant) != nil else { throw RunError("--quant must be int8, int8-zp or none, got '\(quant)'") }

@@ -72,12 +72,23 @@ public final class BlockingSocket: @unchecked Sendable {
     }
 
     /// Writes every byte of every piece (writev, retried on partial writes and EINTR).
+    ///
+    /// On Linux through `sendmsg` with `MSG_NOSIGNAL`: a write to a link whose peer has gone must
+    /// fail with EPIPE, not raise SIGPIPE, whose default action kills the whole process (nothing
+    /// in a library may rely on the process ignoring it; the test runner does not).
     public func send(_ pieces: [UnsafeRawBufferPointer]) throws {
         var vecs = pieces.filter { $0.count > 0 }.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) }
         var index = 0
         while index < vecs.count {
             let n = vecs[index...].withUnsafeMutableBufferPointer { v in
-                writev(fd, v.baseAddress, Int32(min(v.count, 1024)))
+                #if os(Linux)
+                var message = msghdr()
+                message.msg_iov = v.baseAddress
+                message.msg_iovlen = min(v.count, 1024)
+                return sendmsg(fd, &message, Int32(MSG_NOSIGNAL))
+                #else
+                return writev(fd, v.baseAddress, Int32(min(v.count, 1024)))
+                #endif
             }
             if n < 0 {
                 if errno == EINTR { continue }

@@ -7,96 +7,11 @@ import Testing
 import Transport
 @testable import DiLoCo
 
-/// One DiLoCo peer with real membership, ring and state transfer on loopback.
-private final class Peer: @unchecked Sendable {
-    let index: Int
-    let node: MembershipNode
-    let communicator: Communicator
-    let trainer: DiLoCoTrainer
-    var controlPort = 0
-
-    init(index: Int) throws {
-        self.index = index
-        var logger = Logger(label: "test")
-        logger.logLevel = ProcessInfo.processInfo.environment["PEERNODE_TEST_LOG"] == nil ? .critical : .info
-        logger[metadataKey: "peer"] = "\(index)"
-        var membership = MembershipOptions()
-        membership.heartbeatInterval = .milliseconds(100)
-        membership.heartbeatTimeout = .seconds(2)
-        let id = UInt64(0xD000 + index)
-        node = MembershipNode(localId: id, key: testKey, options: membership, logger: logger)
-        var options = CommunicatorOptions()
-        options.ringFormationTimeout = .seconds(10)
-        communicator = Communicator(localId: id, key: testKey, options: options, logger: logger)
-        let task = try TrainingTask.make(TaskSpec(model: .moe, dataset: "digits", shard: Shard(index: index % 4, count: 4), seed: 3))
-        let state = try DiLoCoTrainer.sharedState(for: task)
-        let server = StateServer(state: state, logger: logger)
-        var downloader = StateDownloader(localId: id, key: testKey, logger: logger)
-        downloader.chunkSize = 64 << 10
-        let session = MembershipSession(node: node, communicator: communicator, server: server, downloader: downloader,
-                                        logger: logger)
-        var diloco = DiLoCoOptions()
-        diloco.innerSteps = 5
-        diloco.allReduceTimeout = .seconds(20)
-        trainer = try DiLoCoTrainer(task: task, state: state, session: session, options: diloco, logger: logger)
-    }
-
-    func start(seed: Int?) async throws {
-        let dataPort = try await communicator.listen(host: "127.0.0.1", port: 0)
-        controlPort = try await node.start(dataPort: dataPort, seed: seed.map { ("127.0.0.1", $0) })
-    }
-
-    /// Outer steps until the shared revision reaches `target`; the digest at each revision.
-    func train(until target: UInt64) async throws -> [UInt64: String] {
-        var digests: [UInt64: String] = [:]
-        while trainer.revision < target {
-            let report = try await trainer.outerStep()
-            digests[report.revision] = report.digest.description
-            lock.withLock { reached = report.revision }
-        }
-        return digests
-    }
-
-    /// The last revision this peer completed (readable from other tasks).
-    var revision: UInt64 { lock.withLock { reached } }
-    private let lock = NSLock()
-    private var reached: UInt64 = 0
-
-    /// Like ``train(until:)`` but a failure (this peer was killed) ends it with what it had.
-    func trainUntilStopped(until target: UInt64) async -> [UInt64: String] {
-        var digests: [UInt64: String] = [:]
-        while trainer.revision < target {
-            guard let report = try? await trainer.outerStep() else { break }
-            digests[report.revision] = report.digest.description
-            lock.withLock { reached = report.revision }
-        }
-        return digests
-    }
-
-    func stop() async {
-        await node.shutdown()
-        await communicator.shutdown()
-    }
-}
-
-private func withTimeout<T: Sendable>(_ seconds: Double, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            try await Task.sleep(for: .seconds(seconds))
-            return nil
-        }
-        guard let first = try await group.next(), let value = first else {
-            group.cancelAll()
-            throw CollectiveError(code: .timedOut, message: "test step took longer than \(seconds) s")
-        }
-        group.cancelAll()
-        return value
-    }
-}
-
-@Test func aJoinerMidRunDownloadsTheStateAndEndsBitIdentical() async throws {
-    let peers = try (0..<4).map { try Peer(index: $0) }
+/// In async mode the joiner has no pseudo-gradient at its first step: it sends zeros, the average
+/// is taken over the three members that have one, and its second sync must find it in parity.
+@Test(arguments: DiLoCoOptions.Mode.allCases)
+func aJoinerMidRunDownloadsTheStateAndEndsBitIdentical(mode: DiLoCoOptions.Mode) async throws {
+    let peers = try (0..<4).map { try Peer(index: $0, mode: mode) }
     try await peers[0].start(seed: nil)
     for p in peers[1..<3] { try await p.start(seed: peers[0].controlPort) }
     let results = try await withTimeout(120) {
@@ -121,10 +36,72 @@ private func withTimeout<T: Sendable>(_ seconds: Double, _ body: @escaping @Send
     #expect(results[3]!.count < results[0]!.count)
     for (revision, digest) in results[3]! { #expect(results[0]![revision] == digest) }
     #expect(peers[3].node.status.view?.ringView.count == 4)
+    // One download, at the first sync; at the second the joiner already held the same θ.
+    #expect(peers[3].session.downloads == 1)
+    for p in peers[0..<3] { #expect(p.session.downloads == 0) }
+    let first = try #require(peers[3].history.first)
+    #expect(first.peers == 4)
+    #expect(first.contributors == (mode == .async ? 3 : 4))
+    #expect(peers[0].history.first { $0.revision == first.revision }?.contributors == first.contributors)
+    #expect(peers[3].history.dropFirst().allSatisfy { $0.contributors == 4 })
 }
 
-@Test func survivorsOfAKilledPeerFinishTheRunBitIdentical() async throws {
-    let peers = try (0..<3).map { try Peer(index: $0) }
+/// The joiner's first steps pinned by hand on the one-parameter model (no quantization). Sync:
+/// from the step it joins at, three pseudo-gradients are averaged. Async: at that step the
+/// average is over the two members only (the joiner's zeros are not counted), the joiner's round
+/// starts from the θ it downloaded, and from the next step on it contributes like the others.
+@Test(arguments: DiLoCoOptions.Mode.allCases)
+func aJoinersFirstStepsMatchTheHandComputedOuterUpdates(mode: DiLoCoOptions.Mode) async throws {
+    let targets: [Float] = [1, 3, 5]
+    let peers = try (0..<3).map { i in
+        try Peer(index: i, mode: mode, task: HalfwayModel.task(target: targets[i])) {
+            $0.innerSteps = 2
+            $0.quantization = .none
+        }
+    }
+    try await peers[0].start(seed: nil)
+    try await peers[1].start(seed: peers[0].controlPort)
+    let registered = Flag()
+    _ = try await withTimeout(120) {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            // The toy's steps take microseconds: the members wait at revision 2 for the joiner to
+            // register, so that it is admitted at the update point of revision 3.
+            for p in peers[0..<2] {
+                group.addTask {
+                    _ = try await p.train(until: 2)
+                    while !registered.isSet { try await Task.sleep(for: .milliseconds(10)) }
+                    _ = try await p.train(until: 6)
+                }
+            }
+            group.addTask {
+                while peers[0].revision < 2 { try await Task.sleep(for: .milliseconds(10)) }
+                try await peers[2].start(seed: peers[1].controlPort)
+                registered.set()
+                _ = try await peers[2].train(until: 6)
+            }
+            try await group.waitForAll()
+        }
+    }
+    for p in peers { await p.stop() }
+    let joinedAt = try #require(peers[2].history.first).revision
+    #expect(joinedAt == 3)
+    var reference = ToyReference(h: 2)
+    var pending: [Float?] = [nil, nil]
+    for revision in UInt64(1)...6 {
+        if revision == joinedAt { pending.append(nil) }
+        let active = revision >= joinedAt ? targets : Array(targets[0..<2])
+        let want = mode == .sync ? reference.syncStep(targets: active) : reference.asyncStep(targets: active, pending: &pending)
+        let got = try #require(peers[0].thetaHead[revision])
+        #expect(abs(got - want) <= 1e-5 * max(1, abs(want)), "revision \(revision) (joined at \(joinedAt)): θ \(got), by hand \(want)")
+        #expect(peers[1].thetaHead[revision] == got)
+        if revision >= joinedAt { #expect(peers[2].thetaHead[revision] == got) }
+    }
+    #expect(peers[2].history.first?.contributors == (mode == .async ? 2 : 3))
+}
+
+@Test(arguments: DiLoCoOptions.Mode.allCases)
+func survivorsOfAKilledPeerFinishTheRunBitIdentical(mode: DiLoCoOptions.Mode) async throws {
+    let peers = try (0..<3).map { try Peer(index: $0, mode: mode) }
     try await peers[0].start(seed: nil)
     for p in peers[1...] { try await p.start(seed: peers[0].controlPort) }
     let results = try await withTimeout(120) {
@@ -144,6 +121,39 @@ private func withTimeout<T: Sendable>(_ seconds: Double, _ body: @escaping @Send
     for p in peers { await p.stop() }
     #expect(results[0]?[6] != nil)
     #expect(results[0] == results[1], "survivors must agree at every revision")
+}
+
+/// A member dies at its third pseudo-gradient all-reduce, without taking part in it: in sync mode
+/// after the survivors' inner steps, in async mode while the all-reduce runs in the background
+/// during them. The survivors' collective fails; they form a ring of two, sync, and retry with the
+/// pseudo-gradients they hold (never a local update), and stay bit-identical.
+@Test(arguments: DiLoCoOptions.Mode.allCases)
+func aPeerDyingInThePseudoGradientAllReduceIsRetriedOnTheSurvivors(mode: DiLoCoOptions.Mode) async throws {
+    let peers = try (0..<3).map { i in
+        try Peer(index: i, mode: mode, wrap: i == 2 ? { DyingSession($0, dieAt: 3) } : nil)
+    }
+    try await peers[0].start(seed: nil)
+    for p in peers[1...] { try await p.start(seed: peers[0].controlPort) }
+    let results = try await withTimeout(120) {
+        try await withThrowingTaskGroup(of: (Int, [UInt64: String]).self) { group in
+            for p in peers[0..<2] { group.addTask { (p.index, try await p.train(until: 5)) } }
+            group.addTask { (2, await peers[2].trainUntilStopped(until: 5)) }
+            var out: [Int: [UInt64: String]] = [:]
+            for try await (i, d) in group { out[i] = d }
+            return out
+        }
+    }
+    for p in peers { await p.stop() }
+    #expect(results[0]?[5] != nil)
+    #expect(results[0] == results[1], "survivors must agree at every revision")
+    #expect(results[2]?.keys.sorted() == [1, 2], "the victim completed two steps")
+    for (revision, digest) in results[2] ?? [:] { #expect(results[0]?[revision] == digest) }
+    for p in peers[0..<2] {
+        let third = try #require(p.history.first { $0.revision == 3 })
+        #expect(third.retries >= 1, "the step the victim died in was retried")
+        #expect(third.peers == 2 && third.contributors == 2)
+        #expect(p.history.filter { $0.revision != 3 }.allSatisfy { $0.retries == 0 })
+    }
 }
 
 /// Churn: over 12 outer steps two peers join, one leaves gracefully, one is killed between steps
