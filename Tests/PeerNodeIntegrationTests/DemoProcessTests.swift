@@ -3,8 +3,9 @@ import Testing
 
 /// The README's main job, small: real `peernode run` processes train with DiLoCo, one leaves
 /// and a new one joins mid-run, and every step ends bit-identical on every peer.
-@Test func demoTrainsThroughALeaveAndAJoinWithEqualDigests() throws {
-    let result = try runPeernode(["demo", "--peers", "3", "--outer-steps", "6", "--inner-steps", "5"], timeout: 240)
+@Test(arguments: ["sync", "async"])
+func demoTrainsThroughALeaveAndAJoinWithEqualDigests(mode: String) throws {
+    let result = try runPeernode(["demo", "--peers", "3", "--outer-steps", "6", "--inner-steps", "5", "--mode", mode], timeout: 240)
     #expect(result.status == 0, "\(result.stderr)\n\(result.stdout)")
     let steps = result.stdout.split(separator: "\n").filter { $0.hasPrefix("outer ") }
     #expect(steps.count == 6, "\(result.stdout)")
