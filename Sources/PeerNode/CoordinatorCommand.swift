@@ -49,12 +49,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
 
     func run() async throws {
         let settings = try settings()
-        let level = Logger.Level(rawValue: settings.logLevel)!
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        settings.bootstrapLogging()
         let key: ClusterKey
         do {
             key = try ClusterKey.load(file: settings.clusterKeyFile)

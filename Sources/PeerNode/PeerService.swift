@@ -31,6 +31,9 @@ final class PeerService: Service, @unchecked Sendable {
     private let lock = NSLock()
     private var stopRequested = false
     private var failure: (any Error)?
+    /// The grace period ran out and the step in flight was aborted: the optimizer may be half way
+    /// through a round, so the checkpoint of the last finished step is kept as it is.
+    private var abortedStep = false
 
     var failed: Bool { lock.withLock { failure != nil } }
     private var stopping: Bool { lock.withLock { stopRequested } }
@@ -193,6 +196,7 @@ final class PeerService: Service, @unchecked Sendable {
             // Aborted by our own cancellation, not a cluster failure.
             logger.warning("the step in flight was aborted: the shutdown grace period (\(settings.shutdownGraceS) s) ran out")
             failure = nil
+            lock.withLock { abortedStep = true }
         }
         lock.withLock { self.failure = failure }
     }
@@ -207,7 +211,7 @@ final class PeerService: Service, @unchecked Sendable {
             await statusServer.shutdown()
             return
         }
-        if let checkpoint = settings.checkpoint { writeCheckpoint(checkpoint) }
+        if let checkpoint = settings.checkpoint, !lock.withLock({ abortedStep }) { writeCheckpoint(checkpoint) }
         logger.info("leaving the cluster")
         recorder.markStopping("leaving the cluster")
         await node.leave()

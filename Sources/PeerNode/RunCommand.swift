@@ -101,12 +101,7 @@ struct RunCommand: AsyncParsableCommand {
 
     func run() async throws {
         let settings = try settings()
-        let level = Logger.Level(rawValue: settings.logLevel)!
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        settings.bootstrapLogging()
         let peer = try await PeerService.start(settings: settings)
         var configuration = ServiceGroupConfiguration(
             services: [.init(service: peer, successTerminationBehavior: .gracefullyShutdownGroup,

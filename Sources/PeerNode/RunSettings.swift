@@ -186,6 +186,16 @@ struct RunSettings: Sendable {
         guard !statusBind.isEmpty, !statusBind.contains(" ") else { throw RunError("--status-bind must be an address, got '\(statusBind)'") }
     }
 
+    /// Logs go to stderr at `--log-level` (stdout is for the `ready` and `outer` lines).
+    func bootstrapLogging() {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+    }
+
     /// The host announced to the cluster for an address this node listens on.
     func announced(_ listenAddress: String) -> String {
         advertise ?? HostPort(listenAddress)!.host

@@ -241,7 +241,12 @@ private func clusterSurvives(victim: Int, signal sig: Int32) throws {
 @Test func sigtermDuringAStuckStepEndsAfterTheGracePeriod() throws {
     let common = ["--min-peers", "2", "--inner-steps", "2", "--shard-count", "2", "--heartbeat-ms", "200",
                   "--heartbeat-timeout-ms", "120000", "--log-level", "info"]
-    let founder = try Daemon(common + ["--shard-index", "0", "--shutdown-grace-s", "1"])
+    let dir = NSTemporaryDirectory() + "peernode-grace-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let checkpoint = dir + "/founder.ckpt"
+    let founder = try Daemon(common + ["--shard-index", "0", "--shutdown-grace-s", "1",
+                                       "--checkpoint", checkpoint, "--checkpoint-every", "1"])
     defer { founder.signal(SIGKILL) }
     let port = try #require(founder.controlPort)
     let other = try Daemon(common + ["--shard-index", "1", "--seed", "127.0.0.1:\(port)"])
@@ -256,6 +261,12 @@ private func clusterSurvives(victim: Int, signal sig: Int32) throws {
     // Grace (1 s) + the leave timeout (3 s) + slack: far below the 120 s heartbeat timeout.
     #expect(Date().timeIntervalSince(start) < 30)
     #expect(founder.stderrTail.contains("grace period"), "\(founder.stderrTail)")
+    // The checkpoint is the last finished step's, not a half-done one.
+    let last = try #require(founder.digests.keys.max())
+    let resumed = try runPeernode(["run", "--checkpoint", checkpoint, "--outer-steps", "1", "--log-level", "warning"],
+                                  environment: ["PEERNODE_CLUSTER_KEY": "integration-test-cluster-key-0123456789"])
+    #expect(resumed.status == 0, "\(resumed.stderr)")
+    #expect(resumed.stdout.contains("ready ") && resumed.stdout.contains("revision=\(last) "), "last step \(last): \(resumed.stdout)")
 }
 
 /// SIGTERM with no grace period: the peer leaves in the middle of whatever it was doing (inner
