@@ -95,7 +95,7 @@ public final class DiLoCoTrainer {
         try await sync(&peers, &retries)
         let theta = state.floats("theta")!
 
-        let round = innerRound(from: theta, minus: nil, into: delta)
+        let round = try innerRound(from: theta, minus: nil, into: delta)
         while true {
             do {
                 try await session.allReduce(
@@ -145,7 +145,7 @@ public final class DiLoCoTrainer {
 
         if counts.contributing == 0 {
             // Every member sees the same counts, so all of them run this extra round together.
-            let first = innerRound(from: theta, minus: nil, into: delta)
+            let first = try innerRound(from: theta, minus: nil, into: delta)
             lossSum += first.lossSum
             innerSteps += options.innerSteps
             innerSeconds += first.seconds
@@ -168,7 +168,7 @@ public final class DiLoCoTrainer {
         let reduceOptions = allReduceOptions
         async let firstAttempt = buffers.allReduce(on: session, options: reduceOptions)
         let base = holdsDelta && options.asyncStart == .rebase ? UnsafeBufferPointer(delta) : nil
-        let round = innerRound(from: theta, minus: base, into: nextDelta)
+        let round = try innerRound(from: theta, minus: base, into: nextDelta)
         lossSum += round.lossSum
         innerSteps += options.innerSteps
         innerSeconds += round.seconds
@@ -225,7 +225,7 @@ public final class DiLoCoTrainer {
     /// round's pseudo-gradient relative to where it started. The start is computed twice, with
     /// the same operations, rather than kept in a fourth buffer.
     private func innerRound(from theta: UnsafeMutableBufferPointer<Float>, minus: UnsafeBufferPointer<Float>?,
-                            into output: UnsafeMutableBufferPointer<Float>) -> (lossSum: Float, seconds: Double) {
+                            into output: UnsafeMutableBufferPointer<Float>) throws -> (lossSum: Float, seconds: Double) {
         let start = DispatchTime.now().uptimeNanoseconds
         let local = task.parameters.values
         let count = local.count
@@ -235,7 +235,12 @@ public final class DiLoCoTrainer {
             task.parameters.load(UnsafeBufferPointer(theta))
         }
         var lossSum: Float = 0
-        for _ in 0..<options.innerSteps { lossSum += task.step() }
+        for _ in 0..<options.innerSteps {
+            // A daemon shutting down past its grace period cancels the step: stop between inner
+            // steps rather than finish a round nobody will use.
+            try Task.checkCancellation()
+            lossSum += task.step()
+        }
         if let minus {
             for i in 0..<count { output[i] = (theta[i] - minus[i]) - local[i] }
         } else {

@@ -82,6 +82,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         configuration.maximumGracefulShutdownDuration = .seconds(10)
         try await ServiceGroup(configuration: configuration).run()
+        // Removed from the view (say, on the minority side of a split) or stopped by a failure:
+        // not a clean exit, so that a supervisor restarts it.
+        if let reason = service.endedBy { throw RunError("the coordinator stopped: \(reason)") }
     }
 }
 
@@ -90,6 +93,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
 private final class CoordinatorService: Service, @unchecked Sendable {
     let node: MembershipNode
     let logger: Logger
+    private let lock = NSLock()
+    private var ended: String?
+    /// Why the node stopped by itself (nil after a requested shutdown).
+    var endedBy: String? { lock.withLock { ended } }
 
     init(node: MembershipNode, logger: Logger) {
         self.node = node
@@ -102,7 +109,10 @@ private final class CoordinatorService: Service, @unchecked Sendable {
             var lastEpoch: UInt64 = 0
             while !Task.isCancelled {
                 let status = self.node.status
-                if [.left, .removed, .stopped].contains(status.role) { return }
+                if [.left, .removed, .stopped].contains(status.role) {
+                    self.lock.withLock { self.ended = "role \(status.role.rawValue)" }
+                    return
+                }
                 if let view = status.view, view.epoch != lastEpoch {
                     lastEpoch = view.epoch
                     print("view epoch=\(view.epoch) coordinator=\(hex(view.coordinator)) members=\(view.nodes.count) ring=\(view.ringIds.count) role=\(status.role)")

@@ -84,7 +84,12 @@ final class DemoCluster: @unchecked Sendable {
             process.standardError = errors
             process.standardInput = FileHandle.nullDevice
             let log = errorLog
-            errors.fileHandleForReading.readabilityHandler = { handle in log.append(handle.availableData) }
+            errors.fileHandleForReading.readabilityHandler = { handle in
+            let data = handle.availableData
+            // End of file: stop watching, or the handler is called again and again (a busy core).
+            if data.isEmpty { handle.readabilityHandler = nil }
+            log.append(data)
+        }
             output.fileHandleForReading.readabilityHandler = { [weak self] handle in
                 let data = handle.availableData
                 // End of file: stop watching, or the handler is called again and again.

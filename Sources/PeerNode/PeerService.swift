@@ -13,7 +13,7 @@ import Transport
 /// Graceful shutdown (SIGTERM, Ctrl-C) lets the current outer step finish, writes the checkpoint
 /// and leaves the cluster, so the others see a leave, not a death. If the step outlives the grace
 /// period the group cancels this service: the node leaves at once, which aborts the step on every
-/// member (they retry without it), and the checkpoint of the last finished step stays on disk.
+/// member (they retry without it), and the last checkpoint written stays on disk as it is.
 final class PeerService: Service, @unchecked Sendable {
     let settings: RunSettings
     let logger: Logger
@@ -111,6 +111,17 @@ final class PeerService: Service, @unchecked Sendable {
         options.outerMomentum = Float(settings.outerMomentum)
         let trainer = try DiLoCoTrainer(task: task, state: state, session: session, options: options, logger: logger)
 
+        // The status port first: a port that is taken must fail before this node joined anyone.
+        let recorder = StatusRecorder(identity: .init(nodeId: id, model: kind.rawValue, dataset: task.spec.dataset),
+                                      membership: { node.status },
+                                      traffic: { (communicator.traffic.bytesSent, communicator.traffic.bytesReceived) })
+        let statusServer: StatusServer
+        do {
+            statusServer = try await StatusServer.start(recorder: recorder, host: settings.statusBind, port: settings.statusPort,
+                                                        logger: logger)
+        } catch {
+            throw RunError("cannot start the status port on \(settings.statusBind):\(settings.statusPort): \(error)")
+        }
         let dataPort: Int
         let controlPort: Int
         do {
@@ -122,19 +133,8 @@ final class PeerService: Service, @unchecked Sendable {
         } catch {
             await node.shutdown()
             await communicator.shutdown()
+            await statusServer.shutdown()
             throw RunError("cannot start: \(error)")
-        }
-        let recorder = StatusRecorder(identity: .init(nodeId: id, model: kind.rawValue, dataset: task.spec.dataset),
-                                      membership: { node.status },
-                                      traffic: { (communicator.traffic.bytesSent, communicator.traffic.bytesReceived) })
-        let statusServer: StatusServer
-        do {
-            statusServer = try await StatusServer.start(recorder: recorder, host: settings.statusBind, port: settings.statusPort,
-                                                        logger: logger)
-        } catch {
-            await node.shutdown()
-            await communicator.shutdown()
-            throw RunError("cannot start the status port on \(settings.statusBind):\(settings.statusPort): \(error)")
         }
         print("ready id=\(hex(id)) revision=\(state.revision) control_port=\(controlPort) data_port=\(dataPort) parameters=\(task.parameters.count) "
               + "optimizer_step=\(task.optimizer.step) status_port=\(statusServer.port)")
@@ -180,8 +180,12 @@ final class PeerService: Service, @unchecked Sendable {
         let outerSteps = UInt64(settings.outerSteps)
         while failure == nil, !stopping, !Task.isCancelled, outerSteps == 0 || trainer.revision < outerSteps {
             do {
+                let before = trainer.revision
                 let report = try await trainer.outerStep(topologyUpdated: updated)
                 updated = nil
+                // (Async mode, after a recovery that left nobody holding a pseudo-gradient: the
+                // step applied no outer update; the trainer logged it. Nothing new to report.)
+                if report.revision == before { continue }
                 let metrics = trainer.evaluate()
                 if let checkpoint = settings.checkpoint, report.revision % UInt64(settings.checkpointEvery) == 0 {
                     writeCheckpoint(checkpoint)

@@ -173,15 +173,18 @@ struct RunSettings: Sendable {
         }
         guard shardCount >= 1, (0..<shardCount).contains(shardIndex) else { throw RunError("--shard-index must be in 0..<--shard-count") }
         guard innerSteps >= 1, outerSteps >= 0 else { throw RunError("--inner-steps ≥ 1 and --outer-steps ≥ 0") }
+        guard checkpointEvery <= 1_000_000_000, minPeers <= 4096 else { throw RunError("--checkpoint-every or --min-peers is out of range") }
         guard DiLoCoOptions.Mode(rawValue: mode) != nil else { throw RunError("--mode must be sync or async, got '\(mode)'") }
         guard outerLr.isFinite, outerLr > 0 else { throw RunError("--outer-lr must be positive") }
         guard outerMomentum.isFinite, (0..<1).contains(outerMomentum) else { throw RunError("--outer-momentum must be in [0, 1)") }
         guard WorkerSettings.quantization(quant) != nil else { throw RunError("--quant must be int8, int8-zp or none, got '\(quant)'") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw RunError("unknown --log-level '\(logLevel)'") }
         guard heartbeatMs > 0, heartbeatTimeoutMs > heartbeatMs else { throw RunError("need 0 < --heartbeat-ms < --heartbeat-timeout-ms") }
+        // Bounds that keep the nanosecond conversions far from overflow; an hour is already absurd.
+        guard heartbeatTimeoutMs <= 3_600_000 else { throw RunError("--heartbeat-timeout-ms must be at most 3600000 (an hour)") }
         guard checkpointEvery >= 1 else { throw RunError("--checkpoint-every must be positive") }
         guard minPeers >= 1 else { throw RunError("--min-peers must be positive") }
-        guard shutdownGraceS.isFinite, shutdownGraceS >= 0 else { throw RunError("--shutdown-grace-s must be ≥ 0") }
+        guard shutdownGraceS.isFinite, (0...86_400).contains(shutdownGraceS) else { throw RunError("--shutdown-grace-s must be in 0...86400") }
         guard (0...65535).contains(statusPort) else { throw RunError("--status-port must be in 0...65535") }
         guard !statusBind.isEmpty, !statusBind.contains(" ") else { throw RunError("--status-bind must be an address, got '\(statusBind)'") }
     }

@@ -26,6 +26,7 @@ final class Daemon: @unchecked Sendable {
         process.standardError = errors
         out.fileHandleForReading.readabilityHandler = { [weak self] handle in
             let data = handle.availableData
+            if data.isEmpty { handle.readabilityHandler = nil }
             guard let self, !data.isEmpty else { return }
             self.lock.withLock {
                 self.partial.append(data)
@@ -38,6 +39,7 @@ final class Daemon: @unchecked Sendable {
         }
         errors.fileHandleForReading.readabilityHandler = { [weak self] handle in
             let data = handle.availableData
+            if data.isEmpty { handle.readabilityHandler = nil }
             guard let self, !data.isEmpty else { return }
             self.lock.withLock {
                 self.errorText.append(data)

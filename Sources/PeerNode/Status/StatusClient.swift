@@ -76,7 +76,8 @@ struct StatusClient {
     private func send(_ bytes: [UInt8], to fd: Int32, deadline: ContinuousClock.Instant) throws {
         var offset = 0
         while offset < bytes.count {
-            let n = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            // MSG_NOSIGNAL: a peer that closed early gives EPIPE, not a SIGPIPE that kills us.
+            let n = bytes[offset...].withUnsafeBytes { sendWithoutSignal(fd, $0.baseAddress, $0.count) }
             if n > 0 { offset += n; continue }
             guard n < 0, errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR else {
                 throw StatusClientError("cannot send to \(target): \(Self.errorText())")
@@ -147,6 +148,7 @@ struct StatusClient {
         if headers["transfer-encoding"]?.lowercased().contains("chunked") == true {
             body = try dechunk(body, from: target)
         } else if let length = headers["content-length"].flatMap({ Int($0) }) {
+            guard length >= 0 else { throw StatusClientError("\(target) sent a negative Content-Length") }
             guard body.count >= length else {
                 throw StatusClientError("\(target) sent \(body.count) of \(length) body bytes")
             }
@@ -168,13 +170,25 @@ struct StatusClient {
             }
             index = lineEnd.upperBound
             if size == 0 { return out }
-            guard index + size <= bytes.count else { throw StatusClientError("\(target) sent a truncated chunk") }
+            // Compared without adding to `index`: a huge size must not overflow.
+            guard size <= bytes.count - index, bytes.count - index - size >= 2,
+                  bytes[index + size] == 13, bytes[index + size + 1] == 10 else {
+                throw StatusClientError("\(target) sent a truncated or malformed chunk")
+            }
             out += bytes[index..<index + size]
             index += size + 2
         }
     }
 
     private static func errorText() -> String { String(cString: strerror(errno)) }
+}
+
+private func sendWithoutSignal(_ fd: Int32, _ base: UnsafeRawPointer?, _ count: Int) -> Int {
+    #if canImport(Glibc)
+    return Glibc.send(fd, base, count, Int32(MSG_NOSIGNAL))
+    #else
+    return Darwin.send(fd, base, count, 0)
+    #endif
 }
 
 struct StatusClientError: Error, CustomStringConvertible {

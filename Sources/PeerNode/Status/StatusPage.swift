@@ -203,14 +203,18 @@ enum StatusPage {
       return tr;
     }
 
+    let polling = false;
     async function poll() {
+      // One request at a time: two with the same ?since would add the same steps twice.
+      if (polling) return;
+      polling = true;
       try {
         const url = "status" + (lastRevision === null ? "" : "?since=" + lastRevision);
         const response = await fetch(url, { cache: "no-store" });
         if (!response.ok) throw new Error("HTTP " + response.status);
         const s = await response.json();
         // A restarted node starts again below what we hold: start over.
-        if (lastRevision !== null && s.revision < lastRevision) { history = []; lastRevision = null; return poll(); }
+        if (lastRevision !== null && s.revision < lastRevision) { history = []; lastRevision = null; return; }
         history = history.concat(s.history).slice(-keep);
         if (history.length) lastRevision = history[history.length - 1].revision;
         $("error").textContent = "";
@@ -218,6 +222,8 @@ enum StatusPage {
       } catch (err) {
         $("error").textContent = "status unreachable (" + err.message + ")";
         $("health").textContent = "unreachable"; $("health").className = "bad";
+      } finally {
+        polling = false;
       }
     }
     poll();

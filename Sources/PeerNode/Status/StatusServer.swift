@@ -30,6 +30,9 @@ final class StatusServer: Sendable {
         let bound = BoundPort()
         let app = Application(
             responder: StatusResponder(recorder: recorder, metrics: StatusMetrics(identity: recorder.identity)),
+            // Idle connections are closed: an open status port must not collect sockets until the
+            // daemon runs out of descriptors (its ring and control links share the table).
+            server: .http1(configuration: .init(idleTimeout: .seconds(30))),
             configuration: ApplicationConfiguration(address: .hostname(host, port: port),
                                                     serverName: "peernode/\(StatusReport.version)"),
             onServerRunning: { channel in bound.resolve(.success(channel.localAddress?.port ?? port)) },
