@@ -103,3 +103,46 @@ func listeningAddresses(port: Int) -> [String]? {
     }
     return out
 }
+
+/// A listener on 127.0.0.1 that answers every connection with `answer` (raw bytes, so the test can
+/// send malformed HTTP), then closes it. Returns the port; the listener lives until `stop()`.
+final class CannedHTTPServer: @unchecked Sendable {
+    let port: Int
+    private let fd: Int32
+
+    init(answer: [UInt8]) throws {
+        #if canImport(Glibc)
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #else
+        let listener = socket(AF_INET, SOCK_STREAM, 0)
+        #endif
+        fd = listener
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = 0
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let listening = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { p -> Bool in
+                bind(listener, p, length) == 0 && getsockname(listener, p, &length) == 0 && listen(listener, 8) == 0
+            }
+        }
+        guard listening else { close(listener); throw HTTPFailure(description: "cannot listen") }
+        port = Int(UInt16(bigEndian: address.sin_port))
+        Thread.detachNewThread {
+            while true {
+                let client = accept(listener, nil, nil)
+                if client < 0 { return }
+                var request = [UInt8](repeating: 0, count: 4096)
+                _ = read(client, &request, request.count)
+                _ = answer.withUnsafeBytes { write(client, $0.baseAddress, $0.count) }
+                close(client)
+            }
+        }
+    }
+
+    func stop() {
+        shutdown(fd, Int32(SHUT_RDWR))
+        close(fd)
+    }
+}

@@ -139,3 +139,34 @@ private func digests(_ status: [String: Any]) -> [Int: String] {
     #expect(garbage.status == 1, "\(garbage.stdout)")
     #expect(garbage.stderr.contains("127.0.0.1:\(control)"), "\(garbage.stderr)")
 }
+
+/// Malformed answers (a negative length, a chunk size that would overflow, a chunk cut short, a
+/// body cut short) end `peernode status` with one error line and exit 1, never a trap.
+@Test func statusCommandSurvivesMalformedAnswers() throws {
+    let answers = [
+        "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n{}",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7fffffffffffffff\r\n{}",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n{\"id\":",
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+    ]
+    for answer in answers {
+        let server = try CannedHTTPServer(answer: Array(answer.utf8))
+        defer { server.stop() }
+        let result = try runPeernode(["status", "127.0.0.1:\(server.port)", "--timeout", "5"], timeout: 30)
+        #expect(result.status == 1, "\(answer.debugDescription): status \(result.status) \(result.stderr)")
+        #expect(result.stderr.contains("Error"), "\(answer.debugDescription): \(result.stderr)")
+    }
+}
+
+/// A status port that is taken fails the start before the node founded or joined anything.
+@Test func aTakenStatusPortFailsTheStartClearly() throws {
+    let holder = try CannedHTTPServer(answer: [])
+    defer { holder.stop() }
+    let result = try runPeernode(["run", "--status-port", "\(holder.port)", "--outer-steps", "1"],
+                                 environment: ["PEERNODE_CLUSTER_KEY": "integration-test-cluster-key-0123456789"], timeout: 60)
+    #expect(result.status != 0)
+    #expect(result.stderr.contains("cannot start the status port"), "\(result.stderr)")
+    #expect(!result.stdout.contains("ready "), "\(result.stdout)")
+}
