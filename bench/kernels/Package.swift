@@ -1,13 +1,14 @@
 // swift-tools-version:6.0
 // Kernel micro-benchmark, kept out of the main package so that it builds in release in seconds
 // (no NIO). Sources/Kern links to the kernel files of Sources/Collectives/Kernels.
-//   swift build -c release && .build/release/kernel-bench [all|quant|fused|sum|cached] [--cpu]
+//   swift build -c release && .build/release/kernel-bench [all|quant|fused|sum|cached|parts] [--cpu]
 import PackageDescription
 
 let package = Package(
     name: "kernel-bench",
     targets: [
-        .target(name: "Kern"),
+        // -enable-testing: `kernel-bench parts` times the internal halves of quantize.
+        .target(name: "Kern", swiftSettings: [.unsafeFlags(["-enable-testing"])]),
         .executableTarget(name: "kernel-bench", dependencies: ["Kern"]),
     ]
 )

@@ -1,4 +1,4 @@
-import Kern
+@testable import Kern
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -82,6 +82,24 @@ func run(count: Int, reps: Int, tag: String) {
             }
         }
     }
+    if which == "parts" {
+        // The two halves of quantize (int8 min-max), block by block, to see which one costs.
+        let bs = QuantKernels.blockSize
+        let params = QuantKernels.minMaxParams(lo: -1, hi: 1, allFinite: true)!
+        var sink: Float = 0
+        bench("range pass only \(tag)", bytes: bytes, reps: reps) {
+            var i = 0
+            while i < count { sink += QuantKernels.blockRange(UnsafeRawPointer(x + i), bs).hi; i += bs }
+        }
+        bench("encode only \(tag)", bytes: bytes, reps: reps) {
+            var i = 0
+            while i < count { QuantKernels.encodeMinMax(UnsafeRawPointer(x + i), bs, params, q + i); i += bs }
+        }
+        bench("quantize int8-minmax \(tag)", bytes: bytes, reps: reps) {
+            QuantKernels.quantize(.int8MinMax, x, count: count, into: q)
+        }
+        if sink == 42 { print(sink) }
+    }
     if which == "all" || which == "fused" || which == "cached" {
         // The all-reduce's combine step, unfused as RingAllReduceOp runs it today (pieces of
         // 4096 elements through a scratch buffer) against the fused kernels. `q` is the wire
@@ -144,7 +162,7 @@ func run(count: Int, reps: Int, tag: String) {
     }
 }
 
-if which == "cached" || args.contains("--l2") {
+if which == "cached" || which == "parts" || args.contains("--l2") {
     run(count: 65_536, reps: 256, tag: "[256 KiB, L2]")   // compute-bound view
 } else {
     run(count: 16 * 1024 * 1024, reps: 1, tag: "[64 MiB]")
