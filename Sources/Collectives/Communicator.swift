@@ -19,6 +19,9 @@ public final class Communicator: @unchecked Sendable {
     private var inbound: [InboundKey: BlockingSocket] = [:]
     private var pool: [UnsafeMutableRawBufferPointer] = []
     private var stopped = false
+    /// Bumped by ``abortRing(reason:)``: a ring being formed when it changes gives up at once
+    /// (its view lost a member), instead of waiting the formation timeout for a peer that left.
+    private var formationAborts = 0
     private var stateServer: StateServer?
     /// Bytes this peer's rings sent and received (frames, headers included), for status pages.
     public let traffic = TrafficCounter()
@@ -107,10 +110,15 @@ public final class Communicator: @unchecked Sendable {
         let rightPeer = view.members[(rank + 1) % view.count]
         let leftPeer = view.members[(rank - 1 + view.count) % view.count]
         let timeout = Double(options.ringFormationTimeout.nanoseconds) / 1e9
-        let right = try await runBlocking { [self] in try dialWithRetry(rightPeer, epoch: view.epoch, timeout: timeout) }
+        let generation = state.withLock { formationAborts }
+        let right = try await runBlocking { [self] in
+            try dialWithRetry(rightPeer, epoch: view.epoch, timeout: timeout, generation: generation)
+        }
         let left: BlockingSocket
         do {
-            left = try await runBlocking { [self] in try waitForInbound(InboundKey(id: leftPeer.id, epoch: view.epoch), timeout: timeout) }
+            left = try await runBlocking { [self] in
+                try waitForInbound(InboundKey(id: leftPeer.id, epoch: view.epoch), timeout: timeout, generation: generation)
+            }
         } catch {
             right.close()
             throw error
@@ -122,7 +130,7 @@ public final class Communicator: @unchecked Sendable {
                                               "left": "\(hex(leftPeer.id))", "right": "\(hex(rightPeer.id))"])
     }
 
-    private func dialWithRetry(_ peer: PeerEndpoint, epoch: UInt64, timeout: Double) throws -> BlockingSocket {
+    private func dialWithRetry(_ peer: PeerEndpoint, epoch: UInt64, timeout: Double, generation: Int) throws -> BlockingSocket {
         let deadline = Date().addingTimeInterval(timeout)
         var delay = 0.02
         while true {
@@ -135,6 +143,9 @@ public final class Communicator: @unchecked Sendable {
                 logger.error("right neighbour \(peer) refused: \(error)")
                 throw error
             } catch {
+                if state.withLock({ formationAborts != generation }) {
+                    throw CollectiveError(code: .membershipChanged, message: "ring of epoch \(epoch) abandoned: the membership changed")
+                }
                 guard Date().addingTimeInterval(delay) < deadline, !isStopped else {
                     throw CollectiveError(code: .timedOut, message: "cannot reach right neighbour \(peer): \(error)")
                 }
@@ -144,12 +155,15 @@ public final class Communicator: @unchecked Sendable {
         }
     }
 
-    private func waitForInbound(_ key: InboundKey, timeout: Double) throws -> BlockingSocket {
+    private func waitForInbound(_ key: InboundKey, timeout: Double, generation: Int) throws -> BlockingSocket {
         let deadline = Date().addingTimeInterval(timeout)
         state.lock()
         defer { state.unlock() }
-        while inbound[key] == nil, !stopped {
+        while inbound[key] == nil, !stopped, formationAborts == generation {
             guard state.wait(until: deadline) else { break }
+        }
+        if inbound[key] == nil, formationAborts != generation {
+            throw CollectiveError(code: .membershipChanged, message: "ring of epoch \(key.epoch) abandoned: the membership changed")
         }
         guard let socket = inbound.removeValue(forKey: key) else {
             throw CollectiveError(code: .timedOut, message: "left neighbour \(hex(key.id)) did not connect within \(timeout) s")
@@ -161,7 +175,12 @@ public final class Communicator: @unchecked Sendable {
     /// `membershipChanged`, and the ring must be formed again. For the membership layer, which
     /// learns of a frozen member (links still open) before the ring does.
     public func abortRing(reason: String) {
-        state.withLock { self.engine }?.breakRing(reason)
+        let engine = state.withLock { () -> RingEngine? in
+            formationAborts &+= 1
+            state.broadcast()
+            return self.engine
+        }
+        engine?.breakRing(reason)
     }
 
     /// Whether the current ring (if any) was broken by a failure and must be formed again.

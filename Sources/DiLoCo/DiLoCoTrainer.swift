@@ -107,6 +107,8 @@ public final class DiLoCoTrainer {
                 guard retries <= options.maxRetries else { throw error }
                 logger.warning("pseudo-gradient all-reduce aborted; retrying on the survivors",
                                metadata: ["revision": "\(state.revision)", "retry": "\(retries)", "reason": "\(error.message)"])
+                // Cancelled (the daemon is shutting down): no retry, no new ring to wait for.
+                try Task.checkCancellation()
                 peers = try await session.recover()
                 // A joiner may have been admitted by that update point: it syncs before it trains,
                 // so the survivors sync too (cheap when they already agree) to stay in step with it.
@@ -179,6 +181,8 @@ public final class DiLoCoTrainer {
             guard retries <= options.maxRetries else { throw error }
             logger.warning("pseudo-gradient all-reduce aborted; retrying on the survivors with the same pseudo-gradient",
                            metadata: ["revision": "\(state.revision)", "retry": "\(retries)", "reason": "\(error.message)"])
+            // Cancelled (the daemon is shutting down): no retry, no new ring to wait for.
+            try Task.checkCancellation()
             peers = try await session.recover()
             // The survivors' ring may include a peer admitted at that update point: sync so it
             // gets θ, and count the contributors again.
@@ -210,6 +214,8 @@ public final class DiLoCoTrainer {
                 retries += 1
                 guard retries <= options.maxRetries else { throw error }
                 logger.warning("shared-state sync aborted; retrying on the survivors", metadata: ["reason": "\(error.message)"])
+                // Cancelled (the daemon is shutting down): no retry, no new ring to wait for.
+                try Task.checkCancellation()
                 peers = try await session.recover()
             }
         }
@@ -294,6 +300,8 @@ public final class DiLoCoTrainer {
                 retries += 1
                 guard retries <= options.maxRetries else { throw error }
                 logger.warning("shared-state sync aborted; retrying on the survivors", metadata: ["reason": "\(error.message)"])
+                // Cancelled (the daemon is shutting down): no retry, no new ring to wait for.
+                try Task.checkCancellation()
                 peers = try await session.recover()
             }
         }

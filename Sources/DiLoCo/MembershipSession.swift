@@ -43,12 +43,21 @@ public final class MembershipSession: ClusterSession, @unchecked Sendable {
     public var downloads: Int { lock.withLock { downloadCount } }
 
     public func updateTopology() async throws -> Int {
-        let view = try await node.updateTopology()
-        if lock.withLock({ ring?.epoch }) != view.epoch || communicator.isRingBroken {
-            try await communicator.connect(view: view)
-            lock.withLock { ring = view }
+        var attempts = 0
+        while true {
+            let view = try await node.updateTopology()
+            guard lock.withLock({ ring?.epoch }) != view.epoch || communicator.isRingBroken else { return view.count }
+            do {
+                try await communicator.connect(view: view)
+                lock.withLock { ring = view }
+                return view.count
+            } catch let error as CollectiveError where attempts < 3 && (node.view?.epoch ?? 0) > view.epoch {
+                // A member of that ring left or died while it was being formed; the membership
+                // has moved on. Meet the others at the next update point and form that ring.
+                attempts += 1
+                logger.warning("ring of epoch \(view.epoch) not formed (\(error.message)); forming the next view's")
+            }
         }
-        return view.count
     }
 
     public func recover() async throws -> Int { try await updateTopology() }

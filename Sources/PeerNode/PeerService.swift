@@ -155,9 +155,13 @@ final class PeerService: Service, @unchecked Sendable {
                 lock.withLock { stopRequested = true }
             }
         } onCancel: {
-            // The grace period is over: leaving aborts the step in flight everywhere.
+            // The grace period is over: leaving aborts the step in flight everywhere; stopping the
+            // communicator ends any wait for a ring (the trainer does not retry once cancelled).
             communicator.abortRing(reason: "this peer is shutting down")
-            Task { await node.leave() }
+            Task {
+                await node.leave()
+                await communicator.shutdown()
+            }
         }
         await close()
     }

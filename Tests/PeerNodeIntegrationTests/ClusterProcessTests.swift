@@ -12,7 +12,7 @@ final class Daemon: @unchecked Sendable {
 
     /// The last lines the daemon logged, for failure messages.
     var stderrTail: String {
-        lock.withLock { String(decoding: errorText.suffix(3000), as: UTF8.self) }
+        lock.withLock { String(decoding: errorText.suffix(20000), as: UTF8.self) }
     }
 
     init(_ args: [String], command: String = "run") throws {
