@@ -103,13 +103,7 @@ public final class DiLoCoTrainer {
                     options: allReduceOptions)
                 break
             } catch let error as CollectiveError where Self.isRetryable(error) {
-                retries += 1
-                guard retries <= options.maxRetries else { throw error }
-                logger.warning("pseudo-gradient all-reduce aborted; retrying on the survivors",
-                               metadata: ["revision": "\(state.revision)", "retry": "\(retries)", "reason": "\(error.message)"])
-                // Cancelled (the daemon is shutting down): no retry, no new ring to wait for.
-                try Task.checkCancellation()
-                peers = try await session.recover()
+                try await recoverForRetry(after: error, "pseudo-gradient all-reduce", &peers, &retries)
                 // A joiner may have been admitted by that update point: it syncs before it trains,
                 // so the survivors sync too (cheap when they already agree) to stay in step with it.
                 try await sync(&peers, &retries)
@@ -177,13 +171,7 @@ public final class DiLoCoTrainer {
 
         var failure = try await firstAttempt
         while let error = failure {
-            retries += 1
-            guard retries <= options.maxRetries else { throw error }
-            logger.warning("pseudo-gradient all-reduce aborted; retrying on the survivors with the same pseudo-gradient",
-                           metadata: ["revision": "\(state.revision)", "retry": "\(retries)", "reason": "\(error.message)"])
-            // Cancelled (the daemon is shutting down): no retry, no new ring to wait for.
-            try Task.checkCancellation()
-            peers = try await session.recover()
+            try await recoverForRetry(after: error, "pseudo-gradient all-reduce", &peers, &retries)
             // The survivors' ring may include a peer admitted at that update point: sync so it
             // gets θ, and count the contributors again.
             counts = try await delayedSync(&peers, &retries)
@@ -211,12 +199,7 @@ public final class DiLoCoTrainer {
                 peers = counts.members
                 return counts
             } catch let error as CollectiveError where Self.isRetryable(error) {
-                retries += 1
-                guard retries <= options.maxRetries else { throw error }
-                logger.warning("shared-state sync aborted; retrying on the survivors", metadata: ["reason": "\(error.message)"])
-                // Cancelled (the daemon is shutting down): no retry, no new ring to wait for.
-                try Task.checkCancellation()
-                peers = try await session.recover()
+                try await recoverForRetry(after: error, "shared-state sync", &peers, &retries)
             }
         }
     }
@@ -297,14 +280,23 @@ public final class DiLoCoTrainer {
                 try await session.syncSharedState(state)
                 return
             } catch let error as CollectiveError where Self.isRetryable(error) {
-                retries += 1
-                guard retries <= options.maxRetries else { throw error }
-                logger.warning("shared-state sync aborted; retrying on the survivors", metadata: ["reason": "\(error.message)"])
-                // Cancelled (the daemon is shutting down): no retry, no new ring to wait for.
-                try Task.checkCancellation()
-                peers = try await session.recover()
+                try await recoverForRetry(after: error, "shared-state sync", &peers, &retries)
             }
         }
+    }
+
+    /// Counts a retry of `what` (or gives up with `error` past `maxRetries`), logs it, and meets
+    /// the survivors at an update point to form their ring. The retry repeats the same work with
+    /// the same inputs, never a local fallback. A cancelled step (a daemon past its shutdown grace
+    /// period) is not retried: no new ring is worth waiting for then.
+    private func recoverForRetry(after error: CollectiveError, _ what: String,
+                                 _ peers: inout Int, _ retries: inout Int) async throws {
+        retries += 1
+        guard retries <= options.maxRetries else { throw error }
+        logger.warning("\(what) aborted; retrying on the survivors",
+                       metadata: ["revision": "\(state.revision)", "retry": "\(retries)", "reason": "\(error.message)"])
+        try Task.checkCancellation()
+        peers = try await session.recover()
     }
 
     /// Failures a new ring can cure: a member died or left, or the ring timed out.

@@ -39,30 +39,16 @@ struct CoordinatorCommand: AsyncParsableCommand {
         return s
     }
 
-    func validate() throws {
-        do {
-            _ = try settings()
-        } catch let error as RunError {
-            throw ValidationError(error.description)
-        }
-    }
+    func validate() throws { try RunSettings.validate(settings) }
 
     func run() async throws {
         let settings = try settings()
         settings.bootstrapLogging()
-        let key: ClusterKey
-        do {
-            key = try ClusterKey.load(file: settings.clusterKeyFile)
-        } catch {
-            throw RunError("\(error)")
-        }
+        let key = try settings.clusterKey()
         let id = UInt64.random(in: 1...UInt64.max)
         var logger = Logger(label: "peernode")
         logger[metadataKey: "node.id"] = "\(hex(id))"
-        var options = MembershipOptions()
-        options.heartbeatInterval = .milliseconds(Int64(settings.heartbeatMs))
-        options.heartbeatTimeout = .milliseconds(Int64(settings.heartbeatTimeoutMs))
-        let node = MembershipNode(localId: id, key: key, options: options, logger: logger)
+        let node = MembershipNode(localId: id, key: key, options: settings.membershipOptions, logger: logger)
         let control = HostPort(settings.listen)!
         let port: Int
         do {

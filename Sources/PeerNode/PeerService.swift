@@ -58,12 +58,7 @@ final class PeerService: Service, @unchecked Sendable {
     /// Loads the key, the data and the checkpoint, binds both ports, founds or joins the cluster,
     /// and prints the `ready` line.
     static func start(settings: RunSettings) async throws -> PeerService {
-        let key: ClusterKey
-        do {
-            key = try ClusterKey.load(file: settings.clusterKeyFile)
-        } catch {
-            throw RunError("\(error)")
-        }
+        let key = try settings.clusterKey()
         let control = HostPort(settings.listen)!
         let dataAddress = HostPort(settings.dataListen)!
         let id = UInt64.random(in: 1...UInt64.max)
@@ -79,10 +74,7 @@ final class PeerService: Service, @unchecked Sendable {
         } catch {
             throw RunError("cannot load the training data: \(error)")
         }
-        var membershipOptions = MembershipOptions()
-        membershipOptions.heartbeatInterval = .milliseconds(Int64(settings.heartbeatMs))
-        membershipOptions.heartbeatTimeout = .milliseconds(Int64(settings.heartbeatTimeoutMs))
-        let node = MembershipNode(localId: id, key: key, options: membershipOptions, logger: logger)
+        let node = MembershipNode(localId: id, key: key, options: settings.membershipOptions, logger: logger)
         let communicator = Communicator(localId: id, key: key, logger: logger)
         let state = try DiLoCoTrainer.sharedState(for: task)
         if let checkpoint = settings.checkpoint, FileManager.default.fileExists(atPath: checkpoint) {

@@ -91,13 +91,7 @@ struct RunCommand: AsyncParsableCommand {
         return s
     }
 
-    func validate() throws {
-        do {
-            _ = try settings()
-        } catch let error as RunError {
-            throw ValidationError(error.description)
-        }
-    }
+    func validate() throws { try RunSettings.validate(settings) }
 
     func run() async throws {
         let settings = try settings()

@@ -1,7 +1,10 @@
+import ArgumentParser
+import Collectives
 import DiLoCo
 import Foundation
 import Logging
 import Models
+import Transport
 
 /// Everything `peernode run` and `peernode coordinator` need, resolved in this order: built-in
 /// defaults, then the config file (`--config`), then the command line.
@@ -187,6 +190,31 @@ struct RunSettings: Sendable {
         guard shutdownGraceS.isFinite, (0...86_400).contains(shutdownGraceS) else { throw RunError("--shutdown-grace-s must be in 0...86400") }
         guard (0...65535).contains(statusPort) else { throw RunError("--status-port must be in 0...65535") }
         guard !statusBind.isEmpty, !statusBind.contains(" ") else { throw RunError("--status-bind must be an address, got '\(statusBind)'") }
+    }
+
+    /// The cluster key from `cluster-key-file`, else `$PEERNODE_CLUSTER_KEY`; its error is one line.
+    func clusterKey() throws -> ClusterKey {
+        do {
+            return try ClusterKey.load(file: clusterKeyFile)
+        } catch {
+            throw RunError("\(error)")
+        }
+    }
+
+    var membershipOptions: MembershipOptions {
+        var options = MembershipOptions()
+        options.heartbeatInterval = .milliseconds(Int64(heartbeatMs))
+        options.heartbeatTimeout = .milliseconds(Int64(heartbeatTimeoutMs))
+        return options
+    }
+
+    /// An argument-parser `validate()`: settings errors as usage errors.
+    static func validate(_ settings: () throws -> RunSettings) throws {
+        do {
+            _ = try settings()
+        } catch let error as RunError {
+            throw ValidationError(error.description)
+        }
     }
 
     /// Logs go to stderr at `--log-level` (stdout is for the `ready` and `outer` lines).

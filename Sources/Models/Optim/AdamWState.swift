@@ -25,7 +25,12 @@ extension AdamW {
         withUnsafeBytes(of: UInt64(step).littleEndian) { out += $0 }
         withUnsafeBytes(of: UInt64(n).littleEndian) { out += $0 }
         for moment in [firstMoment, secondMoment] {
-            for i in 0..<n { withUnsafeBytes(of: moment.base[i].bitPattern.littleEndian) { out += $0 } }
+            let values = UnsafeBufferPointer(start: moment.base, count: n)
+            #if _endian(little)
+            out.append(contentsOf: UnsafeRawBufferPointer(values))  // already the wire layout
+            #else
+            for x in values { withUnsafeBytes(of: x.bitPattern.littleEndian) { out += $0 } }
+            #endif
         }
         return out
     }
