@@ -1,4 +1,5 @@
 import COpenSSL
+import Transport
 
 /// A SHA-256 digest (OpenSSL libcrypto), used to compare buffers across peers.
 public struct Digest: Hashable, Sendable, CustomStringConvertible {
@@ -29,6 +30,7 @@ public struct Digest: Hashable, Sendable, CustomStringConvertible {
 
     /// SHA-256 of a byte buffer.
     public static func of(_ bytes: UnsafeRawBufferPointer) -> Digest {
+        CryptoLibrary.ensureInitialized()
         var out = [UInt8](repeating: 0, count: 32)
         var length: UInt32 = 0
         let ok = out.withUnsafeMutableBufferPointer { o in
@@ -58,6 +60,7 @@ public struct DigestBuilder: ~Copyable {
     private let context: OpaquePointer
 
     public init() {
+        CryptoLibrary.ensureInitialized()
         guard let ctx = EVP_MD_CTX_new() else { fatalError("EVP_MD_CTX_new failed") }
         guard EVP_DigestInit_ex(ctx, EVP_sha256(), nil) == 1 else { fatalError("EVP_DigestInit_ex failed") }
         context = ctx

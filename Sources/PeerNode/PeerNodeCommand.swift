@@ -11,6 +11,8 @@ struct PeerNodeCommand: AsyncParsableCommand {
 
     static func main() async {
         tuneAllocatorForBulkTransfers()
+        // Before any thread can touch libcrypto: no atexit cleanup racing exiting threads.
+        CryptoLibrary.ensureInitialized()
         do {
             var command = try parseAsRoot()
             if var asyncCommand = command as? AsyncParsableCommand {

@@ -64,6 +64,7 @@ public struct ClusterKey: Sendable {
 
     /// HMAC-SHA-256 of the concatenated parts under this key.
     func mac(_ parts: [UInt8]...) -> [UInt8] {
+        CryptoLibrary.ensureInitialized()
         var message: [UInt8] = []
         for p in parts { message += p }
         var out = [UInt8](repeating: 0, count: 32)
