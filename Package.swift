@@ -5,7 +5,7 @@ import PackageDescription
 //   PeerNode -> DiLoCo -> Collectives -> Transport,  DiLoCo -> Models.
 let package = Package(
     name: "peernode",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "peernode", targets: ["PeerNode"]),
     ],

@@ -121,11 +121,10 @@ final class RingAllReduceOp: @unchecked Sendable {
         engine.sender!.enqueue(.init(priority: step, header: header, pieces: [bytes]) { [self] error in
             owned?.deallocate()
             lock.withLock { outstandingSends -= 1 }
-            if let error {
-                engine.breakRing("sending to the right neighbour failed: \(error)")
-            } else {
-                flushCompletion()
-            }
+            if let error { engine.breakRing("sending to the right neighbour failed: \(error)") }
+            // Also after an error: the ring may have failed this op while this frame was being
+            // written, and then this is the last event that can report its outcome.
+            flushCompletion()
         })
     }
 

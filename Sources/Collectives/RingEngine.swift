@@ -30,8 +30,6 @@ final class RingEngine: @unchecked Sendable {
     private struct EarlyKey: Hashable { var tag: UInt64; var instance: UInt16 }
     private var earlyBytes = 0
     private(set) var brokenReason: String?
-    /// Called once when the ring breaks.
-    var onBreak: (@Sendable (String) -> Void)?
 
     let traffic: TrafficCounter
 
@@ -153,6 +151,12 @@ final class RingEngine: @unchecked Sendable {
             try registered.receive(frame, held: UnsafeRawBufferPointer(held))
             return
         }
+        if brokenReason != nil {
+            // breakRing already freed what was held; this payload would never be freed.
+            lock.unlock()
+            payload.deallocate()
+            throw CollectiveError.aborted("ring broken")
+        }
         early[EarlyKey(tag: frame.tag, instance: frame.flags), default: []].append((frame, held))
         earlyBytes += held.count
         lock.unlock()
@@ -182,6 +186,5 @@ final class RingEngine: @unchecked Sendable {
         if !reason.isEmpty {
             logger.log(level: expected ? .debug : .warning, "ring of epoch \(epoch) broken: \(reason)")
         }
-        onBreak?(reason)
     }
 }

@@ -1,3 +1,5 @@
+import Synchronization
+
 /// The name, element type and shape of one tensor of the shared state.
 public struct TensorSpec: Hashable, Sendable, Codable {
     public var name: String
@@ -31,10 +33,17 @@ public struct TensorSpec: Hashable, Sendable, Codable {
 /// ```
 public final class SharedState: @unchecked Sendable {
     public let specs: [TensorSpec]
-    public private(set) var revision: UInt64
+    /// Atomic: status readers and tests may read it while the trainer advances it.
+    private let revisionValue: Atomic<UInt64>
+    public var revision: UInt64 { revisionValue.load(ordering: .acquiring) }
     private let buffers: [UnsafeMutableRawBufferPointer]
-    /// Encoding of everything before the tensor bytes, for the current revision.
-    private var header: [UInt8]
+    /// Encoding of everything before the tensor bytes, for the current revision. Raw memory of a
+    /// fixed size (only the revision bytes ever change), not an array: a download writes disjoint
+    /// ranges from one thread per donor, and an array property read by one while another writes
+    /// it is a data race on its storage (copy-on-write, retain/release) that corrupts the heap.
+    private let header: UnsafeMutableRawBufferPointer
+    /// Where the revision sits in the header.
+    private static let revisionBytes = 8..<16
 
     public struct LayoutError: Error, CustomStringConvertible {
         public var description: String
@@ -54,22 +63,25 @@ public final class SharedState: @unchecked Sendable {
             }
         }
         self.specs = sorted
-        self.revision = revision
+        revisionValue = Atomic(revision)
         buffers = sorted.map { spec in
             let b = UnsafeMutableRawBufferPointer.allocate(byteCount: max(spec.byteCount, 1), alignment: 64)
             b.initializeMemory(as: UInt8.self, repeating: 0)
             return UnsafeMutableRawBufferPointer(rebasing: b[0..<spec.byteCount])
         }
-        header = Self.encodeHeader(specs: sorted, revision: revision)
+        let encoded = Self.encodeHeader(specs: sorted, revision: revision)
+        header = .allocate(byteCount: encoded.count, alignment: 8)
+        header.copyBytes(from: encoded)
     }
 
     deinit {
         for b in buffers { b.baseAddress.map { UnsafeMutableRawPointer($0).deallocate() } }
+        header.deallocate()
     }
 
     public func setRevision(_ revision: UInt64) {
-        self.revision = revision
-        header = Self.encodeHeader(specs: specs, revision: revision)
+        revisionValue.store(revision, ordering: .releasing)
+        header.storeBytes(of: revision.littleEndian, toByteOffset: Self.revisionBytes.lowerBound, as: UInt64.self)
     }
 
     public func index(of name: String) -> Int? { specs.firstIndex { $0.name == name } }
@@ -95,7 +107,7 @@ public final class SharedState: @unchecked Sendable {
     /// SHA-256 of the canonical encoding, streamed (no copy of the state).
     public func digest() -> Digest {
         var builder = DigestBuilder()
-        header.withUnsafeBytes { builder.update($0) }
+        builder.update(UnsafeRawBufferPointer(header))
         for b in buffers { builder.update(UnsafeRawBufferPointer(b)) }
         return builder.finish()
     }
@@ -105,7 +117,7 @@ public final class SharedState: @unchecked Sendable {
         precondition(range.lowerBound >= 0 && range.upperBound <= encodedSize)
         forEachPiece(of: range) { piece, offsetInRange, isHeader, source in
             if isHeader {
-                header.withUnsafeBytes { out.advanced(by: offsetInRange).copyMemory(from: $0.baseAddress! + piece.lowerBound, byteCount: piece.count) }
+                out.advanced(by: offsetInRange).copyMemory(from: header.baseAddress! + piece.lowerBound, byteCount: piece.count)
             } else {
                 out.advanced(by: offsetInRange).copyMemory(from: source! + piece.lowerBound, byteCount: piece.count)
             }
@@ -119,23 +131,30 @@ public final class SharedState: @unchecked Sendable {
             throw LayoutError(description: "range \(range) outside the state's \(encodedSize) bytes")
         }
         var headerError: LayoutError?
+        var wroteRevision = false
         forEachPiece(of: range) { piece, offsetInRange, isHeader, target in
             if isHeader {
-                for i in piece where !(8..<16).contains(i) {
+                for i in piece where !Self.revisionBytes.contains(i) {
                     if header[i] != bytes.load(fromByteOffset: offsetInRange + i - piece.lowerBound, as: UInt8.self) {
                         headerError = LayoutError(description: "the received state has a different layout (byte \(i) of the header differs)")
                         return
                     }
                 }
-                for i in piece where (8..<16).contains(i) {
+                for i in piece where Self.revisionBytes.contains(i) {
                     header[i] = bytes.load(fromByteOffset: offsetInRange + i - piece.lowerBound, as: UInt8.self)
+                    wroteRevision = true
                 }
             } else {
                 (target! + piece.lowerBound).copyMemory(from: bytes + offsetInRange, byteCount: piece.count)
             }
         }
         if let headerError { throw headerError }
-        revision = header.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) }
+        // Only the writer of the revision bytes updates the property: concurrent writers of other
+        // ranges must not store to it.
+        if wroteRevision {
+            let bytes = header.loadUnaligned(fromByteOffset: Self.revisionBytes.lowerBound, as: UInt64.self)
+            revisionValue.store(UInt64(littleEndian: bytes), ordering: .releasing)
+        }
     }
 
     /// Copies everything (layout must match) from another state: a local snapshot or restore.
