@@ -432,3 +432,45 @@ func fusedEdgeBlocks(mode: Quantization) {
         if divisor == nil { #expect(out2 == want.out) }
     }
 }
+
+/// The range pass against the rule it must keep, written one element at a time: per lane `j`
+/// (elements j, j+8, …) the running min/max keeps the earlier element on ties, then the lanes
+/// fold 8 → 4 → 2 → 1 keeping the first operand, then the scalar tail. Zeros of both signs and
+/// repeated values make ties everywhere, so a pass that kept a later `-0`/`+0` would differ in bits.
+@Test(arguments: [256, 255, 248, 247, 16, 9, 8, 7, 1])
+func rangePassKeepsTheEarliestOfTiedValues(n: Int) {
+    var rng = SplitMix64(seed: UInt64(n) &* 77 &+ 5)
+    for round in 0..<300 {
+        // Zero is the minimum (round % 3 == 0), the maximum (1), or neither (2).
+        let sign: Float = round % 3 == 0 ? 1 : round % 3 == 1 ? -1 : 0
+        let x: [Float] = (0..<n).map { _ in
+            switch rng.next() % 4 {
+            case 0: return -0.0
+            case 1: return 0.0
+            default: return sign == 0 ? Float(Int(rng.next() % 7) - 3) : sign * Float(1 + rng.next() % 3)
+            }
+        }
+        var lo = [Float](repeating: .infinity, count: 8), hi = [Float](repeating: -.infinity, count: 8)
+        let vectorPart = n & ~7
+        for i in 0..<vectorPart {
+            if x[i] < lo[i % 8] { lo[i % 8] = x[i] }
+            if x[i] > hi[i % 8] { hi[i % 8] = x[i] }
+        }
+        func fold(_ v: [Float], _ better: (Float, Float) -> Bool) -> Float {
+            var w = v
+            for width in [4, 2, 1] {
+                for k in 0..<width where better(w[k + width], w[k]) { w[k] = w[k + width] }
+            }
+            return w[0]
+        }
+        var expectLo = fold(lo, <), expectHi = fold(hi, >)
+        for i in vectorPart..<n {
+            if x[i] < expectLo { expectLo = x[i] }
+            if x[i] > expectHi { expectHi = x[i] }
+        }
+        let got = x.withUnsafeBytes { QuantKernels.blockRange($0.baseAddress!, n) }
+        #expect(got.lo.bitPattern == expectLo.bitPattern && got.hi.bitPattern == expectHi.bitPattern,
+                "n=\(n): lo \(got.lo) vs \(expectLo), hi \(got.hi) vs \(expectHi)")
+        #expect(got.allFinite)
+    }
+}

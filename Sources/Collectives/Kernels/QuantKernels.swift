@@ -219,23 +219,46 @@ public enum QuantKernels {
     /// Lane-wise min, max and NaN-detecting sums over the first `n & ~7` elements. SIMD8, not
     /// SIMD16: three SIMD16 accumulators plus the loaded vector need more than the sixteen SSE
     /// registers, and the spills made this pass three times slower (measured).
+    ///
+    /// Two vectors per iteration: `minps`/`maxps` have a latency of several cycles, and one
+    /// running min per lane made this pass latency-bound. The pair is reduced first, keeping the
+    /// earlier vector on ties, then folded into the running value; for data without NaN this keeps,
+    /// per lane, the earliest element among those equal to the minimum (or maximum), exactly as
+    /// one element at a time does, so `-0`/`+0` ties give the same bits. A NaN can make the pair
+    /// step drop an element the single step would have kept, but a block with a NaN is poisoned
+    /// whatever `lo` and `hi` are (the sums below detect it).
     @inline(__always)
     static func vectorRange(_ p: UnsafeRawPointer, _ n: Int) -> (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>) {
         var vlo = SIMD8<Float>(repeating: .infinity)
         var vhi = SIMD8<Float>(repeating: -.infinity)
-        var acc = SIMD8<Float>.zero
+        // Lane sums: NaN is sticky, so a NaN element leaves its lane NaN. Finite elements never
+        // make a lane NaN: a sum that overflows to ±inf stays there, since only an infinite
+        // element of the other sign could turn it into NaN (and that poisons anyway). Two sums,
+        // one per vector of the pair, each over finite elements only when the block is finite.
+        var accA = SIMD8<Float>.zero
+        var accB = SIMD8<Float>.zero
         var i = 0
-        while i &+ 8 <= n {
+        while i &+ 16 <= n {
+            let a = p.loadUnaligned(fromByteOffset: i &* 4, as: SIMD8<Float>.self)
+            let b = p.loadUnaligned(fromByteOffset: i &* 4 &+ 32, as: SIMD8<Float>.self)
+            var pairLo = a
+            pairLo.replace(with: b, where: b .< a)
+            var pairHi = a
+            pairHi.replace(with: b, where: b .> a)
+            vlo.replace(with: pairLo, where: pairLo .< vlo)
+            vhi.replace(with: pairHi, where: pairHi .> vhi)
+            accA += a
+            accB += b
+            i &+= 16
+        }
+        if i &+ 8 <= n {
             let v = p.loadUnaligned(fromByteOffset: i &* 4, as: SIMD8<Float>.self)
             vlo.replace(with: v, where: v .< vlo)
             vhi.replace(with: v, where: v .> vhi)
-            // Lane sums: NaN is sticky, so a NaN element leaves its lane NaN. Finite elements
-            // never make a lane NaN: a sum that overflows to ±inf stays there, since only an
-            // infinite element of the other sign could turn it into NaN (and that poisons anyway).
-            acc += v
-            i &+= 8
+            accA += v
         }
-        return (vlo, vhi, acc)
+        // inf + -inf here can only flag a block that holds infinities, which is poisoned anyway.
+        return (vlo, vhi, accA + accB)
     }
 
     @inline(__always)
