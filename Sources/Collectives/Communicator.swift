@@ -26,7 +26,7 @@ public final class Communicator: @unchecked Sendable {
     /// Bytes this peer's rings sent and received (frames, headers included), for status pages.
     public let traffic = TrafficCounter()
 
-    private struct InboundKey: Hashable { var id: UInt64; var epoch: UInt64 }
+    private struct InboundKey: Hashable { var id: UInt64; var epoch: UInt64; var stream: Int }
 
     public init(localId: UInt64, key: ClusterKey, options: CommunicatorOptions = CommunicatorOptions(), logger: Logger) {
         self.localId = localId
@@ -69,19 +69,24 @@ public final class Communicator: @unchecked Sendable {
             server.serve(socket, peer: result.remoteId)  // already on a thread of its own
             return
         }
-        guard result.purpose == .ring, result.info.count == 8 else {
+        guard result.purpose == .ring, let link = RingLinkInfo(result.info) else {
             logger.warning("refusing a data connection for \(result.purpose) from \(hex(result.remoteId))")
             socket.close()
             return
         }
-        let epoch = result.info.withUnsafeBytes { UInt64(bigEndian: $0.loadUnaligned(as: UInt64.self)) }
+        guard link.streams == options.streams else {
+            logger.error("refusing ring link from \(hex(result.remoteId)): it uses \(link.streams) stream(s) per neighbour, this peer \(options.streams); every member must use the same --streams")
+            socket.close()
+            return
+        }
         state.withLock {
-            guard !stopped, epoch >= (engine?.epoch ?? 0) else {
+            guard !stopped, link.epoch >= (engine?.epoch ?? 0) else {
                 socket.close()
                 return
             }
-            inbound[InboundKey(id: result.remoteId, epoch: epoch)]?.close()
-            inbound[InboundKey(id: result.remoteId, epoch: epoch)] = socket
+            let key = InboundKey(id: result.remoteId, epoch: link.epoch, stream: link.stream)
+            inbound[key]?.close()
+            inbound[key] = socket
             state.broadcast()
         }
     }
@@ -90,6 +95,9 @@ public final class Communicator: @unchecked Sendable {
     /// for the left one. Replaces any previous ring, whose collectives fail as aborted.
     public func connect(view: RingView) async throws {
         try checkRunning()
+        guard (1...CommunicatorOptions.maxStreams).contains(options.streams) else {
+            throw CollectiveError(code: .invalidArgument, message: "streams must be 1...\(CommunicatorOptions.maxStreams), not \(options.streams)")
+        }
         guard let rank = view.rank(of: localId) else {
             throw CollectiveError(code: .invalidArgument, message: "this peer \(hex(localId)) is not in the view")
         }
@@ -102,7 +110,7 @@ public final class Communicator: @unchecked Sendable {
         }
         old?.breakRing("replaced by the ring of epoch \(view.epoch)", expected: true)
         guard view.count > 1 else {
-            let single = RingEngine(rank: 0, size: 1, epoch: view.epoch, left: nil, right: nil,
+            let single = RingEngine(rank: 0, size: 1, epoch: view.epoch, left: [], right: [],
                                     maxEarlyBytes: options.maxEarlyBytes, logger: logger)
             state.withLock { self.engine = single }
             return
@@ -111,33 +119,55 @@ public final class Communicator: @unchecked Sendable {
         let leftPeer = view.members[(rank - 1 + view.count) % view.count]
         let timeout = Double(options.ringFormationTimeout.nanoseconds) / 1e9
         let generation = state.withLock { formationAborts }
+        let streams = options.streams
         let right = try await runBlocking { [self] in
-            try dialWithRetry(rightPeer, epoch: view.epoch, timeout: timeout, generation: generation)
+            var sockets: [BlockingSocket] = []
+            do {
+                for stream in 0..<streams {
+                    sockets.append(try dialWithRetry(rightPeer, link: RingLinkInfo(epoch: view.epoch, stream: stream, streams: streams),
+                                                     timeout: timeout, generation: generation))
+                }
+            } catch {
+                for socket in sockets { socket.close() }
+                throw error
+            }
+            return sockets
         }
-        let left: BlockingSocket
+        let left: [BlockingSocket]
         do {
             left = try await runBlocking { [self] in
-                try waitForInbound(InboundKey(id: leftPeer.id, epoch: view.epoch), timeout: timeout, generation: generation)
+                var sockets: [BlockingSocket] = []
+                do {
+                    for stream in 0..<streams {
+                        sockets.append(try waitForInbound(InboundKey(id: leftPeer.id, epoch: view.epoch, stream: stream),
+                                                          timeout: timeout, generation: generation))
+                    }
+                } catch {
+                    for socket in sockets { socket.close() }
+                    throw error
+                }
+                return sockets
             }
         } catch {
-            right.close()
+            for socket in right { socket.close() }
             throw error
         }
         let formed = RingEngine(rank: rank, size: view.count, epoch: view.epoch, left: left, right: right,
                                 maxEarlyBytes: options.maxEarlyBytes, traffic: traffic, logger: logger)
         state.withLock { self.engine = formed }
-        logger.info("ring formed", metadata: ["epoch": "\(view.epoch)", "rank": "\(rank)", "size": "\(view.count)",
+        logger.info("ring formed", metadata: ["epoch": "\(view.epoch)", "rank": "\(rank)", "size": "\(view.count)", "streams": "\(streams)",
                                               "left": "\(hex(leftPeer.id))", "right": "\(hex(rightPeer.id))"])
     }
 
-    private func dialWithRetry(_ peer: PeerEndpoint, epoch: UInt64, timeout: Double, generation: Int) throws -> BlockingSocket {
+    private func dialWithRetry(_ peer: PeerEndpoint, link: RingLinkInfo, timeout: Double, generation: Int) throws -> BlockingSocket {
+        let epoch = link.epoch
         let deadline = Date().addingTimeInterval(timeout)
         var delay = 0.02
         while true {
             do {
                 let (socket, _) = try BlockingSocket.dial(
                     host: peer.host, port: peer.port, localId: localId, key: key, purpose: .ring,
-                    info: be64(epoch), timeout: min(timeout, Double(options.transport.handshakeTimeout.nanoseconds) / 1e9))
+                    info: link.bytes, timeout: min(timeout, Double(options.transport.handshakeTimeout.nanoseconds) / 1e9))
                 return socket
             } catch let error as HandshakeError where error.code == .badKey || error.code == .versionMismatch {
                 logger.error("right neighbour \(peer) refused: \(error)")
@@ -282,7 +312,7 @@ func runBlocking<T>(_ work: @escaping @Sendable () throws -> T) async throws -> 
     }
 }
 
-func be64(_ v: UInt64) -> [UInt8] { withUnsafeBytes(of: v.bigEndian) { Array($0) } }
+
 
 /// Swift types with a collective element type.
 public protocol CollectiveElement: Sendable { static var dtype: DType { get } }

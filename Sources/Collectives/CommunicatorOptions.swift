@@ -8,6 +8,12 @@ public struct CommunicatorOptions: Sendable {
     public var maxEarlyBytes = 64 << 20
     /// How long `connect(view:)` keeps trying to reach the right neighbour and waits for the left.
     public var ringFormationTimeout: TimeAmount = .seconds(15)
+    /// TCP connections to each ring neighbour (1...``maxStreams``). Segments are spread over
+    /// them round-robin, each with its own sender and receiver thread: on long, lossy or
+    /// window-limited paths one TCP stream does not fill the link. Every member of a ring must
+    /// use the same number (the data handshake carries it, and a mismatch is refused).
+    public var streams = 1
+    public static let maxStreams = 16
 
     public init() {}
 }

@@ -29,6 +29,7 @@ final class RingAllReduceOp: @unchecked Sendable {
     let lock = NSCondition()
 
     // Guarded by `lock`.
+    /// The next segment expected per (step, stream): index `step * streams + stream`.
     private var nextSegment: [Int]
     private var receivedFrames = 0
     private let expectedFrames: Int
@@ -40,18 +41,27 @@ final class RingAllReduceOp: @unchecked Sendable {
     private var continuation: CheckedContinuation<Void, any Error>?
     private var reported = false
 
-    /// Receiver-thread state: where partial sums land, and f32 working space.
-    private let staging: UnsafeMutableRawBufferPointer
-    private let scratchA: UnsafeMutablePointer<Float>
-    private let scratchB: UnsafeMutablePointer<Float>
+    /// TCP streams of the ring; segment `k` arrives on stream `k mod streams`.
+    private let streams: Int
+    /// Per stream (each has its receiver thread): where partial sums land, and f32 working space.
+    private let receivers: [ReceiveSpace]
     /// The caller's thread encodes the first step while the receiver may already be working.
     private let encodeScratch: UnsafeMutablePointer<Float>
     /// Quantized data is combined in pieces this long, so that the f32 intermediates stay in L1.
     private static let piece = 4096
 
+    /// One receiver thread's buffers.
+    private struct ReceiveSpace {
+        let staging: UnsafeMutableRawBufferPointer
+        let scratchA: UnsafeMutablePointer<Float>
+        let scratchB: UnsafeMutablePointer<Float>
+    }
+
     private struct Arrival {
         let step: Int
         let segment: Int
+        /// The buffers of the stream that carried it.
+        let space: ReceiveSpace
         let elements: Range<Int>
         let length: Int
         let destination: UnsafeMutableRawPointer
@@ -64,18 +74,23 @@ final class RingAllReduceOp: @unchecked Sendable {
         self.options = options
         self.memory = memory
         self.engine = engine
-        nextSegment = Array(repeating: 0, count: plan.totalSteps)
+        streams = engine.streams
+        nextSegment = (0..<(plan.totalSteps * engine.streams)).map { $0 % engine.streams }
         expectedFrames = (0..<plan.totalSteps).reduce(0) { $0 + plan.segmentCount(chunk: plan.receiveChunk(step: $1)) }
-        staging = .allocate(byteCount: max(plan.wireBytes(plan.segmentElements), 64), alignment: 64)
-        scratchA = .allocate(capacity: Self.piece)
-        scratchB = .allocate(capacity: Self.piece)
+        let stagingBytes = max(plan.wireBytes(plan.segmentElements), 64)
+        receivers = (0..<engine.streams).map { _ in
+            ReceiveSpace(staging: .allocate(byteCount: stagingBytes, alignment: 64),
+                         scratchA: .allocate(capacity: Self.piece), scratchB: .allocate(capacity: Self.piece))
+        }
         encodeScratch = .allocate(capacity: Self.piece)
     }
 
     deinit {
-        staging.deallocate()
-        scratchA.deallocate()
-        scratchB.deallocate()
+        for space in receivers {
+            space.staging.deallocate()
+            space.scratchA.deallocate()
+            space.scratchB.deallocate()
+        }
         encodeScratch.deallocate()
     }
 
@@ -118,7 +133,7 @@ final class RingAllReduceOp: @unchecked Sendable {
         lock.withLock { outstandingSends += 1 }
         let header = FrameHeader(type: .data, flags: instance, length: UInt32(bytes.count), tag: options.tag,
                                  aux: RingPlan.aux(step: step, segment: segment))
-        engine.sender!.enqueue(.init(priority: step, header: header, pieces: [bytes]) { [self] error in
+        engine.sender(forSegment: segment).enqueue(.init(priority: step, header: header, pieces: [bytes]) { [self] error in
             owned?.deallocate()
             lock.withLock { outstandingSends -= 1 }
             if let error { engine.breakRing("sending to the right neighbour failed: \(error)") }
@@ -179,12 +194,14 @@ final class RingAllReduceOp: @unchecked Sendable {
             throw error
         }
         let (step, segment) = RingPlan.split(aux: header.aux)
-        guard step < plan.totalSteps, segment == nextSegment[step],
+        let stream = segment % streams
+        guard step < plan.totalSteps, segment == nextSegment[step * streams + stream],
               segment < plan.segmentCount(chunk: plan.receiveChunk(step: step)) else {
             lock.unlock()
             throw CollectiveError(code: .protocolViolation, message: "unexpected segment \(segment) of step \(step) for tag \(options.tag)")
         }
-        nextSegment[step] += 1
+        nextSegment[step * streams + stream] += streams
+        let space = receivers[stream]
         let elements = plan.segmentRange(chunk: plan.receiveChunk(step: step), segment: segment)
         let length = plan.wireBytes(elements.count)
         guard Int(header.length) == length else {
@@ -195,16 +212,16 @@ final class RingAllReduceOp: @unchecked Sendable {
         activeReceives += 1
         lock.unlock()
         if step < plan.n - 1 {
-            return Arrival(step: step, segment: segment, elements: elements, length: length,
-                           destination: staging.baseAddress!, frameBuffer: nil)
+            return Arrival(step: step, segment: segment, space: space, elements: elements, length: length,
+                           destination: space.staging.baseAddress!, frameBuffer: nil)
         }
         if plan.quantization == .none {
             // All-gather data is final: straight into the result.
-            return Arrival(step: step, segment: segment, elements: elements, length: length,
+            return Arrival(step: step, segment: segment, space: space, elements: elements, length: length,
                            destination: memory.output + elements.lowerBound * plan.type.size, frameBuffer: nil)
         }
         let frame = UnsafeMutableRawBufferPointer.allocate(byteCount: length, alignment: 64)
-        return Arrival(step: step, segment: segment, elements: elements, length: length,
+        return Arrival(step: step, segment: segment, space: space, elements: elements, length: length,
                        destination: frame.baseAddress!, frameBuffer: frame)
     }
 
@@ -223,7 +240,7 @@ final class RingAllReduceOp: @unchecked Sendable {
             if plan.quantization == .none {
                 ReduceKernels.combine(options.op, plan.type, into: frame.baseAddress!, local, wire, count: m)
             } else {
-                combineQuantized(wire, local: local, count: m, into: frame.baseAddress!, result: nil)
+                combineQuantized(wire, local: local, count: m, into: frame.baseAddress!, result: nil, space: a.space)
             }
             send(step: a.step + 1, segment: a.segment, UnsafeRawBufferPointer(frame), owned: frame)
         } else if a.step == plan.n - 2 {
@@ -233,7 +250,7 @@ final class RingAllReduceOp: @unchecked Sendable {
                 send(step: a.step + 1, segment: a.segment, UnsafeRawBufferPointer(start: result, count: a.length), owned: nil)
             }
         } else {
-            decode(wire, count: m, into: result)
+            decode(wire, count: m, into: result, scratch: a.space.scratchA)
             if a.step < last {
                 send(step: a.step + 1, segment: a.segment, UnsafeRawBufferPointer(a.frameBuffer!), owned: a.frameBuffer)
             } else {
@@ -256,7 +273,7 @@ final class RingAllReduceOp: @unchecked Sendable {
             send(step: a.step + 1, segment: a.segment, UnsafeRawBufferPointer(start: result, count: a.length), owned: nil)
         } else {
             let frame = UnsafeMutableRawBufferPointer.allocate(byteCount: a.length, alignment: 64)
-            combineQuantized(wire, local: local, count: m, into: frame.baseAddress!, result: result)
+            combineQuantized(wire, local: local, count: m, into: frame.baseAddress!, result: result, space: a.space)
             send(step: a.step + 1, segment: a.segment, UnsafeRawBufferPointer(frame), owned: frame)
         }
     }
@@ -264,7 +281,8 @@ final class RingAllReduceOp: @unchecked Sendable {
     /// out = encode(local ⊕ decode(wire)), a piece at a time; for the owner (`result` given) also
     /// averages and stores the decoding of `out` as its own result.
     private func combineQuantized(_ wire: UnsafeRawPointer, local: UnsafeRawPointer, count m: Int,
-                                  into out: UnsafeMutableRawPointer, result: UnsafeMutableRawPointer?) {
+                                  into out: UnsafeMutableRawPointer, result: UnsafeMutableRawPointer?, space: ReceiveSpace) {
+        let (scratchA, scratchB) = (space.scratchA, space.scratchB)
         let mode = plan.quantization
         let size = plan.type.size
         if plan.type == .f32, options.op == .sum || options.op == .avg {
@@ -301,7 +319,7 @@ final class RingAllReduceOp: @unchecked Sendable {
             if let result {
                 if options.op == .avg { ReduceKernels.divide(.f32, UnsafeMutableRawPointer(scratchA), count: n, by: plan.n) }
                 QuantKernels.quantize(mode, UnsafePointer(scratchA), count: n, into: outAt)
-                decode(UnsafeRawPointer(outAt), count: n, into: result + done * size)
+                decode(UnsafeRawPointer(outAt), count: n, into: result + done * size, scratch: scratchB)
             } else {
                 QuantKernels.quantize(mode, UnsafePointer(scratchA), count: n, into: outAt)
             }
@@ -310,7 +328,9 @@ final class RingAllReduceOp: @unchecked Sendable {
     }
 
     /// Wire bytes to the caller's type: the shared dequantization (and conversion).
-    private func decode(_ wire: UnsafeRawPointer, count m: Int, into result: UnsafeMutableRawPointer) {
+    /// `scratch`: a piece of f32 space the caller does not need (non-f32 types only).
+    private func decode(_ wire: UnsafeRawPointer, count m: Int, into result: UnsafeMutableRawPointer,
+                        scratch scratchA: UnsafeMutablePointer<Float>) {
         if plan.type == .f32 {
             QuantKernels.dequantize(plan.quantization, wire, count: m, into: result.assumingMemoryBound(to: Float.self))
             return

@@ -2,8 +2,10 @@ import Foundation
 import Logging
 import Transport
 
-/// One formed ring on this peer: the link from the left neighbour (read by a receiver thread)
-/// and the link to the right one (written by a ``FrameSender``), and the collectives running on them.
+/// One formed ring on this peer: the links from the left neighbour (each read by a receiver
+/// thread) and the links to the right one (each written by a ``FrameSender``), and the
+/// collectives running on them. With several streams per neighbour, segment `k` of every step
+/// travels on stream `k mod streams`, so each stream carries its segments in order.
 ///
 /// A neighbour may start a collective before this peer does: its frames are held (up to
 /// `maxEarlyBytes`; past that the receiver stops reading and TCP pushes back) until the local
@@ -13,9 +15,11 @@ final class RingEngine: @unchecked Sendable {
     let rank: Int
     let size: Int
     let epoch: UInt64
-    let sender: FrameSender?
-    private let left: BlockingSocket?
-    private let right: BlockingSocket?
+    /// TCP streams per neighbour.
+    let streams: Int
+    private let senders: [FrameSender]
+    private let left: [BlockingSocket]
+    private let right: [BlockingSocket]
     private let limits = FrameLimits()
     private let logger: Logger
     private let maxEarlyBytes: Int
@@ -33,8 +37,10 @@ final class RingEngine: @unchecked Sendable {
 
     let traffic: TrafficCounter
 
-    init(rank: Int, size: Int, epoch: UInt64, left: BlockingSocket?, right: BlockingSocket?, maxEarlyBytes: Int,
+    /// `left` and `right`: one socket per stream (the same count), or none for a ring of one.
+    init(rank: Int, size: Int, epoch: UInt64, left: [BlockingSocket], right: [BlockingSocket], maxEarlyBytes: Int,
          traffic: TrafficCounter = TrafficCounter(), logger: Logger) {
+        precondition(left.count == right.count, "one socket per stream on each side")
         self.traffic = traffic
         self.rank = rank
         self.size = size
@@ -43,13 +49,17 @@ final class RingEngine: @unchecked Sendable {
         self.right = right
         self.maxEarlyBytes = maxEarlyBytes
         self.logger = logger
-        sender = right.map { FrameSender(socket: $0, traffic: traffic, name: "peernode-ring-send") }
-        if left != nil {
-            let thread = Thread { [self] in receiveLoop() }
+        streams = max(left.count, 1)
+        senders = right.map { FrameSender(socket: $0, traffic: traffic, name: "peernode-ring-send") }
+        for socket in left {
+            let thread = Thread { [self] in receiveLoop(socket) }
             thread.name = "peernode-ring-receive"
             thread.start()
         }
     }
+
+    /// The sender of the stream that carries `segment`.
+    func sender(forSegment segment: Int) -> FrameSender { senders[segment % streams] }
 
     var isBroken: Bool { lock.withLock { brokenReason != nil } }
     var breakReason: String? { lock.withLock { brokenReason } }
@@ -92,8 +102,7 @@ final class RingEngine: @unchecked Sendable {
         }
     }
 
-    private func receiveLoop() {
-        guard let left else { return }
+    private func receiveLoop(_ left: BlockingSocket) {
         let header = UnsafeMutableRawBufferPointer.allocate(byteCount: FrameHeader.size, alignment: 8)
         defer { header.deallocate() }
         while true {
@@ -179,9 +188,8 @@ final class RingEngine: @unchecked Sendable {
         lock.broadcast()
         lock.unlock()
         let error = CollectiveError(code: code, message: reason)
-        sender?.stop(error)
-        left?.shutdown()
-        right?.shutdown()
+        for sender in senders { sender.stop(error) }
+        for socket in left + right { socket.shutdown() }
         for op in running { op.fail(error) }
         if !reason.isEmpty {
             logger.log(level: expected ? .debug : .warning, "ring of epoch \(epoch) broken: \(reason)")

@@ -75,7 +75,7 @@ final class PeerService: Service, @unchecked Sendable {
             throw RunError("cannot load the training data: \(error)")
         }
         let node = MembershipNode(localId: id, key: key, options: settings.membershipOptions, logger: logger)
-        let communicator = Communicator(localId: id, key: key, logger: logger)
+        let communicator = Communicator(localId: id, key: key, options: settings.communicatorOptions, logger: logger)
         let state = try DiLoCoTrainer.sharedState(for: task)
         if let checkpoint = settings.checkpoint, FileManager.default.fileExists(atPath: checkpoint) {
             // Resume: load into a scratch state first, so that a bad file changes nothing.

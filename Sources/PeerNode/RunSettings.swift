@@ -38,6 +38,8 @@ struct RunSettings: Sendable {
     var checkpointEvery = 10
     var minPeers = 1
     var heartbeatMs = 500
+    /// TCP streams to each ring neighbour (the same on every member).
+    var streams = 1
     var heartbeatTimeoutMs = 3000
     var logLevel = "info"
     /// How long SIGTERM waits for the current step to end before the step is aborted.
@@ -51,7 +53,7 @@ struct RunSettings: Sendable {
     static let keys = ["seed", "listen", "data-listen", "advertise", "model", "data", "data-dir", "shard-index",
                        "shard-count", "inner-steps", "outer-steps", "quant", "mode", "outer-lr", "outer-momentum", "seed-value", "cluster-key-file",
                        "checkpoint", "checkpoint-every", "min-peers", "heartbeat-ms", "heartbeat-timeout-ms",
-                       "log-level", "shutdown-grace-s", "status-port", "status-bind"]
+                       "streams", "log-level", "shutdown-grace-s", "status-port", "status-bind"]
 
     /// Config files are small; a bigger one is a wrong path, not a config.
     static let maxConfigBytes = 1 << 20
@@ -148,6 +150,7 @@ struct RunSettings: Sendable {
         case "min-peers": minPeers = try int()
         case "heartbeat-ms": heartbeatMs = try int()
         case "heartbeat-timeout-ms": heartbeatTimeoutMs = try int()
+        case "streams": streams = try int()
         case "log-level": logLevel = try string()
         case "shutdown-grace-s": shutdownGraceS = try double()
         case "status-port": statusPort = try int()
@@ -187,6 +190,9 @@ struct RunSettings: Sendable {
         guard heartbeatTimeoutMs <= 3_600_000 else { throw RunError("--heartbeat-timeout-ms must be at most 3600000 (an hour)") }
         guard checkpointEvery >= 1 else { throw RunError("--checkpoint-every must be positive") }
         guard minPeers >= 1 else { throw RunError("--min-peers must be positive") }
+        guard (1...CommunicatorOptions.maxStreams).contains(streams) else {
+            throw RunError("--streams must be in 1...\(CommunicatorOptions.maxStreams)")
+        }
         guard shutdownGraceS.isFinite, (0...86_400).contains(shutdownGraceS) else { throw RunError("--shutdown-grace-s must be in 0...86400") }
         guard (0...65535).contains(statusPort) else { throw RunError("--status-port must be in 0...65535") }
         guard !statusBind.isEmpty, !statusBind.contains(" ") else { throw RunError("--status-bind must be an address, got '\(statusBind)'") }
@@ -199,6 +205,12 @@ struct RunSettings: Sendable {
         } catch {
             throw RunError("\(error)")
         }
+    }
+
+    var communicatorOptions: CommunicatorOptions {
+        var options = CommunicatorOptions()
+        options.streams = streams
+        return options
     }
 
     var membershipOptions: MembershipOptions {

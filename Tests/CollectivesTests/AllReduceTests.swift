@@ -1,4 +1,5 @@
 import Collectives
+import Logging
 import NIOCore
 import PeerTestSupport
 import Testing
@@ -270,4 +271,90 @@ func quantizedResultsAreBitIdenticalAndWithinTheBound(n: Int, mode: Quantization
             #expect(peer.traffic.bytesReceived == 400_056)
         }
     }
+}
+
+/// Several TCP streams per neighbour: the same closed-form results, and for quantized data the
+/// same bytes as with one stream (which stream carries a segment never changes its value).
+@Test(arguments: [2, 3, 4], [2, 3])
+func severalStreamsPerNeighbourGiveTheSameBytesAsOne(n: Int, streams: Int) async throws {
+    let count = 50_003
+    let inputs = (0..<n).map { randomFloats(count, seed: UInt64($0 + 1) * 91) }
+    let quantized = AllReduceOptions(tag: 7, op: .avg, quantization: .int8MinMax, segmentBytes: 4 << 10)
+    @Sendable func quantizedRun(_ peers: [Communicator]) async throws -> [[UInt32]] {
+        try await onEveryPeer(peers) { rank, peer in
+            var values = inputs[rank]
+            try await peer.allReduce(&values, options: quantized)
+            return values.map(\.bitPattern)
+        }
+    }
+    let reference = try await withCluster(size: n) { try await quantizedRun($0) }
+    var options = CommunicatorOptions()
+    options.streams = streams
+    try await withCluster(size: n, options: options) { peers in
+        let results = try await quantizedRun(peers)
+        for r in 0..<n { #expect(results[r] == reference[0], "rank \(r) differs from the one-stream run") }
+        // Every op and type, short segments so that every stream carries several frames per step.
+        var tag: UInt64 = 100
+        for type in [DType.f32, .f64, .bf16, .i64, .u8] {
+            for op in ReduceOp.allCases {
+                for count in [1, n, 37 * n + 3, 1000] {
+                    tag += 1
+                    let options = AllReduceOptions(tag: tag, op: op, segmentBytes: 64)
+                    let got = try await onEveryPeer(peers) { rank, peer in
+                        let input = encode((0..<count).map { value(op, rank: rank, index: $0, type: type) }, type)
+                        return try await run(peer, input, type, options)
+                    }
+                    let want = expected(op, type, n: n, count: count)
+                    for (rank, bytes) in got.enumerated() {
+                        #expect(bytes == want, "n=\(n) streams=\(streams) \(type) \(op) count=\(count) rank=\(rank)")
+                    }
+                }
+            }
+        }
+        // Two collectives in flight at once share the streams.
+        let pair = try await onEveryPeer(peers) { rank, peer in
+            async let a = run(peer, encode((0..<5000).map { value(.sum, rank: rank, index: $0, type: .f32) }, .f32), .f32,
+                              AllReduceOptions(tag: 1, op: .sum, segmentBytes: 256))
+            async let b = run(peer, encode((0..<3000).map { value(.max, rank: rank, index: $0, type: .i32) }, .i32), .i32,
+                              AllReduceOptions(tag: 2, op: .max, segmentBytes: 512))
+            return try await [a, b]
+        }
+        for got in pair {
+            #expect(got[0] == expected(.sum, .f32, n: n, count: 5000))
+            #expect(got[1] == expected(.max, .i32, n: n, count: 3000))
+        }
+    }
+}
+
+/// Members that disagree on the stream count cannot form a ring: each side refuses the other's
+/// links (with a log line naming --streams) and formation fails instead of mixing layouts.
+@Test func membersWithDifferentStreamCountsDoNotFormARing() async throws {
+    var logger = Logger(label: "test")
+    logger.logLevel = .critical
+    var peers: [Communicator] = []
+    for streams in [1, 2] {
+        var options = CommunicatorOptions()
+        options.streams = streams
+        options.ringFormationTimeout = .seconds(2)
+        peers.append(Communicator(localId: UInt64(0xB000 + streams), key: testKey, options: options, logger: logger))
+    }
+    var members: [PeerEndpoint] = []
+    for peer in peers {
+        members.append(PeerEndpoint(id: peer.localId, host: "127.0.0.1", port: try await peer.listen(host: "127.0.0.1", port: 0)))
+    }
+    let view = RingView(epoch: 1, members: members)
+    let outcomes = try await onEveryPeer(peers) { _, peer in
+        do {
+            try await peer.connect(view: view)
+            return "formed"
+        } catch let error as CollectiveError {
+            return "\(error.code)"
+        }
+    }
+    #expect(outcomes == ["timedOut", "timedOut"], "\(outcomes)")
+    for peer in peers { await peer.shutdown() }
+    var bad = CommunicatorOptions()
+    bad.streams = 0
+    let invalid = Communicator(localId: 0xB100, key: testKey, options: bad, logger: logger)
+    await #expect(throws: CollectiveError.self) { try await invalid.connect(view: RingView(epoch: 1, members: [members[0]])) }
 }

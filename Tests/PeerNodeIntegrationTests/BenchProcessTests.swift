@@ -4,10 +4,12 @@ import Testing
 /// Real `peernode` processes on 127.0.0.1: the all-reduce benchmark doubles as a multi-process
 /// parity check (each worker reports the SHA-256 of its result; the driver compares them and
 /// checks the values).
-@Test(arguments: ["none", "int8", "int8-zp"])
-func realProcessesEndWithEqualDigests(quant: String) throws {
+@Test(arguments: [("none", 1), ("int8", 1), ("int8-zp", 1), ("int8", 3)])
+func realProcessesEndWithEqualDigests(quant: String, streams: Int) throws {
+    // 64 KiB segments: several frames per step, so that three streams all carry data.
     let result = try runPeernode(["bench", "allreduce", "--peers", "3", "--size-mib", "0.5", "2",
-                                  "--reps", "2", "--quant", quant, "--timeout", "90"])
+                                  "--reps", "2", "--quant", quant, "--streams", "\(streams)", "--segment-kib", "64",
+                                  "--timeout", "90"])
     #expect(result.status == 0, "\(result.stderr)")
     let lines = result.stdout.split(separator: "\n").filter { $0.hasPrefix("impl=") }
     #expect(lines.count == 2)
@@ -18,7 +20,7 @@ func realProcessesEndWithEqualDigests(quant: String) throws {
 }
 
 @Test func benchRejectsBadArguments() throws {
-    for args in [["--peers", "0"], ["--quant", "int4"], ["--size-mib", "-1"], ["--reps", "0"]] {
+    for args in [["--peers", "0"], ["--quant", "int4"], ["--size-mib", "-1"], ["--reps", "0"], ["--streams", "0"], ["--streams", "17"]] {
         let result = try runPeernode(["bench", "allreduce"] + args)
         #expect(result.status != 0, "\(args)")
         #expect(result.stderr.contains("Error"), "\(args): \(result.stderr)")
@@ -29,7 +31,7 @@ func realProcessesEndWithEqualDigests(quant: String) throws {
     var env = ProcessInfo.processInfo.environment
     env["PEERNODE_CLUSTER_KEY"] = nil
     let result = try runPeernode(["bench", "allreduce-worker", "--rank", "0", "--peers", "2", "--size-mib", "1",
-                                  "--reps", "1", "--quant", "none", "--segment-kib", "64"],
+                                  "--reps", "1", "--quant", "none", "--segment-kib", "64", "--streams", "1"],
                                  environment: ["PEERNODE_CLUSTER_KEY": ""])
     #expect(result.status != 0)
     #expect(result.stderr.contains("cluster key"), "\(result.stderr)")

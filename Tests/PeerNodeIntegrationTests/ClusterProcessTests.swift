@@ -98,8 +98,8 @@ final class Daemon: @unchecked Sendable {
 
 /// Three peers train (`--outer-steps 8`); `victim` gets `signal` once it reached revision 2.
 /// The survivors must finish and agree on every revision.
-private func clusterSurvives(victim: Int, signal sig: Int32) throws {
-    let common = ["--min-peers", "3", "--outer-steps", "8", "--inner-steps", "4", "--shard-count", "3",
+private func clusterSurvives(victim: Int, signal sig: Int32, extra: [String] = []) throws {
+    let common = extra + ["--min-peers", "3", "--outer-steps", "8", "--inner-steps", "4", "--shard-count", "3",
                   "--heartbeat-ms", "200", "--heartbeat-timeout-ms", "2000", "--log-level", "warning"]
     let founder = try Daemon(common + ["--shard-index", "0"])
     guard let port = founder.controlPort else {
@@ -127,8 +127,9 @@ private func clusterSurvives(victim: Int, signal sig: Int32) throws {
     try clusterSurvives(victim: 2, signal: SIGKILL)
 }
 
+/// With two TCP streams per ring neighbour: both links of the dead peer break the ring.
 @Test func survivorsFinishWhenTheCoordinatorIsKilled() throws {
-    try clusterSurvives(victim: 0, signal: SIGKILL)
+    try clusterSurvives(victim: 0, signal: SIGKILL, extra: ["--streams", "2"])
 }
 
 @Test func survivorsFinishWhenAMemberFreezes() throws {
@@ -136,7 +137,7 @@ private func clusterSurvives(victim: Int, signal sig: Int32) throws {
 }
 
 @Test func runRejectsBadArgumentsAndAMissingKey() throws {
-    for args in [["--listen", "nowhere"], ["--model", "bert"], ["--shard-index", "3", "--shard-count", "2"], ["--seed", "host:99999"]] {
+    for args in [["--listen", "nowhere"], ["--model", "bert"], ["--shard-index", "3", "--shard-count", "2"], ["--seed", "host:99999"], ["--streams", "0"]] {
         let result = try runPeernode(["run"] + args, environment: ["PEERNODE_CLUSTER_KEY": "integration-test-cluster-key-0123456789"])
         #expect(result.status != 0, "\(args)")
         #expect(result.stderr.contains("Error"), "\(args): \(result.stderr)")

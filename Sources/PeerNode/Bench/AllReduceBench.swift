@@ -1,4 +1,5 @@
 import ArgumentParser
+import Collectives
 import Foundation
 
 /// Starts N real `peernode` processes on 127.0.0.1 and times all-reduces among them.
@@ -17,6 +18,7 @@ struct AllReduceBench: AsyncParsableCommand {
     @Option(help: "Timed operations per size (after one warm-up).") var reps = 10
     @Option(help: "Wire encoding: none, int8 (min-max) or int8-zp (zero-point/scale).") var quant = "none"
     @Option(name: .customLong("segment-kib"), help: "Pipelining segment size in KiB.") var segmentKiB = 1024
+    @Option(help: "TCP streams between ring neighbours.") var streams = 1
     @Option(help: "Name printed as impl= (for side-by-side sweeps).") var impl = "peernode"
     @Option(help: "Give up after this many seconds.") var timeout = 600
 
@@ -28,10 +30,13 @@ struct AllReduceBench: AsyncParsableCommand {
         guard reps >= 1 else { throw ValidationError("--reps must be at least 1") }
         guard WorkerSettings.quantization(quant) != nil else { throw ValidationError("--quant must be none, int8 or int8-zp") }
         guard segmentKiB >= 1 else { throw ValidationError("--segment-kib must be positive") }
+        guard (1...CommunicatorOptions.maxStreams).contains(streams) else {
+            throw ValidationError("--streams must be 1...\(CommunicatorOptions.maxStreams)")
+        }
     }
 
     func run() async throws {
-        let settings = WorkerSettings(sizes: sizes, reps: reps, quant: quant, segmentKiB: segmentKiB)
+        let settings = WorkerSettings(sizes: sizes, reps: reps, quant: quant, segmentKiB: segmentKiB, streams: streams)
         let deadline = Date().addingTimeInterval(TimeInterval(timeout))
         let cluster = try LocalCluster(peers: peers, deadline: deadline) { rank in
             ["bench", "allreduce-worker", "--rank", "\(rank)", "--peers", "\(peers)"] + settings.arguments
@@ -39,7 +44,7 @@ struct AllReduceBench: AsyncParsableCommand {
         defer { cluster.terminate() }
         let workers = cluster.workers
 
-        print("# peernode bench allreduce: peers=\(peers) quant=\(quant) segment_kib=\(segmentKiB) reps=\(reps) host=\(ProcessInfo.processInfo.hostName)")
+        print("# peernode bench allreduce: peers=\(peers) quant=\(quant) segment_kib=\(segmentKiB) streams=\(streams) reps=\(reps) host=\(ProcessInfo.processInfo.hostName)")
         for size in sizes {
             var times: [[Double]] = []
             var digests: [String] = []
@@ -85,9 +90,11 @@ struct WorkerSettings {
     var reps: Int
     var quant: String
     var segmentKiB: Int
+    var streams: Int
 
     var arguments: [String] {
-        ["--size-mib"] + sizes.map { "\($0)" } + ["--reps", "\(reps)", "--quant", quant, "--segment-kib", "\(segmentKiB)"]
+        ["--size-mib"] + sizes.map { "\($0)" }
+            + ["--reps", "\(reps)", "--quant", quant, "--segment-kib", "\(segmentKiB)", "--streams", "\(streams)"]
     }
 }
 
