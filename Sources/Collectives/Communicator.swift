@@ -152,6 +152,11 @@ public final class Communicator: @unchecked Sendable {
             for socket in right { socket.close() }
             throw error
         }
+        if options.maxStreamRate > 0 {
+            for socket in right where !socket.setMaxSendRate(bytesPerSecond: options.maxStreamRate) {
+                logger.warning("the kernel refused a send-rate cap on a ring stream; sending uncapped")
+            }
+        }
         let formed = RingEngine(rank: rank, size: view.count, epoch: view.epoch, left: left, right: right,
                                 maxEarlyBytes: options.maxEarlyBytes, traffic: traffic, logger: logger)
         state.withLock { self.engine = formed }

@@ -14,6 +14,10 @@ public struct CommunicatorOptions: Sendable {
     /// use the same number (the data handshake carries it, and a mismatch is refused).
     public var streams = 1
     public static let maxStreams = 16
+    /// Send-rate cap per ring stream in bytes per second (0: none), enforced by kernel TCP
+    /// pacing. Keeps a run from taking a whole shared link; the benchmark also uses it to stand in
+    /// for paths that limit each TCP flow (where more streams give more throughput).
+    public var maxStreamRate: UInt64 = 0
 
     public init() {}
 }

@@ -50,10 +50,11 @@ final class LocalCluster {
 }
 
 /// The worker side of ``LocalCluster``: bind, report the port, read the view, form the ring.
-func joinLocalCluster(rank: Int, streams: Int = 1, logger: Logger) async throws -> (Communicator, RingView) {
+func joinLocalCluster(rank: Int, streams: Int = 1, streamRate: UInt64 = 0, logger: Logger) async throws -> (Communicator, RingView) {
     let key = try ClusterKey.load(file: nil)
     var options = CommunicatorOptions()
     options.streams = streams
+    options.maxStreamRate = streamRate
     let communicator = Communicator(localId: UInt64(rank + 1), key: key, options: options, logger: logger)
     let port = try await communicator.listen(host: "127.0.0.1", port: 0)
     print("port \(port)")

@@ -50,6 +50,8 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .customLong("heartbeat-ms"), help: "Heartbeat interval. Default 500.") var heartbeatMs: Int?
     @Option(name: .customLong("heartbeat-timeout-ms"), help: "A member silent this long is removed. Default 3000.") var heartbeatTimeoutMs: Int?
     @Option(help: "TCP streams to each ring neighbour; every member must use the same number. Default 1.") var streams: Int?
+    @Option(name: .customLong("stream-rate-mbps"), help: "Cap each ring stream's send rate, in Mbit/s (kernel TCP pacing). Default: no cap.")
+    var streamRateMbps: Double?
     @Option(name: .customLong("log-level"), help: "trace, debug, info (default), notice, warning, error, critical.") var logLevel: String?
     @Option(name: .customLong("shutdown-grace-s"), help: "On SIGTERM, how long the current step may take before it is aborted. Default 60.")
     var shutdownGraceS: Double?
@@ -85,6 +87,7 @@ struct RunCommand: AsyncParsableCommand {
         if let heartbeatMs { s.heartbeatMs = heartbeatMs }
         if let heartbeatTimeoutMs { s.heartbeatTimeoutMs = heartbeatTimeoutMs }
         if let streams { s.streams = streams }
+        if let streamRateMbps { s.streamRateMbps = streamRateMbps }
         if let logLevel { s.logLevel = logLevel }
         if let shutdownGraceS { s.shutdownGraceS = shutdownGraceS }
         if let statusPort { s.statusPort = statusPort }

@@ -40,6 +40,8 @@ struct RunSettings: Sendable {
     var heartbeatMs = 500
     /// TCP streams to each ring neighbour (the same on every member).
     var streams = 1
+    /// Send-rate cap per ring stream in Mbit/s (0: none).
+    var streamRateMbps = 0.0
     var heartbeatTimeoutMs = 3000
     var logLevel = "info"
     /// How long SIGTERM waits for the current step to end before the step is aborted.
@@ -53,7 +55,7 @@ struct RunSettings: Sendable {
     static let keys = ["seed", "listen", "data-listen", "advertise", "model", "data", "data-dir", "shard-index",
                        "shard-count", "inner-steps", "outer-steps", "quant", "mode", "outer-lr", "outer-momentum", "seed-value", "cluster-key-file",
                        "checkpoint", "checkpoint-every", "min-peers", "heartbeat-ms", "heartbeat-timeout-ms",
-                       "streams", "log-level", "shutdown-grace-s", "status-port", "status-bind"]
+                       "streams", "stream-rate-mbps", "log-level", "shutdown-grace-s", "status-port", "status-bind"]
 
     /// Config files are small; a bigger one is a wrong path, not a config.
     static let maxConfigBytes = 1 << 20
@@ -151,6 +153,7 @@ struct RunSettings: Sendable {
         case "heartbeat-ms": heartbeatMs = try int()
         case "heartbeat-timeout-ms": heartbeatTimeoutMs = try int()
         case "streams": streams = try int()
+        case "stream-rate-mbps": streamRateMbps = try double()
         case "log-level": logLevel = try string()
         case "shutdown-grace-s": shutdownGraceS = try double()
         case "status-port": statusPort = try int()
@@ -193,6 +196,9 @@ struct RunSettings: Sendable {
         guard (1...CommunicatorOptions.maxStreams).contains(streams) else {
             throw RunError("--streams must be in 1...\(CommunicatorOptions.maxStreams)")
         }
+        guard streamRateMbps.isFinite, (0...1_000_000).contains(streamRateMbps) else {
+            throw RunError("--stream-rate-mbps must be in 0...1000000 (0: no cap)")
+        }
         guard shutdownGraceS.isFinite, (0...86_400).contains(shutdownGraceS) else { throw RunError("--shutdown-grace-s must be in 0...86400") }
         guard (0...65535).contains(statusPort) else { throw RunError("--status-port must be in 0...65535") }
         guard !statusBind.isEmpty, !statusBind.contains(" ") else { throw RunError("--status-bind must be an address, got '\(statusBind)'") }
@@ -210,6 +216,7 @@ struct RunSettings: Sendable {
     var communicatorOptions: CommunicatorOptions {
         var options = CommunicatorOptions()
         options.streams = streams
+        options.maxStreamRate = UInt64(streamRateMbps * 1e6 / 8)
         return options
     }
 

@@ -65,6 +65,18 @@ public final class BlockingSocket: @unchecked Sendable {
     /// not, since aborts shut the socket down instead.
     public func setTimeouts(_ seconds: Double) { Self.setTimeouts(fd, seconds) }
 
+    /// Caps this socket's send rate (kernel TCP pacing, `SO_MAX_PACING_RATE`); 0 lifts the cap.
+    /// Returns false if the kernel refused.
+    @discardableResult
+    public func setMaxSendRate(bytesPerSecond: UInt64) -> Bool {
+        #if os(Linux)
+        var rate: UInt64 = bytesPerSecond == 0 ? UInt64.max : bytesPerSecond
+        return setsockopt(fd, SOL_SOCKET, 47 /* SO_MAX_PACING_RATE */, &rate, socklen_t(MemoryLayout<UInt64>.size)) == 0
+        #else
+        return false
+        #endif
+    }
+
     static func setTimeouts(_ fd: Int32, _ seconds: Double) {
         var tv = timeval(tv_sec: Int(seconds), tv_usec: Int((seconds - Double(Int(seconds))) * 1e6))
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))

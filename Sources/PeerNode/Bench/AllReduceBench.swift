@@ -19,6 +19,9 @@ struct AllReduceBench: AsyncParsableCommand {
     @Option(help: "Wire encoding: none, int8 (min-max) or int8-zp (zero-point/scale).") var quant = "none"
     @Option(name: .customLong("segment-kib"), help: "Pipelining segment size in KiB.") var segmentKiB = 1024
     @Option(help: "TCP streams between ring neighbours.") var streams = 1
+    @Option(name: .customLong("stream-rate-mbps"),
+            help: "Cap each stream's send rate (kernel TCP pacing), to stand in for a path that limits each flow. Default: no cap.")
+    var streamRateMbps: Double = 0
     @Option(help: "Name printed as impl= (for side-by-side sweeps).") var impl = "peernode"
     @Option(help: "Give up after this many seconds.") var timeout = 600
 
@@ -33,10 +36,14 @@ struct AllReduceBench: AsyncParsableCommand {
         guard (1...CommunicatorOptions.maxStreams).contains(streams) else {
             throw ValidationError("--streams must be 1...\(CommunicatorOptions.maxStreams)")
         }
+        guard streamRateMbps.isFinite, (0...1_000_000).contains(streamRateMbps) else {
+            throw ValidationError("--stream-rate-mbps must be in 0...1000000")
+        }
     }
 
     func run() async throws {
-        let settings = WorkerSettings(sizes: sizes, reps: reps, quant: quant, segmentKiB: segmentKiB, streams: streams)
+        let settings = WorkerSettings(sizes: sizes, reps: reps, quant: quant, segmentKiB: segmentKiB, streams: streams,
+                                      streamRate: UInt64(streamRateMbps * 1e6 / 8))
         let deadline = Date().addingTimeInterval(TimeInterval(timeout))
         let cluster = try LocalCluster(peers: peers, deadline: deadline) { rank in
             ["bench", "allreduce-worker", "--rank", "\(rank)", "--peers", "\(peers)"] + settings.arguments
@@ -44,7 +51,7 @@ struct AllReduceBench: AsyncParsableCommand {
         defer { cluster.terminate() }
         let workers = cluster.workers
 
-        print("# peernode bench allreduce: peers=\(peers) quant=\(quant) segment_kib=\(segmentKiB) streams=\(streams) reps=\(reps) host=\(ProcessInfo.processInfo.hostName)")
+        print("# peernode bench allreduce: peers=\(peers) quant=\(quant) segment_kib=\(segmentKiB) streams=\(streams) stream_rate_mbps=\(streamRateMbps) reps=\(reps) host=\(ProcessInfo.processInfo.hostName)")
         for size in sizes {
             var times: [[Double]] = []
             var digests: [String] = []
@@ -91,10 +98,12 @@ struct WorkerSettings {
     var quant: String
     var segmentKiB: Int
     var streams: Int
+    /// Bytes per second per stream; 0: no cap.
+    var streamRate: UInt64 = 0
 
     var arguments: [String] {
         ["--size-mib"] + sizes.map { "\($0)" }
-            + ["--reps", "\(reps)", "--quant", quant, "--segment-kib", "\(segmentKiB)", "--streams", "\(streams)"]
+            + ["--reps", "\(reps)", "--quant", quant, "--segment-kib", "\(segmentKiB)", "--streams", "\(streams)", "--stream-rate", "\(streamRate)"]
     }
 }
 

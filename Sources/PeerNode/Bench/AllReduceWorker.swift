@@ -27,11 +27,12 @@ struct AllReduceWorker: AsyncParsableCommand {
     @Option var quant: String
     @Option(name: .customLong("segment-kib")) var segmentKiB: Int
     @Option var streams: Int
+    @Option(name: .customLong("stream-rate")) var streamRate: UInt64 = 0
 
     func run() async throws {
         var logger = Logger(label: "peernode.bench")
         logger.logLevel = .warning
-        let (communicator, _) = try await joinLocalCluster(rank: rank, streams: streams, logger: logger)
+        let (communicator, _) = try await joinLocalCluster(rank: rank, streams: streams, streamRate: streamRate, logger: logger)
         let quantization = WorkerSettings.quantization(quant)!
         var barrierTag: UInt64 = 1 << 40
         func barrier() async throws {
