@@ -120,12 +120,14 @@ public final class Communicator: @unchecked Sendable {
         let timeout = Double(options.ringFormationTimeout.nanoseconds) / 1e9
         let generation = state.withLock { formationAborts }
         let streams = options.streams
+        // One deadline for all streams: formation takes at most the timeout, whatever K is.
+        let deadline = Date().addingTimeInterval(timeout)
         let right = try await runBlocking { [self] in
             var sockets: [BlockingSocket] = []
             do {
                 for stream in 0..<streams {
                     sockets.append(try dialWithRetry(rightPeer, link: RingLinkInfo(epoch: view.epoch, stream: stream, streams: streams),
-                                                     timeout: timeout, generation: generation))
+                                                     deadline: deadline, generation: generation))
                 }
             } catch {
                 for socket in sockets { socket.close() }
@@ -140,7 +142,7 @@ public final class Communicator: @unchecked Sendable {
                 do {
                     for stream in 0..<streams {
                         sockets.append(try waitForInbound(InboundKey(id: leftPeer.id, epoch: view.epoch, stream: stream),
-                                                          timeout: timeout, generation: generation))
+                                                          deadline: deadline, timeout: timeout, generation: generation))
                     }
                 } catch {
                     for socket in sockets { socket.close() }
@@ -150,6 +152,11 @@ public final class Communicator: @unchecked Sendable {
             }
         } catch {
             for socket in right { socket.close() }
+            // Streams of this epoch that arrive late would otherwise wait in `inbound` until shutdown.
+            state.withLock {
+                for (key, socket) in inbound where key.epoch <= view.epoch { socket.close() }
+                inbound = inbound.filter { $0.key.epoch > view.epoch }
+            }
             throw error
         }
         if options.maxStreamRate > 0 {
@@ -164,15 +171,15 @@ public final class Communicator: @unchecked Sendable {
                                               "left": "\(hex(leftPeer.id))", "right": "\(hex(rightPeer.id))"])
     }
 
-    private func dialWithRetry(_ peer: PeerEndpoint, link: RingLinkInfo, timeout: Double, generation: Int) throws -> BlockingSocket {
+    private func dialWithRetry(_ peer: PeerEndpoint, link: RingLinkInfo, deadline: Date, generation: Int) throws -> BlockingSocket {
         let epoch = link.epoch
-        let deadline = Date().addingTimeInterval(timeout)
         var delay = 0.02
         while true {
             do {
                 let (socket, _) = try BlockingSocket.dial(
                     host: peer.host, port: peer.port, localId: localId, key: key, purpose: .ring,
-                    info: link.bytes, timeout: min(timeout, Double(options.transport.handshakeTimeout.nanoseconds) / 1e9))
+                    info: link.bytes,
+                    timeout: max(0.05, min(deadline.timeIntervalSinceNow, Double(options.transport.handshakeTimeout.nanoseconds) / 1e9)))
                 return socket
             } catch let error as HandshakeError where error.code == .badKey || error.code == .versionMismatch {
                 logger.error("right neighbour \(peer) refused: \(error)")
@@ -190,8 +197,8 @@ public final class Communicator: @unchecked Sendable {
         }
     }
 
-    private func waitForInbound(_ key: InboundKey, timeout: Double, generation: Int) throws -> BlockingSocket {
-        let deadline = Date().addingTimeInterval(timeout)
+    /// `timeout`: only for the message; `deadline` decides.
+    private func waitForInbound(_ key: InboundKey, deadline: Date, timeout: Double, generation: Int) throws -> BlockingSocket {
         state.lock()
         defer { state.unlock() }
         while inbound[key] == nil, !stopped, formationAborts == generation {

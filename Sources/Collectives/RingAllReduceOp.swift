@@ -135,8 +135,17 @@ final class RingAllReduceOp: @unchecked Sendable {
                                  aux: RingPlan.aux(step: step, segment: segment))
         engine.sender(forSegment: segment).enqueue(.init(priority: step, header: header, pieces: [bytes]) { [self] error in
             owned?.deallocate()
-            lock.withLock { outstandingSends -= 1 }
-            if let error { engine.breakRing("sending to the right neighbour failed: \(error)") }
+            // A CollectiveError is the ring's own break reason (the sender was stopped): keep it.
+            let failure = error.map {
+                ($0 as? CollectiveError) ?? CollectiveError(code: .membershipChanged, message: "sending to the right neighbour failed: \($0)")
+            }
+            lock.withLock {
+                // Failed before the count drops: otherwise a receiver finishing the last frame in
+                // between could report success for a collective whose frame never left.
+                if let failure, outcome == nil { outcome = .failure(failure) }
+                outstandingSends -= 1
+            }
+            if let failure { engine.breakRing(failure.message, code: failure.code) }
             // Also after an error: the ring may have failed this op while this frame was being
             // written, and then this is the last event that can report its outcome.
             flushCompletion()

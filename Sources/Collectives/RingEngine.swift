@@ -51,8 +51,8 @@ final class RingEngine: @unchecked Sendable {
         self.logger = logger
         streams = max(left.count, 1)
         senders = right.map { FrameSender(socket: $0, traffic: traffic, name: "peernode-ring-send") }
-        for socket in left {
-            let thread = Thread { [self] in receiveLoop(socket) }
+        for (stream, socket) in left.enumerated() {
+            let thread = Thread { [self] in receiveLoop(socket, stream: stream) }
             thread.name = "peernode-ring-receive"
             thread.start()
         }
@@ -102,7 +102,7 @@ final class RingEngine: @unchecked Sendable {
         }
     }
 
-    private func receiveLoop(_ left: BlockingSocket) {
+    private func receiveLoop(_ left: BlockingSocket, stream: Int) {
         let header = UnsafeMutableRawBufferPointer.allocate(byteCount: FrameHeader.size, alignment: 8)
         defer { header.deallocate() }
         while true {
@@ -112,6 +112,13 @@ final class RingEngine: @unchecked Sendable {
                 traffic.addReceived(FrameHeader.size + Int(frame.length))
                 guard frame.type == .data else {
                     throw CollectiveError(code: .protocolViolation, message: "unexpected \(frame.type) frame on a ring link")
+                }
+                // Each stream's receive buffers belong to its thread: a segment on another
+                // stream's link would share them with that thread.
+                let segment = RingPlan.split(aux: frame.aux).segment
+                guard segment % streams == stream else {
+                    throw CollectiveError(code: .protocolViolation,
+                                          message: "segment \(segment) arrived on stream \(stream) of \(streams) (it belongs on \(segment % streams))")
                 }
                 try deliver(frame, from: left)
             } catch let error as CollectiveError {

@@ -196,8 +196,8 @@ struct RunSettings: Sendable {
         guard (1...CommunicatorOptions.maxStreams).contains(streams) else {
             throw RunError("--streams must be in 1...\(CommunicatorOptions.maxStreams)")
         }
-        guard streamRateMbps.isFinite, (0...1_000_000).contains(streamRateMbps) else {
-            throw RunError("--stream-rate-mbps must be in 0...1000000 (0: no cap)")
+        guard streamRateMbps.isFinite, streamRateMbps == 0 || (0.01...1_000_000).contains(streamRateMbps) else {
+            throw RunError("--stream-rate-mbps must be 0 (no cap) or in 0.01...1000000")
         }
         guard shutdownGraceS.isFinite, (0...86_400).contains(shutdownGraceS) else { throw RunError("--shutdown-grace-s must be in 0...86400") }
         guard (0...65535).contains(statusPort) else { throw RunError("--status-port must be in 0...65535") }

@@ -66,7 +66,8 @@ public final class BlockingSocket: @unchecked Sendable {
     public func setTimeouts(_ seconds: Double) { Self.setTimeouts(fd, seconds) }
 
     /// Caps this socket's send rate (kernel TCP pacing, `SO_MAX_PACING_RATE`); 0 lifts the cap.
-    /// Returns false if the kernel refused.
+    /// Returns false if the kernel refused. A 64-bit value needs Linux 4.20 or later; older
+    /// kernels read 32 bits, so caps of 4 GB/s and more would be cut there.
     @discardableResult
     public func setMaxSendRate(bytesPerSecond: UInt64) -> Bool {
         #if os(Linux)

@@ -46,11 +46,14 @@ private func logger(_ handler: InMemoryLogHandler) -> Logger {
     await peer.shutdown()
 }
 
-/// A hand-made left neighbour that completes the ring with `peer`, then sends `frame`.
-private func ringWithFakeNeighbour(sending frame: [UInt8]) async throws -> CollectiveError? {
+/// A hand-made left neighbour that completes the ring with `peer` (`streams` links each way),
+/// then sends `frame` on link `sendOn`.
+private func ringWithFakeNeighbour(sending frame: [UInt8], streams: Int = 1, sendOn: Int = 0) async throws -> CollectiveError? {
     var log = Logger(label: "test")
     log.logLevel = .critical
-    let peer = Communicator(localId: 1, key: testKey, logger: log)
+    var options = CommunicatorOptions()
+    options.streams = streams
+    let peer = Communicator(localId: 1, key: testKey, options: options, logger: log)
     let port = try await peer.listen(host: "127.0.0.1", port: 0)
     // The fake's own data port, which `peer` dials as its right neighbour.
     let accepted = AcceptedBox()
@@ -60,10 +63,14 @@ private func ringWithFakeNeighbour(sending frame: [UInt8]) async throws -> Colle
     let view = RingView(epoch: 1, members: [PeerEndpoint(id: 1, host: "127.0.0.1", port: port),
                                             PeerEndpoint(id: 2, host: "127.0.0.1", port: fake.port)])
     async let formed: Void = peer.connect(view: view)
-    let (toPeer, _) = try BlockingSocket.dial(host: "127.0.0.1", port: port, localId: 2, key: testKey, purpose: .ring,
-                                              info: [0, 0, 0, 0, 0, 0, 0, 1], timeout: 30)
+    var links: [BlockingSocket] = []
+    for stream in 0..<streams {
+        let info: [UInt8] = streams == 1 ? [0, 0, 0, 0, 0, 0, 0, 1] : [0, 0, 0, 0, 0, 0, 0, 1, UInt8(stream), UInt8(streams)]
+        links.append(try BlockingSocket.dial(host: "127.0.0.1", port: port, localId: 2, key: testKey, purpose: .ring,
+                                             info: info, timeout: 30).0)
+    }
     try await formed
-    try frame.withUnsafeBytes { try toPeer.send([$0]) }
+    try frame.withUnsafeBytes { try links[sendOn].send([$0]) }
     var values = [Float](repeating: 1, count: 1000)
     defer { fake.stop() }
     do {
@@ -107,4 +114,13 @@ private final class AcceptedBox: @unchecked Sendable {
 @Test func garbageOnARingLinkBreaksTheRingCleanly() async throws {
     let error = try await ringWithFakeNeighbour(sending: [UInt8](repeating: 0xAB, count: 100))
     #expect(isProtocolViolation(error), "\(String(describing: error))")
+}
+
+/// With two streams, segment 1 belongs on stream 1: sent on stream 0 it would share stream 1's
+/// receive buffers with that stream's thread, so the ring breaks instead.
+@Test func aSegmentOnTheWrongStreamBreaksTheRing() async throws {
+    let header = FrameHeader(type: .data, length: 4, tag: 7, aux: 1).bytes
+    let error = try await ringWithFakeNeighbour(sending: header + [0, 0, 0, 0], streams: 2, sendOn: 0)
+    #expect(isProtocolViolation(error), "\(String(describing: error))")
+    #expect(error?.message.contains("arrived on stream 0 of 2") == true, "\(String(describing: error))")
 }

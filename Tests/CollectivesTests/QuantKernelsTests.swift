@@ -474,3 +474,16 @@ func rangePassKeepsTheEarliestOfTiedValues(n: Int) {
         #expect(got.allFinite)
     }
 }
+
+/// Finite blocks are never poisoned by the range pass's NaN check, also when its lane sums
+/// overflow: runs of +2.2e37 and -2.2e37 (eight of each, in turn) overflow a sum over every other
+/// vector to +inf and the other to -inf, while the block's range (4.4e37) is far below 2^127.
+@Test func overflowingLaneSumsDoNotPoisonAFiniteBlock() {
+    let x: [Float] = (0..<256).map { ($0 / 8) % 2 == 0 ? 2.2e37 : -2.2e37 }
+    let r = x.withUnsafeBytes { QuantKernels.blockRange($0.baseAddress!, x.count) }
+    #expect(r.allFinite && r.lo == -2.2e37 && r.hi == 2.2e37)
+    for mode in quantModes {
+        let decoded = decode(mode, encode(mode, x), count: x.count)
+        #expect(decoded.allSatisfy { $0.isFinite }, "\(mode): the block was poisoned")
+    }
+}

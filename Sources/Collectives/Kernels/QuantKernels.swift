@@ -257,8 +257,12 @@ public enum QuantKernels {
             vhi.replace(with: v, where: v .> vhi)
             accA += v
         }
-        // inf + -inf here can only flag a block that holds infinities, which is poisoned anyway.
-        return (vlo, vhi, accA + accB)
+        // Only the NaN-ness of the two sums is merged: finite elements can overflow one sum to
+        // +inf and the other to -inf (alternating runs of ±2e37), and adding them would flag a
+        // finite block. A lane is NaN exactly when one sum saw a NaN or infinities of both signs.
+        var acc = accA
+        acc.replace(with: .nan, where: accB .!= accB)
+        return (vlo, vhi, acc)
     }
 
     @inline(__always)

@@ -36,8 +36,8 @@ struct AllReduceBench: AsyncParsableCommand {
         guard (1...CommunicatorOptions.maxStreams).contains(streams) else {
             throw ValidationError("--streams must be 1...\(CommunicatorOptions.maxStreams)")
         }
-        guard streamRateMbps.isFinite, (0...1_000_000).contains(streamRateMbps) else {
-            throw ValidationError("--stream-rate-mbps must be in 0...1000000")
+        guard streamRateMbps.isFinite, streamRateMbps == 0 || (0.01...1_000_000).contains(streamRateMbps) else {
+            throw ValidationError("--stream-rate-mbps must be 0 (no cap) or in 0.01...1000000")
         }
     }
 
