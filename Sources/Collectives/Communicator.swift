@@ -19,9 +19,11 @@ public final class Communicator: @unchecked Sendable {
     private var inbound: [InboundKey: BlockingSocket] = [:]
     private var pool: [UnsafeMutableRawBufferPointer] = []
     private var stopped = false
-    /// Bumped by ``abortRing(reason:)``: a ring being formed when it changes gives up at once
-    /// (its view lost a member), instead of waiting the formation timeout for a peer that left.
-    private var formationAborts = 0
+    /// Rings of an epoch below this were aborted by ``abortRing(reason:beforeEpoch:)``: one being
+    /// formed gives up at once (its view lost a member) instead of waiting the formation timeout
+    /// for a peer that left. An epoch, not a count: the abort for the view that dropped a member
+    /// may run after this peer already started forming that very view's ring, which must go on.
+    private var abortedBefore: UInt64 = 0
     private var stateServer: StateServer?
     /// Bytes this peer's rings sent and received (frames, headers included), for status pages.
     public let traffic = TrafficCounter()
@@ -118,7 +120,6 @@ public final class Communicator: @unchecked Sendable {
         let rightPeer = view.members[(rank + 1) % view.count]
         let leftPeer = view.members[(rank - 1 + view.count) % view.count]
         let timeout = Double(options.ringFormationTimeout.nanoseconds) / 1e9
-        let generation = state.withLock { formationAborts }
         let streams = options.streams
         // One deadline for all streams: formation takes at most the timeout, whatever K is.
         let deadline = Date().addingTimeInterval(timeout)
@@ -127,7 +128,7 @@ public final class Communicator: @unchecked Sendable {
             do {
                 for stream in 0..<streams {
                     sockets.append(try dialWithRetry(rightPeer, link: RingLinkInfo(epoch: view.epoch, stream: stream, streams: streams),
-                                                     deadline: deadline, generation: generation))
+                                                     deadline: deadline))
                 }
             } catch {
                 for socket in sockets { socket.close() }
@@ -142,7 +143,7 @@ public final class Communicator: @unchecked Sendable {
                 do {
                     for stream in 0..<streams {
                         sockets.append(try waitForInbound(InboundKey(id: leftPeer.id, epoch: view.epoch, stream: stream),
-                                                          deadline: deadline, timeout: timeout, generation: generation))
+                                                          deadline: deadline, timeout: timeout))
                     }
                 } catch {
                     for socket in sockets { socket.close() }
@@ -171,7 +172,7 @@ public final class Communicator: @unchecked Sendable {
                                               "left": "\(hex(leftPeer.id))", "right": "\(hex(rightPeer.id))"])
     }
 
-    private func dialWithRetry(_ peer: PeerEndpoint, link: RingLinkInfo, deadline: Date, generation: Int) throws -> BlockingSocket {
+    private func dialWithRetry(_ peer: PeerEndpoint, link: RingLinkInfo, deadline: Date) throws -> BlockingSocket {
         let epoch = link.epoch
         var delay = 0.02
         while true {
@@ -185,7 +186,7 @@ public final class Communicator: @unchecked Sendable {
                 logger.error("right neighbour \(peer) refused: \(error)")
                 throw error
             } catch {
-                if state.withLock({ formationAborts != generation }) {
+                if state.withLock({ abortedBefore > epoch }) {
                     throw CollectiveError(code: .membershipChanged, message: "ring of epoch \(epoch) abandoned: the membership changed")
                 }
                 guard Date().addingTimeInterval(delay) < deadline, !isStopped else {
@@ -198,13 +199,13 @@ public final class Communicator: @unchecked Sendable {
     }
 
     /// `timeout`: only for the message; `deadline` decides.
-    private func waitForInbound(_ key: InboundKey, deadline: Date, timeout: Double, generation: Int) throws -> BlockingSocket {
+    private func waitForInbound(_ key: InboundKey, deadline: Date, timeout: Double) throws -> BlockingSocket {
         state.lock()
         defer { state.unlock() }
-        while inbound[key] == nil, !stopped, formationAborts == generation {
+        while inbound[key] == nil, !stopped, abortedBefore <= key.epoch {
             guard state.wait(until: deadline) else { break }
         }
-        if inbound[key] == nil, formationAborts != generation {
+        if inbound[key] == nil, abortedBefore > key.epoch {
             throw CollectiveError(code: .membershipChanged, message: "ring of epoch \(key.epoch) abandoned: the membership changed")
         }
         guard let socket = inbound.removeValue(forKey: key) else {
@@ -213,14 +214,18 @@ public final class Communicator: @unchecked Sendable {
         return socket
     }
 
-    /// Breaks the current ring as a lost link would: collectives in flight fail with
-    /// `membershipChanged`, and the ring must be formed again. For the membership layer, which
-    /// learns of a frozen member (links still open) before the ring does.
-    public func abortRing(reason: String) {
+    /// Breaks the current ring as a lost link would, if its epoch is below `beforeEpoch`:
+    /// collectives in flight fail with `membershipChanged`, and the ring must be formed again; a
+    /// ring of such an epoch being formed gives up. For the membership layer, which learns of a
+    /// frozen member (links still open) before the ring does: it passes the epoch of the view that
+    /// dropped the member, so that the ring of that view, if already formed or being formed, stays.
+    /// The default aborts whatever ring there is (shutdown).
+    public func abortRing(reason: String, beforeEpoch: UInt64 = .max) {
         let engine = state.withLock { () -> RingEngine? in
-            formationAborts &+= 1
+            abortedBefore = max(abortedBefore, beforeEpoch)
             state.broadcast()
-            return self.engine
+            guard let engine = self.engine, engine.epoch < beforeEpoch else { return nil }
+            return engine
         }
         engine?.breakRing(reason)
     }

@@ -26,7 +26,8 @@ final class PeerService: Service, @unchecked Sendable {
     let controlPort: Int
     let dataPort: Int
     let recorder: StatusRecorder
-    let statusServer: StatusServer
+    /// nil with `--no-status`.
+    let statusServer: StatusServer?
 
     private let lock = NSLock()
     private var stopRequested = false
@@ -40,7 +41,7 @@ final class PeerService: Service, @unchecked Sendable {
 
     private init(settings: RunSettings, logger: Logger, id: UInt64, node: MembershipNode, communicator: Communicator,
                  state: SharedState, server: StateServer, trainer: DiLoCoTrainer, controlPort: Int, dataPort: Int,
-                 recorder: StatusRecorder, statusServer: StatusServer) {
+                 recorder: StatusRecorder, statusServer: StatusServer?) {
         self.settings = settings
         self.logger = logger
         self.id = id
@@ -107,10 +108,12 @@ final class PeerService: Service, @unchecked Sendable {
         let recorder = StatusRecorder(identity: .init(nodeId: id, model: kind.rawValue, dataset: task.spec.dataset),
                                       membership: { node.status },
                                       traffic: { (communicator.traffic.bytesSent, communicator.traffic.bytesReceived) })
-        let statusServer: StatusServer
+        var statusServer: StatusServer?
         do {
-            statusServer = try await StatusServer.start(recorder: recorder, host: settings.statusBind, port: settings.statusPort,
-                                                        logger: logger)
+            if settings.status {
+                statusServer = try await StatusServer.start(recorder: recorder, host: settings.statusBind, port: settings.statusPort,
+                                                            logger: logger)
+            }
         } catch {
             throw RunError("cannot start the status port on \(settings.statusBind):\(settings.statusPort): \(error)")
         }
@@ -125,11 +128,11 @@ final class PeerService: Service, @unchecked Sendable {
         } catch {
             await node.shutdown()
             await communicator.shutdown()
-            await statusServer.shutdown()
+            await statusServer?.shutdown()
             throw RunError("cannot start: \(error)")
         }
         print("ready id=\(hex(id)) revision=\(state.revision) control_port=\(controlPort) data_port=\(dataPort) parameters=\(task.parameters.count) "
-              + "optimizer_step=\(task.optimizer.step) status_port=\(statusServer.port)")
+              + "optimizer_step=\(task.optimizer.step) status_port=\(statusServer.map { "\($0.port)" } ?? "off")")
         fflush(nil)
         return PeerService(settings: settings, logger: logger, id: id, node: node, communicator: communicator, state: state,
                            server: server, trainer: trainer, controlPort: controlPort, dataPort: dataPort,
@@ -208,7 +211,7 @@ final class PeerService: Service, @unchecked Sendable {
             recorder.markStopping("\(failure)")
             await node.shutdown()
             await communicator.shutdown()
-            await statusServer.shutdown()
+            await statusServer?.shutdown()
             return
         }
         if let checkpoint = settings.checkpoint, !lock.withLock({ abortedStep }) { writeCheckpoint(checkpoint) }
@@ -216,7 +219,7 @@ final class PeerService: Service, @unchecked Sendable {
         recorder.markStopping("leaving the cluster")
         await node.leave()
         await communicator.shutdown()
-        await statusServer.shutdown()
+        await statusServer?.shutdown()
     }
 
     private func writeCheckpoint(_ path: String) {

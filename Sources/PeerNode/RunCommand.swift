@@ -55,6 +55,8 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info (default), notice, warning, error, critical.") var logLevel: String?
     @Option(name: .customLong("shutdown-grace-s"), help: "On SIGTERM, how long the current step may take before it is aborted. Default 60.")
     var shutdownGraceS: Double?
+    @Flag(inversion: .prefixedNo, help: "Serve the status port (--no-status: no HTTP listener at all). Default: on.")
+    var status: Bool?
     @Option(name: .customLong("status-port"), help: "Status HTTP port: /status, /metrics, /healthz, a live page at / (0, the default: any free port, on the ready line).")
     var statusPort: Int?
     @Option(name: .customLong("status-bind"), help: "Address the status port binds to. Default 127.0.0.1 (loopback only).")
@@ -90,6 +92,7 @@ struct RunCommand: AsyncParsableCommand {
         if let streamRateMbps { s.streamRateMbps = streamRateMbps }
         if let logLevel { s.logLevel = logLevel }
         if let shutdownGraceS { s.shutdownGraceS = shutdownGraceS }
+        if let status { s.status = status }
         if let statusPort { s.statusPort = statusPort }
         if let statusBind { s.statusBind = statusBind }
         try s.validate()

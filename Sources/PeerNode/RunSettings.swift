@@ -46,6 +46,8 @@ struct RunSettings: Sendable {
     var logLevel = "info"
     /// How long SIGTERM waits for the current step to end before the step is aborted.
     var shutdownGraceS = 60.0
+    /// Whether to serve the status port at all (`--no-status`: no HTTP listener).
+    var status = true
     /// The read-only HTTP status port (0: any free port, reported on the `ready` line).
     var statusPort = 0
     /// Loopback unless the operator says otherwise: the page is unauthenticated.
@@ -55,7 +57,7 @@ struct RunSettings: Sendable {
     static let keys = ["seed", "listen", "data-listen", "advertise", "model", "data", "data-dir", "shard-index",
                        "shard-count", "inner-steps", "outer-steps", "quant", "mode", "outer-lr", "outer-momentum", "seed-value", "cluster-key-file",
                        "checkpoint", "checkpoint-every", "min-peers", "heartbeat-ms", "heartbeat-timeout-ms",
-                       "streams", "stream-rate-mbps", "log-level", "shutdown-grace-s", "status-port", "status-bind"]
+                       "streams", "stream-rate-mbps", "log-level", "shutdown-grace-s", "status", "status-port", "status-bind"]
 
     /// Config files are small; a bigger one is a wrong path, not a config.
     static let maxConfigBytes = 1 << 20
@@ -156,6 +158,9 @@ struct RunSettings: Sendable {
         case "stream-rate-mbps": streamRateMbps = try double()
         case "log-level": logLevel = try string()
         case "shutdown-grace-s": shutdownGraceS = try double()
+        case "status":
+            guard case .bool(let on) = value else { throw RunError("config file \(path): \"status\" must be true or false") }
+            status = on
         case "status-port": statusPort = try int()
         case "status-bind": statusBind = try string()
         default:

@@ -170,3 +170,28 @@ private func digests(_ status: [String: Any]) -> [Int: String] {
     #expect(result.stderr.contains("cannot start the status port"), "\(result.stderr)")
     #expect(!result.stdout.contains("ready "), "\(result.stdout)")
 }
+
+/// `--no-status` (or `"status": false` in a config) opens no HTTP listener: the ready line says
+/// so and the node trains as usual; a non-boolean value is refused with the key named.
+@Test func noStatusMeansNoHTTPListener() throws {
+    let args = ["--min-peers", "1", "--outer-steps", "2", "--inner-steps", "2", "--log-level", "warning"]
+    let flag = try Daemon(args + ["--no-status"])
+    defer { flag.signal(SIGKILL) }
+    #expect(flag.readyField("status_port") == "off", "\(flag.stderrTail)")
+    #expect(flag.finish(timeout: 60) == 0, "\(flag.stderrTail)")
+
+    let dir = NSTemporaryDirectory() + "peernode-nostatus-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    try Data(#"{"status": false}"#.utf8).write(to: URL(fileURLWithPath: dir + "/off.json"))
+    let config = try Daemon(args + ["--config", dir + "/off.json"])
+    defer { config.signal(SIGKILL) }
+    #expect(config.readyField("status_port") == "off", "\(config.stderrTail)")
+    #expect(config.finish(timeout: 60) == 0, "\(config.stderrTail)")
+
+    try Data(#"{"status": "no"}"#.utf8).write(to: URL(fileURLWithPath: dir + "/bad.json"))
+    let bad = try runPeernode(["run", "--config", dir + "/bad.json"],
+                              environment: ["PEERNODE_CLUSTER_KEY": "integration-test-cluster-key-0123456789"])
+    #expect(bad.status != 0)
+    #expect(bad.stderr.contains("\"status\" must be true or false"), "\(bad.stderr)")
+}

@@ -346,7 +346,8 @@ public final class MembershipNode: @unchecked Sendable {
         case close(Connection)
         case dial(String, Int)
         case resume(@Sendable () -> Void)
-        case abortRing(Communicator, String)
+        /// Aborts the communicator's ring if older than the epoch.
+        case abortRing(Communicator, String, UInt64)
     }
 
     private enum Work {
@@ -463,7 +464,7 @@ public final class MembershipNode: @unchecked Sendable {
                 out.append(.resume { waiter.resume() })
             }
             if let old, !Set(old.ringIds).isSubset(of: Set(new.ringIds)), let communicator {
-                out.append(.abortRing(communicator, "membership changed: epoch \(new.epoch) dropped a ring member"))
+                out.append(.abortRing(communicator, "membership changed: epoch \(new.epoch) dropped a ring member", new.epoch))
             }
             return out
         case .updateDone(let view):
@@ -525,8 +526,8 @@ public final class MembershipNode: @unchecked Sendable {
                 dial(host: host, port: port)
             case .resume(let resume):
                 resume()
-            case .abortRing(let communicator, let reason):
-                communicator.abortRing(reason: reason)
+            case .abortRing(let communicator, let reason, let epoch):
+                communicator.abortRing(reason: reason, beforeEpoch: epoch)
             }
         }
     }
