@@ -153,8 +153,11 @@ public final class Communicator: @unchecked Sendable {
             }
         } catch {
             for socket in right { socket.close() }
-            // Streams of this epoch that arrive late would otherwise wait in `inbound` until shutdown.
+            // An abandoned epoch is never formed again: its links that came in would otherwise wait
+            // in `inbound` until shutdown. (After a timeout they stay: the same view may be retried,
+            // and the next connect of a newer epoch drops them anyway.)
             state.withLock {
+                guard abortedBefore > view.epoch else { return }
                 for (key, socket) in inbound where key.epoch <= view.epoch { socket.close() }
                 inbound = inbound.filter { $0.key.epoch > view.epoch }
             }
