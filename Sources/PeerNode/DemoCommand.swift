@@ -135,6 +135,10 @@ extension PeerNodeCommand {
                 let first = peer.firstRevision.map { "\($0)" } ?? "-"
                 let lastRevision = peer.lastRevision.map { "\($0)" } ?? "-"
                 print("  peer \(peer.index): outer steps \(first)…\(lastRevision), exit status \(statuses[peer.index].map { "\($0)" } ?? "killed")")
+                if let status = statuses[peer.index], status != 0 {
+                    // Why it failed, in its own words (its last log lines).
+                    for line in peer.stderrTail().split(separator: "\n").suffix(6) { print("    | \(line)") }
+                }
             }
             print("  final state digests: " + finals.map { String($0.prefix(12)) }.joined(separator: " ")
                   + (Set(finals).count == 1 && mismatches == 0 ? "  (all equal at every step: bit-identical θ on every peer)" : "  (DIFFERENT)"))

@@ -138,3 +138,31 @@ private func acks(_ actions: [MemberMachine.Action]) -> [MembershipMessage] {
     #expect(m.phase == .removed)
     #expect(learned.contains { if case .failed(let e) = $0 { e.code == .removed } else { false } })
 }
+
+/// A successor that answers but still believes in the old coordinator (it has not timed it out
+/// yet, or it can still reach it) is alive: the member keeps asking it instead of declaring it
+/// failed and taking over itself, which left two coordinators behind and the member outside the
+/// view its successor committed. A successor that does not answer is still skipped.
+@Test func aSuccessorThatStillRedirectsToTheOldCoordinatorIsNotSkipped() {
+    var m = memberOfView2(3)
+    _ = m.receive(.coordinatorHeartbeat(epoch: 2), from: 1, now: t0)
+    #expect(m.tick(now: t0 + .milliseconds(1100)) == [.closeLink(1), .dial(host: "h2", port: 7002)])
+    var now = t0 + .milliseconds(1150)
+    _ = m.linkOpened(2, now: now)
+    var everyAction: [MemberMachine.Action] = []
+    // Six timeouts of redirects to the lost coordinator, redialling each time.
+    while now < t0 + .seconds(7) {
+        everyAction += m.receive(.redirect(id: 1, host: "h1", port: 7001), from: 2, now: now)
+        now = now + .milliseconds(100)
+        let actions = m.tick(now: now)
+        everyAction += actions
+        if actions.contains(.dial(host: "h2", port: 7002)) { everyAction += m.linkOpened(2, now: now) }
+    }
+    #expect(!everyAction.contains { if case .becomeCoordinator = $0 { true } else { false } }, "took over while node 2 answers")
+    #expect(m.failed == [1] && m.link == 2)
+    // Once node 2 coordinates, it commits the next view, and the member follows it.
+    let view3 = MembershipView(epoch: 3, coordinator: 2, nodes: [node(2), node(3), node(4)])
+    _ = m.receive(.propose(view3), from: 2, now: now)
+    _ = m.receive(.commit(view3, departed: []), from: 2, now: now)
+    #expect(m.view == view3 && m.phase == .member)
+}

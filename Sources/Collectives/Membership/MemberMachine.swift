@@ -168,8 +168,12 @@ struct MemberMachine {
                 out.append(.dial(host: host, port: port))
             } else if phase == .electing {
                 if failed.contains(id) || id == from {
-                    // The candidate still believes in the lost coordinator: ask again shortly.
+                    // The candidate still believes in the lost coordinator: ask again shortly. It
+                    // answered, so it is alive and not to be skipped: it times the coordinator out
+                    // itself soon (or can still reach it, and then this node is the one cut off,
+                    // which must not take over).
                     retryAt = now + interval
+                    candidateSince = now
                 } else {
                     link = id
                     dialing = true
