@@ -124,32 +124,16 @@ public final class Communicator: @unchecked Sendable {
         // One deadline for all streams: formation takes at most the timeout, whatever K is.
         let deadline = Date().addingTimeInterval(timeout)
         let right = try await runBlocking { [self] in
-            var sockets: [BlockingSocket] = []
-            do {
-                for stream in 0..<streams {
-                    sockets.append(try dialWithRetry(rightPeer, link: RingLinkInfo(epoch: view.epoch, stream: stream, streams: streams),
-                                                     deadline: deadline))
-                }
-            } catch {
-                for socket in sockets { socket.close() }
-                throw error
+            try openAll(streams) { stream in
+                try dialWithRetry(rightPeer, link: RingLinkInfo(epoch: view.epoch, stream: stream, streams: streams), deadline: deadline)
             }
-            return sockets
         }
         let left: [BlockingSocket]
         do {
             left = try await runBlocking { [self] in
-                var sockets: [BlockingSocket] = []
-                do {
-                    for stream in 0..<streams {
-                        sockets.append(try waitForInbound(InboundKey(id: leftPeer.id, epoch: view.epoch, stream: stream),
-                                                          deadline: deadline, timeout: timeout))
-                    }
-                } catch {
-                    for socket in sockets { socket.close() }
-                    throw error
+                try openAll(streams) { stream in
+                    try waitForInbound(InboundKey(id: leftPeer.id, epoch: view.epoch, stream: stream), deadline: deadline, timeout: timeout)
                 }
-                return sockets
             }
         } catch {
             for socket in right { socket.close() }
@@ -173,6 +157,18 @@ public final class Communicator: @unchecked Sendable {
         state.withLock { self.engine = formed }
         logger.info("ring formed", metadata: ["epoch": "\(view.epoch)", "rank": "\(rank)", "size": "\(view.count)", "streams": "\(streams)",
                                               "left": "\(hex(leftPeer.id))", "right": "\(hex(rightPeer.id))"])
+    }
+
+    /// One socket per stream, in order; on a failure the ones already open are closed.
+    private func openAll(_ streams: Int, _ open: (Int) throws -> BlockingSocket) throws -> [BlockingSocket] {
+        var sockets: [BlockingSocket] = []
+        do {
+            for stream in 0..<streams { sockets.append(try open(stream)) }
+        } catch {
+            for socket in sockets { socket.close() }
+            throw error
+        }
+        return sockets
     }
 
     private func dialWithRetry(_ peer: PeerEndpoint, link: RingLinkInfo, deadline: Date) throws -> BlockingSocket {

@@ -198,12 +198,7 @@ struct RunSettings: Sendable {
         guard heartbeatTimeoutMs <= 3_600_000 else { throw RunError("--heartbeat-timeout-ms must be at most 3600000 (an hour)") }
         guard checkpointEvery >= 1 else { throw RunError("--checkpoint-every must be positive") }
         guard minPeers >= 1 else { throw RunError("--min-peers must be positive") }
-        guard (1...CommunicatorOptions.maxStreams).contains(streams) else {
-            throw RunError("--streams must be in 1...\(CommunicatorOptions.maxStreams)")
-        }
-        guard streamRateMbps.isFinite, streamRateMbps == 0 || (0.01...1_000_000).contains(streamRateMbps) else {
-            throw RunError("--stream-rate-mbps must be 0 (no cap) or in 0.01...1000000")
-        }
+        if let problem = Self.streamProblem(streams: streams, rateMbps: streamRateMbps) { throw RunError(problem) }
         guard shutdownGraceS.isFinite, (0...86_400).contains(shutdownGraceS) else { throw RunError("--shutdown-grace-s must be in 0...86400") }
         guard (0...65535).contains(statusPort) else { throw RunError("--status-port must be in 0...65535") }
         guard !statusBind.isEmpty, !statusBind.contains(" ") else { throw RunError("--status-bind must be an address, got '\(statusBind)'") }
@@ -221,9 +216,23 @@ struct RunSettings: Sendable {
     var communicatorOptions: CommunicatorOptions {
         var options = CommunicatorOptions()
         options.streams = streams
-        options.maxStreamRate = UInt64(streamRateMbps * 1e6 / 8)
+        options.maxStreamRate = Self.bytesPerSecond(mbps: streamRateMbps)
         return options
     }
+
+    /// What is wrong with `--streams`/`--stream-rate-mbps` (run and bench share them), if anything.
+    static func streamProblem(streams: Int, rateMbps: Double) -> String? {
+        guard (1...CommunicatorOptions.maxStreams).contains(streams) else {
+            return "--streams must be in 1...\(CommunicatorOptions.maxStreams)"
+        }
+        guard rateMbps.isFinite, rateMbps == 0 || (0.01...1_000_000).contains(rateMbps) else {
+            return "--stream-rate-mbps must be 0 (no cap) or in 0.01...1000000"
+        }
+        return nil
+    }
+
+    /// Mbit/s to the byte rate of a pacing cap (0: no cap).
+    static func bytesPerSecond(mbps: Double) -> UInt64 { UInt64(mbps * 1e6 / 8) }
 
     var membershipOptions: MembershipOptions {
         var options = MembershipOptions()

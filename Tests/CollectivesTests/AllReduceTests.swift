@@ -70,6 +70,21 @@ private func run(_ peer: Communicator, _ input: [UInt8], _ type: DType, _ option
     return Array(view)
 }
 
+/// One all-reduce of `count` small integers on every peer, checked against the closed form on
+/// each. 64-byte segments: every chunk of more than a few elements spans many frames.
+private func expectClosedForm(_ peers: [Communicator], _ type: DType, _ op: ReduceOp, count: Int, tag: UInt64,
+                              _ label: String) async throws {
+    let options = AllReduceOptions(tag: tag, op: op, segmentBytes: 64)
+    let results = try await onEveryPeer(peers) { rank, peer in
+        let input = encode((0..<count).map { value(op, rank: rank, index: $0, type: type) }, type)
+        return try await run(peer, input, type, options)
+    }
+    let want = expected(op, type, n: peers.count, count: count)
+    for (rank, got) in results.enumerated() {
+        #expect(got == want, "\(label) \(type) \(op) count=\(count) rank=\(rank)")
+    }
+}
+
 @Test(arguments: [1, 2, 3, 4, 5, 8])
 func everyOpAndTypeMatchesTheClosedFormOnEveryPeer(n: Int) async throws {
     try await withCluster(size: n) { peers in
@@ -78,16 +93,7 @@ func everyOpAndTypeMatchesTheClosedFormOnEveryPeer(n: Int) async throws {
             for op in ReduceOp.allCases {
                 for count in Set([0, 1, max(n - 1, 0), n, 37 * n + 3]).sorted() {
                     tag += 1
-                    // 64-byte segments: every chunk of more than a few elements spans many frames.
-                    let options = AllReduceOptions(tag: tag, op: op, segmentBytes: 64)
-                    let results = try await onEveryPeer(peers) { rank, peer in
-                        let input = encode((0..<count).map { value(op, rank: rank, index: $0, type: type) }, type)
-                        return try await run(peer, input, type, options)
-                    }
-                    let want = expected(op, type, n: n, count: count)
-                    for (rank, got) in results.enumerated() {
-                        #expect(got == want, "n=\(n) \(type) \(op) count=\(count) rank=\(rank)")
-                    }
+                    try await expectClosedForm(peers, type, op, count: count, tag: tag, "n=\(n)")
                 }
             }
         }
@@ -293,21 +299,13 @@ func severalStreamsPerNeighbourGiveTheSameBytesAsOne(n: Int, streams: Int) async
     try await withCluster(size: n, options: options) { peers in
         let results = try await quantizedRun(peers)
         for r in 0..<n { #expect(results[r] == reference[0], "rank \(r) differs from the one-stream run") }
-        // Every op and type, short segments so that every stream carries several frames per step.
+        // Every op on five types, short segments so that every stream carries several frames per step.
         var tag: UInt64 = 100
         for type in [DType.f32, .f64, .bf16, .i64, .u8] {
             for op in ReduceOp.allCases {
                 for count in [1, n, 37 * n + 3, 1000] {
                     tag += 1
-                    let options = AllReduceOptions(tag: tag, op: op, segmentBytes: 64)
-                    let got = try await onEveryPeer(peers) { rank, peer in
-                        let input = encode((0..<count).map { value(op, rank: rank, index: $0, type: type) }, type)
-                        return try await run(peer, input, type, options)
-                    }
-                    let want = expected(op, type, n: n, count: count)
-                    for (rank, bytes) in got.enumerated() {
-                        #expect(bytes == want, "n=\(n) streams=\(streams) \(type) \(op) count=\(count) rank=\(rank)")
-                    }
+                    try await expectClosedForm(peers, type, op, count: count, tag: tag, "n=\(n) streams=\(streams)")
                 }
             }
         }

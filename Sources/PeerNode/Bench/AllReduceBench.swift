@@ -1,5 +1,4 @@
 import ArgumentParser
-import Collectives
 import Foundation
 
 /// Starts N real `peernode` processes on 127.0.0.1 and times all-reduces among them.
@@ -33,17 +32,12 @@ struct AllReduceBench: AsyncParsableCommand {
         guard reps >= 1 else { throw ValidationError("--reps must be at least 1") }
         guard WorkerSettings.quantization(quant) != nil else { throw ValidationError("--quant must be none, int8 or int8-zp") }
         guard segmentKiB >= 1 else { throw ValidationError("--segment-kib must be positive") }
-        guard (1...CommunicatorOptions.maxStreams).contains(streams) else {
-            throw ValidationError("--streams must be 1...\(CommunicatorOptions.maxStreams)")
-        }
-        guard streamRateMbps.isFinite, streamRateMbps == 0 || (0.01...1_000_000).contains(streamRateMbps) else {
-            throw ValidationError("--stream-rate-mbps must be 0 (no cap) or in 0.01...1000000")
-        }
+        if let problem = RunSettings.streamProblem(streams: streams, rateMbps: streamRateMbps) { throw ValidationError(problem) }
     }
 
     func run() async throws {
         let settings = WorkerSettings(sizes: sizes, reps: reps, quant: quant, segmentKiB: segmentKiB, streams: streams,
-                                      streamRate: UInt64(streamRateMbps * 1e6 / 8))
+                                      streamRate: RunSettings.bytesPerSecond(mbps: streamRateMbps))
         let deadline = Date().addingTimeInterval(TimeInterval(timeout))
         let cluster = try LocalCluster(peers: peers, deadline: deadline) { rank in
             ["bench", "allreduce-worker", "--rank", "\(rank)", "--peers", "\(peers)"] + settings.arguments
