@@ -487,3 +487,53 @@ func rangePassKeepsTheEarliestOfTiedValues(n: Int) {
         #expect(decoded.allSatisfy { $0.isFinite }, "\(mode): the block was poisoned")
     }
 }
+
+/// The min-max encoders have no clamp to 255 (docs/kernels.md §1: it can never act). Against the
+/// documented rule, clamp included, written one element at a time from the block's own header:
+/// blocks whose range spans every scale from subnormal steps just above the division threshold
+/// to ranges just below 2^127, with `lo`, `hi` and the floats next to them among the elements.
+@Test func minMaxCodesNeedNoClamp() {
+    var rng = SplitMix64(seed: 0xC1A4)
+    func logUniform(_ lowExp: Int, _ highExp: Int) -> Float {
+        let e = lowExp + Int(rng.next() % UInt64(highExp - lowExp + 1))
+        return Float(sign: .plus, exponent: e, significand: 1 + Float(rng.next() >> 41) * 0x1p-23)
+    }
+    var checked = 0, subnormalSteps = 0
+    for trial in 0..<3000 {
+        // Every other block has a range near 255 · 2⁻¹²⁷: a subnormal step whose inverse is finite.
+        let nearThreshold = trial % 2 == 1
+        let lo = (rng.next() % 2 == 0 ? 1 : -1) * (nearThreshold ? logUniform(-149, -112) : logUniform(-149, 120))
+        let hi = lo + (nearThreshold ? logUniform(-122, -116) : logUniform(-149, 126))
+        guard hi.isFinite, hi > lo, hi - lo < QuantKernels.maxRange else { continue }
+        let n = trial % 3 == 0 ? 256 : 1 + Int(rng.next() % 256)
+        var x = (0..<n).map { _ in lo + (hi - lo) * (Float(rng.next() >> 40) * 0x1p-24) }
+        for (k, v) in [lo, hi, hi.nextDown, lo.nextUp].enumerated() where k < n {
+            x[Int(rng.next() % UInt64(n))] = min(max(v, lo), hi)
+        }
+        x[0] = lo
+        x[n - 1] = hi
+        let q = encode(.int8MinMax, x)
+        let (qlo, step) = q.withUnsafeBytes { QuantKernels.readHeader($0.baseAddress!) }
+        let inv = step == 0 ? 0 : 1 / step
+        let expected: [UInt8] = x.map { v in
+            let t = inv.isFinite ? (v - qlo) * inv : (v - qlo) / step
+            let r = (t + QuantKernels.magic) - QuantKernels.magic
+            return UInt8(max(0, min(255, r)))
+        }
+        #expect(Array(q[8...]) == expected, "lo \(lo) hi \(hi) step \(step) n \(n)")
+        // The fused encode-and-decode kernel gives the same codes.
+        var fused = [UInt8](repeating: 0, count: q.count)
+        var decoded = [Float](repeating: 0, count: n)
+        x.withUnsafeBufferPointer { s in
+            fused.withUnsafeMutableBytes { f in
+                decoded.withUnsafeMutableBufferPointer {
+                    QuantKernels.quantizeDecode(.int8MinMax, s.baseAddress!, count: n, into: f.baseAddress!, decoded: $0.baseAddress!)
+                }
+            }
+        }
+        #expect(fused == q)
+        checked += 1
+        if step.isSubnormal, (1 / step).isFinite { subnormalSteps += 1 }
+    }
+    #expect(checked > 2000 && subnormalSteps > 300, "\(checked) blocks, \(subnormalSteps) with a subnormal step")
+}

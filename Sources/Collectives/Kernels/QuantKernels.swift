@@ -167,42 +167,43 @@ public enum QuantKernels {
     /// `lo`/`hi` are found by compare-and-replace; the lane results are folded in lane order.
     @inline(never)
     static func blockRange(_ p: UnsafeRawPointer, _ n: Int) -> (lo: Float, hi: Float, allFinite: Bool) {
-        let (vlo, vhi, acc) = vectorRange(p, n)
-        return foldRange(vlo, vhi, acc, p, n)
+        let (vlo, vhi, nanLanes) = vectorRange(p, n)
+        // Any NaN lane: OR-ing the halves of the mask keeps to integer ops, which the optimizer
+        // turns into `packssdw` + `pmovmskb` (a float flag summed over the lanes took a dozen
+        // blend instructions, measured).
+        let m4 = nanLanes.lowHalf | nanLanes.highHalf
+        let m2 = m4.lowHalf | m4.highHalf
+        return foldLanes(vlo, vhi, (m2[0] | m2[1]) != 0, p, n)
     }
 
-    /// The end of ``blockRange``: folds the lane results of ``vectorRange`` (over the first
-    /// `n & ~7` elements of `p`) and adds the scalar tail. Shared with the fused kernels, which
-    /// accumulate the lanes themselves, so that both give the same `lo`/`hi` bits (`-0` vs `+0`).
-    @inline(__always)
-    static func foldRange(
-        _ vlo: SIMD8<Float>, _ vhi: SIMD8<Float>, _ acc: SIMD8<Float>, _ p: UnsafeRawPointer, _ n: Int
-    ) -> (lo: Float, hi: Float, allFinite: Bool) {
-        // Which lanes are NaN, as 0/1 values (summing the lanes themselves could turn +inf and
-        // -inf into NaN); a vector compare instead of a lane loop, which went through memory.
-        var flag = SIMD8<Float>.zero
-        flag.replace(with: 1, where: acc .!= acc)
-        let flag4 = flag.lowHalf + flag.highHalf
-        let sawNaN = (flag4[0] + flag4[1]) + (flag4[2] + flag4[3]) > 0
-        return foldLanes(vlo, vhi, sawNaN, p, n)
-    }
-
-    /// ``foldRange`` after the NaN check of the lanes: `sawNaN` (or any non-finite element)
-    /// among the first `n & ~7` elements.
+    /// The end of ``blockRange``: folds the lane minima and maxima over the first `n & ~7`
+    /// elements and adds the scalar tail. Shared with the fused kernels, which accumulate the
+    /// lanes themselves, so that both give the same `lo`/`hi` bits (`-0` vs `+0`). `sawNaNInLanes`:
+    /// a NaN (or any non-finite element) among those first elements.
     @inline(__always)
     static func foldLanes(
         _ vlo: SIMD8<Float>, _ vhi: SIMD8<Float>, _ sawNaNInLanes: Bool, _ p: UnsafeRawPointer, _ n: Int
     ) -> (lo: Float, hi: Float, allFinite: Bool) {
         // Fold the lanes as a fixed tree (8 -> 4 -> 2 -> 1), keeping the first operand on ties.
-        var lo4 = vlo.lowHalf, hi4 = vhi.lowHalf
-        lo4.replace(with: vlo.highHalf, where: vlo.highHalf .< lo4)
-        hi4.replace(with: vhi.highHalf, where: vhi.highHalf .> hi4)
-        var lo2 = lo4.lowHalf, hi2 = hi4.lowHalf
-        lo2.replace(with: lo4.highHalf, where: lo4.highHalf .< lo2)
-        hi2.replace(with: hi4.highHalf, where: hi4.highHalf .> hi2)
-        var lo = lo2[0], hi = hi2[0]
-        if lo2[1] < lo { lo = lo2[1] }
-        if hi2[1] > hi { hi = hi2[1] }
+        // The later levels run at full SIMD4 width on lanes swapped into place (only lane 0 is
+        // used in the end): written on halves and single lanes, the optimizer split the compares
+        // into blends of two-lane pieces instead of `minps`/`maxps` (about 20 more instructions
+        // per block, a sixth of the range pass; measured).
+        let la = vlo.lowHalf, lb = vlo.highHalf, ha = vhi.lowHalf, hb = vhi.highHalf
+        var lo4 = la, hi4 = ha
+        lo4.replace(with: lb, where: lb .< la)
+        hi4.replace(with: hb, where: hb .> ha)
+        let lo4s = SIMD4<Float>(lo4[2], lo4[3], lo4[0], lo4[1])
+        let hi4s = SIMD4<Float>(hi4[2], hi4[3], hi4[0], hi4[1])
+        var lo2 = lo4, hi2 = hi4
+        lo2.replace(with: lo4s, where: lo4s .< lo4)
+        hi2.replace(with: hi4s, where: hi4s .> hi4)
+        let lo2s = SIMD4<Float>(lo2[1], lo2[0], lo2[3], lo2[2])
+        let hi2s = SIMD4<Float>(hi2[1], hi2[0], hi2[3], hi2[2])
+        var lo1 = lo2, hi1 = hi2
+        lo1.replace(with: lo2s, where: lo2s .< lo2)
+        hi1.replace(with: hi2s, where: hi2s .> hi2)
+        var lo = lo1[0], hi = hi1[0]
         var sawNaN = sawNaNInLanes
         var i = n & ~7
         while i < n {
@@ -228,7 +229,7 @@ public enum QuantKernels {
     /// step drop an element the single step would have kept, but a block with a NaN is poisoned
     /// whatever `lo` and `hi` are (the sums below detect it).
     @inline(__always)
-    static func vectorRange(_ p: UnsafeRawPointer, _ n: Int) -> (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>) {
+    static func vectorRange(_ p: UnsafeRawPointer, _ n: Int) -> (SIMD8<Float>, SIMD8<Float>, SIMD8<Int32>) {
         var vlo = SIMD8<Float>(repeating: .infinity)
         var vhi = SIMD8<Float>(repeating: -.infinity)
         // Lane sums: NaN is sticky, so a NaN element leaves its lane NaN. Finite elements never
@@ -257,12 +258,13 @@ public enum QuantKernels {
             vhi.replace(with: v, where: v .> vhi)
             accA += v
         }
-        // Only the NaN-ness of the two sums is merged: finite elements can overflow one sum to
-        // +inf and the other to -inf (alternating runs of ±2e37), and adding them would flag a
-        // finite block. A lane is NaN exactly when one sum saw a NaN or infinities of both signs.
-        var acc = accA
-        acc.replace(with: .nan, where: accB .!= accB)
-        return (vlo, vhi, acc)
+        // Only the NaN-ness of the two sums is merged (as all-ones lane masks): finite elements
+        // can overflow one sum to +inf and the other to -inf (alternating runs of ±2e37), and
+        // adding the sums would flag a finite block. A lane is flagged exactly when one of its
+        // sums saw a NaN or infinities of both signs.
+        let nanA = unsafeBitCast(accA .!= accA, to: SIMD8<Int32>.self)
+        let nanB = unsafeBitCast(accB .!= accB, to: SIMD8<Int32>.self)
+        return (vlo, vhi, nanA | nanB)
     }
 
     @inline(__always)
@@ -353,27 +355,30 @@ public enum QuantKernels {
         }
     }
 
+    /// The clamp of the documented rule, `code <= 255`, never acts here, so the vector loop has
+    /// none (it cost a quarter of this pass, measured). For every element `lo <= x <= hi`, and
+    /// IEEE rounding is monotonic, so `0 <= t = (x - lo) * inv <= range * inv`. With
+    /// `step = range / 255 · (1 + d1)` and `inv = 1 / step · (1 + d2)`, `range * inv` is
+    /// `255 · (1 + d2) / (1 + d1)` rounded once more. Each `|d|` is at most 2⁻²⁴ for a normal
+    /// `step`; for a subnormal one the absolute error 2⁻¹⁵⁰ over `step >= 2⁻¹²⁸` (else `inv`
+    /// would overflow and the division path is taken) bounds `|d1|` by 2⁻²². So `t < 255.001`,
+    /// and `t + magic` rounds to `magic + k` with `k` in 0...255. `minMaxCodesNeedNoClamp` in
+    /// the tests checks the codes against the clamped rule on blocks at these limits.
     @inline(never)
     static func encodeMinMax(_ p: UnsafeRawPointer, _ n: Int, _ params: MinMaxParams, _ codes: UnsafeMutableRawPointer) {
-        let lo = params.lo, inv = params.inv, cap = magic + 255
+        let lo = params.lo, inv = params.inv
         let vlo = SIMD16<Float>(repeating: lo), vinv = SIMD16<Float>(repeating: inv)
-        let vmagic = SIMD16<Float>(repeating: magic), vcap = SIMD16<Float>(repeating: cap)
+        let vmagic = SIMD16<Float>(repeating: magic)
         var i = 0
         while i &+ 16 <= n {
             let v = p.loadUnaligned(fromByteOffset: i &* 4, as: SIMD16<Float>.self)
-            let t = (v - vlo) * vinv
-            var u = t + vmagic
-            u.replace(with: vcap, where: u .> vcap)
-            let bits = unsafeBitCast(u, to: SIMD16<UInt32>.self)
-            codes.storeBytes(of: narrow(bits), toByteOffset: i, as: SIMD16<UInt8>.self)
+            let u = (v - vlo) * vinv + vmagic
+            codes.storeBytes(of: narrow(unsafeBitCast(u, to: SIMD16<UInt32>.self)), toByteOffset: i, as: SIMD16<UInt8>.self)
             i &+= 16
         }
         while i < n {
             let x = p.loadUnaligned(fromByteOffset: i &* 4, as: Float.self)
-            let t = (x - lo) * inv
-            var u = t + magic
-            if u > cap { u = cap }
-            codes.storeBytes(of: lowByte(u), toByteOffset: i, as: UInt8.self)
+            codes.storeBytes(of: lowByte((x - lo) * inv + magic), toByteOffset: i, as: UInt8.self)
             i &+= 1
         }
     }
@@ -772,16 +777,14 @@ extension QuantKernels {
         _ p: UnsafeRawPointer, _ n: Int, _ params: MinMaxParams, _ codes: UnsafeMutableRawPointer,
         _ result: UnsafeMutableRawPointer
     ) {
-        let lo = params.lo, inv = params.inv, step = params.step, cap = magic + 255
+        let lo = params.lo, inv = params.inv, step = params.step
         let vlo = SIMD16<Float>(repeating: lo), vinv = SIMD16<Float>(repeating: inv)
         let vstep = SIMD16<Float>(repeating: step)
-        let vmagic = SIMD16<Float>(repeating: magic), vcap = SIMD16<Float>(repeating: cap)
+        let vmagic = SIMD16<Float>(repeating: magic)
         var i = 0
         while i &+ 16 <= n {
             let v = p.loadUnaligned(fromByteOffset: i &* 4, as: SIMD16<Float>.self)
-            let t = (v - vlo) * vinv
-            var u = t + vmagic
-            u.replace(with: vcap, where: u .> vcap)
+            let u = (v - vlo) * vinv + vmagic       // no clamp needed: see encodeMinMax
             codes.storeBytes(of: narrow(unsafeBitCast(u, to: SIMD16<UInt32>.self)), toByteOffset: i, as: SIMD16<UInt8>.self)
             let y = vlo + (u - vmagic) * vstep
             result.storeBytes(of: y, toByteOffset: i &* 4, as: SIMD16<Float>.self)
@@ -789,9 +792,7 @@ extension QuantKernels {
         }
         while i < n {
             let x = p.loadUnaligned(fromByteOffset: i &* 4, as: Float.self)
-            let t = (x - lo) * inv
-            var u = t + magic
-            if u > cap { u = cap }
+            let u = (x - lo) * inv + magic
             codes.storeBytes(of: lowByte(u), toByteOffset: i, as: UInt8.self)
             result.storeBytes(of: lo + (u - magic) * step, toByteOffset: i &* 4, as: Float.self)
             i &+= 1

@@ -47,7 +47,7 @@ struct AllReduceBench: AsyncParsableCommand {
 
         print("# peernode bench allreduce: peers=\(peers) quant=\(quant) segment_kib=\(segmentKiB) streams=\(streams) stream_rate_mbps=\(streamRateMbps) reps=\(reps) host=\(ProcessInfo.processInfo.hostName)")
         for size in sizes {
-            var times: [[Double]] = []
+            var times: [[Double]] = [], cpuTimes: [[Double]] = []
             var digests: [String] = []
             var checks: [Bool] = []
             for w in workers {
@@ -55,24 +55,33 @@ struct AllReduceBench: AsyncParsableCommand {
                     throw BenchError("worker \(w.rank) failed at \(size) MiB: \(w.stderrTail())")
                 }
                 times.append((fields["times_ms"] ?? "").split(separator: ",").compactMap { Double($0) })
+                cpuTimes.append((fields["cpu_ms"] ?? "").split(separator: ",").compactMap { Double($0) })
                 digests.append(fields["digest"] ?? "?")
                 checks.append(fields["check"] == "ok")
             }
             // Each op's time is the slowest rank's, as in the MPI and Gloo references.
             let perOp = (0..<reps).map { i in times.map { $0.indices.contains(i) ? $0[i] : .infinity }.max()! }.sorted()
-            let median = perOp.count % 2 == 1 ? perOp[perOp.count / 2] : (perOp[perOp.count / 2 - 1] + perOp[perOp.count / 2]) / 2
+            let median = Self.median(perOp)
+            // CPU per op summed over the ranks: against the wall time, how busy the cores were.
+            let cpuPerOp = Self.median((0..<reps).map { i in cpuTimes.reduce(0) { $0 + ($1.indices.contains(i) ? $1[i] : 0) } })
             let bytes = size * 1_048_576
             let algbw = bytes / (median / 1000) / 1e9
             let busbw = algbw * 2 * Double(peers - 1) / Double(peers)
             let parity = Set(digests).count == 1
             var line = "impl=\(impl) N=\(peers) size_mib=\(size == size.rounded() ? String(Int(size)) : fmt(size)) reps=\(reps) median_ms=\(fmt(median)) "
                 + "min_ms=\(fmt(perOp.first!)) max_ms=\(fmt(perOp.last!)) algbw_GBps=\(fmt(algbw)) busbw_GBps=\(fmt(busbw)) "
-                + "quant=\(quant) digest=\(digests[0].prefix(16)) parity=\(parity ? "equal" : "DIFFERENT")"
+                + "cpu_ms=\(fmt(cpuPerOp)) quant=\(quant) digest=\(digests[0].prefix(16)) parity=\(parity ? "equal" : "DIFFERENT")"
             if !parity || checks.contains(false) { line += " CHECK=FAIL" }
             print(line)
             fflush(nil)
         }
         for w in workers { w.wait() }
+    }
+
+    private static func median(_ values: [Double]) -> Double {
+        let v = values.sorted()
+        if v.isEmpty { return .nan }
+        return v.count % 2 == 1 ? v[v.count / 2] : (v[v.count / 2 - 1] + v[v.count / 2]) / 2
     }
 }
 
