@@ -9,8 +9,9 @@ struct UnsafeSendableMemory: @unchecked Sendable {
 
 /// One ring all-reduce in flight on this peer (see ``RingPlan`` for the schedule).
 ///
-/// The receiver thread of the ring reads each frame straight into its final place: the owner's
-/// and all-gather payloads into the result buffer, partial sums into a staging buffer. Sends go
+/// The receiver thread of the ring reads each frame straight into its final place: unquantized
+/// all-gather payloads into the result buffer, partial sums and the last all-gather step's codes
+/// into its staging buffer, codes it must forward into a frame buffer it then sends. Sends go
 /// out from the caller's input (first step), from the result buffer (owned chunks, forwarded
 /// unquantized chunks) or from a frame buffer (quantized data, partial sums). The caller's input
 /// is never written; results land in `output`, copied into place only on success.
@@ -229,6 +230,12 @@ final class RingAllReduceOp: @unchecked Sendable {
             return Arrival(step: step, segment: segment, space: space, elements: elements, length: length,
                            destination: memory.output + elements.lowerBound * plan.type.size, frameBuffer: nil)
         }
+        if step == plan.totalSteps - 1 {
+            // The last all-gather step is decoded and forwarded nowhere: the stream's staging
+            // buffer (hot in cache, no allocation) holds it until its receiver is done with it.
+            return Arrival(step: step, segment: segment, space: space, elements: elements, length: length,
+                           destination: space.staging.baseAddress!, frameBuffer: nil)
+        }
         let frame = UnsafeMutableRawBufferPointer.allocate(byteCount: length, alignment: 64)
         return Arrival(step: step, segment: segment, space: space, elements: elements, length: length,
                        destination: frame.baseAddress!, frameBuffer: frame)
@@ -262,8 +269,6 @@ final class RingAllReduceOp: @unchecked Sendable {
             decode(wire, count: m, into: result, scratch: a.space.scratchA)
             if a.step < last {
                 send(step: a.step + 1, segment: a.segment, UnsafeRawBufferPointer(a.frameBuffer!), owned: a.frameBuffer)
-            } else {
-                a.frameBuffer?.deallocate()
             }
         }
         lock.withLock {
