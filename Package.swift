@@ -3,6 +3,21 @@ import PackageDescription
 
 // MARK: - Layers (imports point down only):
 //   PeerNode -> DiLoCo -> Collectives -> Transport,  DiLoCo -> Models.
+
+// The collectives' kernels a second time, compiled for AVX2 (`-target-cpu haswell`), on x86-64
+// hosts. `Collectives.Kernels` calls them only when the CPU has the features (docs/kernels.md §6);
+// the sources are the same files (symlinks), and no FMA is emitted, so both give the same bits.
+#if arch(x86_64)
+let avx2Kernels: [Target] = [
+    .target(name: "KernelsAVX2",
+            swiftSettings: [.unsafeFlags(["-Xfrontend", "-target-cpu", "-Xfrontend", "haswell"])]),
+]
+let avx2KernelsDependency: [Target.Dependency] = ["KernelsAVX2"]
+#else
+let avx2Kernels: [Target] = []
+let avx2KernelsDependency: [Target.Dependency] = []
+#endif
+
 let package = Package(
     name: "peernode",
     platforms: [.macOS(.v15)],
@@ -43,7 +58,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ] + avx2KernelsDependency
         ),
         .target(
             name: "Models",
@@ -92,7 +107,7 @@ let package = Package(
             dependencies: [
                 "Collectives", "PeerTestSupport", "Transport",
                 .product(name: "InMemoryLogging", package: "swift-log"),
-            ]
+            ] + avx2KernelsDependency
         ),
         .testTarget(name: "ModelsTests", dependencies: ["Models"]),
         .testTarget(
@@ -111,5 +126,5 @@ let package = Package(
                 .product(name: "InMemoryLogging", package: "swift-log"),
             ]
         ),
-    ]
+    ] + avx2Kernels
 )

@@ -254,7 +254,7 @@ final class RingAllReduceOp: @unchecked Sendable {
             // A partial sum passing through: combine and encode straight into the next frame.
             let frame = UnsafeMutableRawBufferPointer.allocate(byteCount: a.length, alignment: 64)
             if plan.quantization == .none {
-                ReduceKernels.combine(options.op, plan.type, into: frame.baseAddress!, local, wire, count: m)
+                Kernels.combine(options.op, plan.type, into: frame.baseAddress!, local, wire, count: m)
             } else {
                 combineQuantized(wire, local: local, count: m, into: frame.baseAddress!, result: nil, space: a.space)
             }
@@ -282,8 +282,8 @@ final class RingAllReduceOp: @unchecked Sendable {
     private func finishOwned(_ a: Arrival, wire: UnsafeRawPointer, local: UnsafeRawPointer,
                              result: UnsafeMutableRawPointer, count m: Int) {
         if plan.quantization == .none {
-            ReduceKernels.combine(options.op, plan.type, into: result, local, wire, count: m)
-            if options.op == .avg { ReduceKernels.divide(plan.type, result, count: m, by: plan.n) }
+            Kernels.combine(options.op, plan.type, into: result, local, wire, count: m)
+            if options.op == .avg { Kernels.divide(plan.type, result, count: m, by: plan.n) }
             send(step: a.step + 1, segment: a.segment, UnsafeRawBufferPointer(start: result, count: a.length), owned: nil)
         } else {
             let frame = UnsafeMutableRawBufferPointer.allocate(byteCount: a.length, alignment: 64)
@@ -303,11 +303,11 @@ final class RingAllReduceOp: @unchecked Sendable {
             // One pass per block (bit-identical to the composed path below; docs/kernels.md).
             let addend = local.assumingMemoryBound(to: Float.self)
             if let result {
-                QuantKernels.reduceQuantizeDecode(mode, wire, count: m, adding: addend,
+                Kernels.reduceQuantizeDecode(mode, wire, count: m, adding: addend,
                                                   divisor: options.op == .avg ? Float(plan.n) : 1, into: out,
                                                   decoded: result.assumingMemoryBound(to: Float.self))
             } else {
-                QuantKernels.reduceQuantize(mode, wire, count: m, adding: addend, into: out)
+                Kernels.reduceQuantize(mode, wire, count: m, adding: addend, into: out)
             }
             return
         }
@@ -320,22 +320,22 @@ final class RingAllReduceOp: @unchecked Sendable {
             if plan.type == .f32 {
                 localF32 = (local + done * 4).assumingMemoryBound(to: Float.self)
             } else {
-                ReduceKernels.toFloat(plan.type, local + done * size, count: n, into: scratchB)
+                Kernels.toFloat(plan.type, local + done * size, count: n, into: scratchB)
                 localF32 = UnsafePointer(scratchB)
             }
             if options.op == .sum || options.op == .avg {
-                QuantKernels.dequantizeAdd(mode, wireAt, count: n, adding: localF32, into: scratchA)
+                Kernels.dequantizeAdd(mode, wireAt, count: n, adding: localF32, into: scratchA)
             } else {
-                QuantKernels.dequantize(mode, wireAt, count: n, into: scratchA)
-                ReduceKernels.combine(options.op, .f32, into: UnsafeMutableRawPointer(scratchA),
+                Kernels.dequantize(mode, wireAt, count: n, into: scratchA)
+                Kernels.combine(options.op, .f32, into: UnsafeMutableRawPointer(scratchA),
                                       UnsafeRawPointer(localF32), UnsafeRawPointer(scratchA), count: n)
             }
             if let result {
-                if options.op == .avg { ReduceKernels.divide(.f32, UnsafeMutableRawPointer(scratchA), count: n, by: plan.n) }
-                QuantKernels.quantize(mode, UnsafePointer(scratchA), count: n, into: outAt)
+                if options.op == .avg { Kernels.divide(.f32, UnsafeMutableRawPointer(scratchA), count: n, by: plan.n) }
+                Kernels.quantize(mode, UnsafePointer(scratchA), count: n, into: outAt)
                 decode(UnsafeRawPointer(outAt), count: n, into: result + done * size, scratch: scratchB)
             } else {
-                QuantKernels.quantize(mode, UnsafePointer(scratchA), count: n, into: outAt)
+                Kernels.quantize(mode, UnsafePointer(scratchA), count: n, into: outAt)
             }
             done += n
         }
@@ -346,14 +346,14 @@ final class RingAllReduceOp: @unchecked Sendable {
     private func decode(_ wire: UnsafeRawPointer, count m: Int, into result: UnsafeMutableRawPointer,
                         scratch scratchA: UnsafeMutablePointer<Float>) {
         if plan.type == .f32 {
-            QuantKernels.dequantize(plan.quantization, wire, count: m, into: result.assumingMemoryBound(to: Float.self))
+            Kernels.dequantize(plan.quantization, wire, count: m, into: result.assumingMemoryBound(to: Float.self))
             return
         }
         var done = 0
         while done < m {
             let n = min(Self.piece, m - done)
-            QuantKernels.dequantize(plan.quantization, wire + plan.wireBytes(done), count: n, into: scratchA)
-            ReduceKernels.fromFloat(plan.type, UnsafePointer(scratchA), count: n, into: result + done * plan.type.size)
+            Kernels.dequantize(plan.quantization, wire + plan.wireBytes(done), count: n, into: scratchA)
+            Kernels.fromFloat(plan.type, UnsafePointer(scratchA), count: n, into: result + done * plan.type.size)
             done += n
         }
     }
@@ -368,10 +368,10 @@ final class RingAllReduceOp: @unchecked Sendable {
             if plan.type == .f32 {
                 values = (source + done * 4).assumingMemoryBound(to: Float.self)
             } else {
-                ReduceKernels.toFloat(plan.type, source + done * plan.type.size, count: n, into: encodeScratch)
+                Kernels.toFloat(plan.type, source + done * plan.type.size, count: n, into: encodeScratch)
                 values = UnsafePointer(encodeScratch)
             }
-            QuantKernels.quantize(plan.quantization, values, count: n, into: out + plan.wireBytes(done))
+            Kernels.quantize(plan.quantization, values, count: n, into: out + plan.wireBytes(done))
             done += n
         }
     }

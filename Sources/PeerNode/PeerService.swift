@@ -132,7 +132,7 @@ final class PeerService: Service, @unchecked Sendable {
             throw RunError("cannot start: \(error)")
         }
         print("ready id=\(hex(id)) revision=\(state.revision) control_port=\(controlPort) data_port=\(dataPort) parameters=\(task.parameters.count) "
-              + "optimizer_step=\(task.optimizer.step) status_port=\(statusServer.map { "\($0.port)" } ?? "off")")
+              + "optimizer_step=\(task.optimizer.step) status_port=\(statusServer.map { "\($0.port)" } ?? "off") kernels=\(Kernels.instructionSet.rawValue)")
         fflush(nil)
         return PeerService(settings: settings, logger: logger, id: id, node: node, communicator: communicator, state: state,
                            server: server, trainer: trainer, controlPort: controlPort, dataPort: dataPort,

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Collectives
 import Foundation
 
 /// Starts N real `peernode` processes on 127.0.0.1 and times all-reduces among them.
@@ -45,7 +46,7 @@ struct AllReduceBench: AsyncParsableCommand {
         defer { cluster.terminate() }
         let workers = cluster.workers
 
-        print("# peernode bench allreduce: peers=\(peers) quant=\(quant) segment_kib=\(segmentKiB) streams=\(streams) stream_rate_mbps=\(streamRateMbps) reps=\(reps) host=\(ProcessInfo.processInfo.hostName)")
+        print("# peernode bench allreduce: peers=\(peers) quant=\(quant) segment_kib=\(segmentKiB) streams=\(streams) stream_rate_mbps=\(streamRateMbps) reps=\(reps) kernels=\(Kernels.instructionSet.rawValue) host=\(ProcessInfo.processInfo.hostName)")
         for size in sizes {
             var times: [[Double]] = [], cpuTimes: [[Double]] = []
             var digests: [String] = []

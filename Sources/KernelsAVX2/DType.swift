@@ -1,0 +1,1 @@
+../Collectives/Kernels/DType.swift
