@@ -40,13 +40,6 @@ public enum Kernels {
 
     #if canImport(KernelsAVX2)
     @inline(__always) private static var avx2: Bool { instructionSet == .avx2 }
-    /// f16 always runs the baseline copy. In the AVX2 copy the optimizer vectorizes f16 sums and
-    /// products with F16C conversions, and where both operands are NaN the result's payload
-    /// differed from the baseline's element-by-element soft conversions (seen in a release build
-    /// of `KernelParityTests`; the operand order of a commutative add is the compiler's choice).
-    /// All peers agree anyway (the owner computes each final value once), but a result should not
-    /// depend on the CPU that computed it, and f16 is not a speed path here.
-    @inline(__always) private static func avx2(for type: DType) -> Bool { avx2 && type != .f16 }
     private static func avx2Mode(_ mode: Quantization) -> KernelsAVX2.Quantization {
         KernelsAVX2.Quantization(rawValue: mode.rawValue)!
     }
@@ -112,7 +105,7 @@ public enum Kernels {
         _ a: UnsafeRawPointer, _ b: UnsafeRawPointer, count: Int
     ) {
         #if canImport(KernelsAVX2)
-        if avx2(for: type) {
+        if avx2 {
             return KernelsAVX2.ReduceKernels.combine(KernelsAVX2.ReduceOp(rawValue: op.rawValue)!, avx2Type(type),
                                                      into: dst, a, b, count: count)
         }
@@ -122,21 +115,21 @@ public enum Kernels {
 
     public static func divide(_ type: DType, _ buffer: UnsafeMutableRawPointer, count: Int, by n: Int) {
         #if canImport(KernelsAVX2)
-        if avx2(for: type) { return KernelsAVX2.ReduceKernels.divide(avx2Type(type), buffer, count: count, by: n) }
+        if avx2 { return KernelsAVX2.ReduceKernels.divide(avx2Type(type), buffer, count: count, by: n) }
         #endif
         ReduceKernels.divide(type, buffer, count: count, by: n)
     }
 
     public static func toFloat(_ type: DType, _ src: UnsafeRawPointer, count: Int, into dst: UnsafeMutablePointer<Float>) {
         #if canImport(KernelsAVX2)
-        if avx2(for: type) { return KernelsAVX2.ReduceKernels.toFloat(avx2Type(type), src, count: count, into: dst) }
+        if avx2 { return KernelsAVX2.ReduceKernels.toFloat(avx2Type(type), src, count: count, into: dst) }
         #endif
         ReduceKernels.toFloat(type, src, count: count, into: dst)
     }
 
     public static func fromFloat(_ type: DType, _ src: UnsafePointer<Float>, count: Int, into dst: UnsafeMutableRawPointer) {
         #if canImport(KernelsAVX2)
-        if avx2(for: type) { return KernelsAVX2.ReduceKernels.fromFloat(avx2Type(type), src, count: count, into: dst) }
+        if avx2 { return KernelsAVX2.ReduceKernels.fromFloat(avx2Type(type), src, count: count, into: dst) }
         #endif
         ReduceKernels.fromFloat(type, src, count: count, into: dst)
     }

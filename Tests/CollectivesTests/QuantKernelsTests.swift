@@ -488,7 +488,7 @@ func rangePassKeepsTheEarliestOfTiedValues(n: Int) {
     }
 }
 
-/// The min-max encoders have no clamp to 255 (docs/kernels.md §1: it can never act). Against the
+/// The min-max encoders have no clamp to 255 (docs/kernels.md §2: it can never act). Against the
 /// documented rule, clamp included, written one element at a time from the block's own header:
 /// blocks whose range spans every scale from subnormal steps just above the division threshold
 /// to ranges just below 2^127, with `lo`, `hi` and the floats next to them among the elements.

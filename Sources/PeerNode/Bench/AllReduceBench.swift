@@ -64,7 +64,7 @@ struct AllReduceBench: AsyncParsableCommand {
             let perOp = (0..<reps).map { i in times.map { $0.indices.contains(i) ? $0[i] : .infinity }.max()! }.sorted()
             let median = Self.median(perOp)
             // CPU per op summed over the ranks: against the wall time, how busy the cores were.
-            let cpuPerOp = Self.median((0..<reps).map { i in cpuTimes.reduce(0) { $0 + ($1.indices.contains(i) ? $1[i] : 0) } })
+            let cpuPerOp = Self.median((0..<reps).map { i in cpuTimes.reduce(0) { $0 + ($1.indices.contains(i) ? $1[i] : .nan) } })
             let bytes = size * 1_048_576
             let algbw = bytes / (median / 1000) / 1e9
             let busbw = algbw * 2 * Double(peers - 1) / Double(peers)
