@@ -6,8 +6,9 @@ import KernelsAVX2
 import PeerTestSupport
 
 /// The AVX2 copy of the kernels (module `KernelsAVX2`, same source compiled for `haswell`)
-/// against the baseline copy, byte for byte: peers of one cluster may run either, and the
-/// bit-parity rule holds only if both give the same bytes for every input, NaN payloads included.
+/// against the baseline copy, byte for byte: peers of one cluster may run either, and a result
+/// should not depend on the CPU that computed it. The one documented exception is the payload of a
+/// NaN computed from two NaNs (see `dispatchedReduceKernelsMatchBaseline`, docs/kernels.md §6).
 
 // Both modules declare these; the baseline ones are meant unless qualified.
 private typealias QuantKernels = Collectives.QuantKernels
