@@ -62,14 +62,14 @@ struct AllReduceBench: AsyncParsableCommand {
             }
             // Each op's time is the slowest rank's, as in the MPI and Gloo references.
             let perOp = (0..<reps).map { i in times.map { $0.indices.contains(i) ? $0[i] : .infinity }.max()! }.sorted()
-            let median = Self.median(perOp)
+            let medianMs = median(perOp)
             // CPU per op summed over the ranks: against the wall time, how busy the cores were.
-            let cpuPerOp = Self.median((0..<reps).map { i in cpuTimes.reduce(0) { $0 + ($1.indices.contains(i) ? $1[i] : .nan) } })
+            let cpuPerOp = median((0..<reps).map { i in cpuTimes.reduce(0) { $0 + ($1.indices.contains(i) ? $1[i] : .nan) } })
             let bytes = size * 1_048_576
-            let algbw = bytes / (median / 1000) / 1e9
+            let algbw = bytes / (medianMs / 1000) / 1e9
             let busbw = algbw * 2 * Double(peers - 1) / Double(peers)
             let parity = Set(digests).count == 1
-            var line = "impl=\(impl) N=\(peers) size_mib=\(size == size.rounded() ? String(Int(size)) : fmt(size)) reps=\(reps) median_ms=\(fmt(median)) "
+            var line = "impl=\(impl) N=\(peers) size_mib=\(size == size.rounded() ? String(Int(size)) : fmt(size)) reps=\(reps) median_ms=\(fmt(medianMs)) "
                 + "min_ms=\(fmt(perOp.first!)) max_ms=\(fmt(perOp.last!)) algbw_GBps=\(fmt(algbw)) busbw_GBps=\(fmt(busbw)) "
                 + "cpu_ms=\(fmt(cpuPerOp)) quant=\(quant) digest=\(digests[0].prefix(16)) parity=\(parity ? "equal" : "DIFFERENT")"
             if !parity || checks.contains(false) { line += " CHECK=FAIL" }
@@ -79,11 +79,13 @@ struct AllReduceBench: AsyncParsableCommand {
         for w in workers { w.wait() }
     }
 
-    private static func median(_ values: [Double]) -> Double {
-        let v = values.sorted()
-        if v.isEmpty { return .nan }
-        return v.count % 2 == 1 ? v[v.count / 2] : (v[v.count / 2 - 1] + v[v.count / 2]) / 2
-    }
+}
+
+/// The median (mean of the middle two for an even count); NaN for no values.
+func median(_ values: [Double]) -> Double {
+    let v = values.sorted()
+    if v.isEmpty { return .nan }
+    return v.count % 2 == 1 ? v[v.count / 2] : (v[v.count / 2 - 1] + v[v.count / 2]) / 2
 }
 
 func fmt(_ x: Double) -> String {

@@ -141,9 +141,5 @@ struct DiLoCoBench: AsyncParsableCommand {
                          metricName: metric, parity: parity)
     }
 
-    private func median(_ sorted: [Double]) -> Double {
-        sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
-    }
-
     private func pct(_ fraction: Double) -> String { String(format: "%.1f", 100 * fraction) }
 }
