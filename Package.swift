@@ -9,7 +9,7 @@ import PackageDescription
 // the sources are the same files (symlinks), and no FMA is emitted, so both give the same bits.
 #if arch(x86_64)
 let avx2Kernels: [Target] = [
-    .target(name: "KernelsAVX2",
+    .target(name: "KernelsAVX2", dependencies: ["CKernelSupport"],
             swiftSettings: [.unsafeFlags(["-Xfrontend", "-target-cpu", "-Xfrontend", "haswell"])]),
 ]
 let avx2KernelsDependency: [Target.Dependency] = ["KernelsAVX2"]
@@ -40,6 +40,8 @@ let package = Package(
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        // Non-temporal stores and the store fence for the kernels (header only; Swift has neither).
+        .systemLibrary(name: "CKernelSupport"),
 
         // MARK: Library modules
         .target(
@@ -54,7 +56,7 @@ let package = Package(
         .target(
             name: "Collectives",
             dependencies: [
-                "Transport", "COpenSSL", "CZstd",
+                "Transport", "COpenSSL", "CZstd", "CKernelSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

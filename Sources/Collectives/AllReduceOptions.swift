@@ -12,14 +12,21 @@ public struct AllReduceOptions: Sendable {
     /// Bytes of input per pipelined segment; must be equal on every peer. Tests shrink it to
     /// reach multi-segment paths with small buffers.
     public var segmentBytes: Int
+    /// Quantized f32 all-reduces of at least this many bytes write their results past the CPU
+    /// caches (non-temporal stores): a buffer that size would not stay cached anyway, and this
+    /// saves reading every cache line before overwriting it. Smaller results stay in cache for
+    /// the caller. Local to this peer (the bytes are the same either way); 0 always, `Int.max` never.
+    public var streamResultsFromBytes: Int
 
     public init(tag: UInt64 = 0, op: ReduceOp = .sum, quantization: Quantization = .none,
-                timeout: TimeAmount = .seconds(60), segmentBytes: Int = 1 << 20) {
+                timeout: TimeAmount = .seconds(60), segmentBytes: Int = 1 << 20,
+                streamResultsFromBytes: Int = 16 << 20) {
         self.tag = tag
         self.op = op
         self.quantization = quantization
         self.timeout = timeout
         self.segmentBytes = segmentBytes
+        self.streamResultsFromBytes = streamResultsFromBytes
     }
 }
 

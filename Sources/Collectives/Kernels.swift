@@ -57,11 +57,16 @@ public enum Kernels {
         QuantKernels.quantize(mode, src, count: count, into: dst)
     }
 
-    public static func dequantize(_ mode: Quantization, _ src: UnsafeRawPointer, count: Int, into dst: UnsafeMutablePointer<Float>) {
+    public static func dequantize(
+        _ mode: Quantization, _ src: UnsafeRawPointer, count: Int, into dst: UnsafeMutablePointer<Float>,
+        streaming: Bool = false
+    ) {
         #if canImport(KernelsAVX2)
-        if avx2 { return KernelsAVX2.QuantKernels.dequantize(avx2Mode(mode), src, count: count, into: dst) }
+        if avx2 {
+            return KernelsAVX2.QuantKernels.dequantize(avx2Mode(mode), src, count: count, into: dst, streaming: streaming)
+        }
         #endif
-        QuantKernels.dequantize(mode, src, count: count, into: dst)
+        QuantKernels.dequantize(mode, src, count: count, into: dst, streaming: streaming)
     }
 
     public static func dequantizeAdd(
@@ -87,15 +92,17 @@ public enum Kernels {
     public static func reduceQuantizeDecode(
         _ mode: Quantization, _ src: UnsafeRawPointer, count: Int,
         adding addend: UnsafePointer<Float>, divisor: Float,
-        into dst: UnsafeMutableRawPointer, decoded result: UnsafeMutablePointer<Float>
+        into dst: UnsafeMutableRawPointer, decoded result: UnsafeMutablePointer<Float>, streaming: Bool = false
     ) {
         #if canImport(KernelsAVX2)
         if avx2 {
             return KernelsAVX2.QuantKernels.reduceQuantizeDecode(avx2Mode(mode), src, count: count, adding: addend,
-                                                                 divisor: divisor, into: dst, decoded: result)
+                                                                 divisor: divisor, into: dst, decoded: result,
+                                                                 streaming: streaming)
         }
         #endif
-        QuantKernels.reduceQuantizeDecode(mode, src, count: count, adding: addend, divisor: divisor, into: dst, decoded: result)
+        QuantKernels.reduceQuantizeDecode(mode, src, count: count, adding: addend, divisor: divisor, into: dst,
+                                          decoded: result, streaming: streaming)
     }
 
     // MARK: ReduceKernels entry points

@@ -50,6 +50,8 @@ final class RingAllReduceOp: @unchecked Sendable {
     private let encodeScratch: UnsafeMutablePointer<Float>
     /// Quantized data is combined in pieces this long, so that the f32 intermediates stay in L1.
     private static let piece = 4096
+    /// Whether this op writes its f32 results past the caches (``AllReduceOptions/streamResultsFromBytes``).
+    private var streaming: Bool { plan.type == .f32 && plan.count &* 4 >= options.streamResultsFromBytes }
 
     /// One receiver thread's buffers.
     private struct ReceiveSpace {
@@ -305,7 +307,8 @@ final class RingAllReduceOp: @unchecked Sendable {
             if let result {
                 Kernels.reduceQuantizeDecode(mode, wire, count: m, adding: addend,
                                                   divisor: options.op == .avg ? Float(plan.n) : 1, into: out,
-                                                  decoded: result.assumingMemoryBound(to: Float.self))
+                                                  decoded: result.assumingMemoryBound(to: Float.self),
+                                                  streaming: streaming)
             } else {
                 Kernels.reduceQuantize(mode, wire, count: m, adding: addend, into: out)
             }
@@ -346,7 +349,8 @@ final class RingAllReduceOp: @unchecked Sendable {
     private func decode(_ wire: UnsafeRawPointer, count m: Int, into result: UnsafeMutableRawPointer,
                         scratch scratchA: UnsafeMutablePointer<Float>) {
         if plan.type == .f32 {
-            Kernels.dequantize(plan.quantization, wire, count: m, into: result.assumingMemoryBound(to: Float.self))
+            Kernels.dequantize(plan.quantization, wire, count: m, into: result.assumingMemoryBound(to: Float.self),
+                               streaming: streaming)
             return
         }
         var done = 0

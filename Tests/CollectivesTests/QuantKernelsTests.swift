@@ -351,6 +351,51 @@ func reduceQuantizeDecodeMatchesUnfused(mode: Quantization) {
     }
 }
 
+/// Results written past the caches (`streaming: true`) are the same bits as plain stores, at
+/// every position relative to a cache line (the unaligned head and tail are stored normally;
+/// a result not even 4-byte aligned is stored normally throughout), and nothing outside the
+/// result is touched.
+@Test(arguments: allModes)
+func streamedResultsMatchPlainStores(mode: Quantization) {
+    let guardByte: UInt8 = 0xA5
+    for n in [1, 15, 16, 17, 255, 256, 257, 1000, 4099] {
+        let (wire, addend) = fusedCase(mode, n, seed: UInt64(n) &+ 61, poison: n > 300)
+        let plain = decode(mode, wire, count: n).flatMap { withUnsafeBytes(of: $0) { Array($0) } }
+        let fused = unfused(mode, wire, addend, divisor: 3)
+        let fusedResult = fused.result.flatMap { withUnsafeBytes(of: $0) { Array($0) } }
+        let total = n * 4 + 256
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: total, alignment: 64)
+        defer { buffer.deallocate() }
+        for shift in [0, 4, 20, 60, 64, 2] {
+            let result = (buffer + shift).assumingMemoryBound(to: Float.self)
+            let expectGuarded = { (want: [UInt8], what: String) in
+                let got = Array(UnsafeRawBufferPointer(start: buffer, count: total))
+                #expect(Array(got[shift..<(shift + n * 4)]) == want, "\(what) n=\(n) shift=\(shift)")
+                #expect(got[..<shift].allSatisfy { $0 == guardByte } && got[(shift + n * 4)...].allSatisfy { $0 == guardByte },
+                        "\(what) wrote outside its result, n=\(n) shift=\(shift)")
+            }
+            buffer.initializeMemory(as: UInt8.self, repeating: guardByte, count: total)
+            wire.withUnsafeBytes {
+                QuantKernels.dequantize(mode, $0.baseAddress!, count: n, into: result, streaming: true)
+            }
+            expectGuarded(plain, "dequantize")
+
+            buffer.initializeMemory(as: UInt8.self, repeating: guardByte, count: total)
+            var out = [UInt8](repeating: 0xAA, count: fused.out.count)
+            wire.withUnsafeBytes { w in
+                addend.withUnsafeBufferPointer { a in
+                    out.withUnsafeMutableBytes {
+                        QuantKernels.reduceQuantizeDecode(mode, w.baseAddress!, count: n, adding: a.baseAddress!, divisor: 3,
+                                                          into: $0.baseAddress!, decoded: result, streaming: true)
+                    }
+                }
+            }
+            #expect(out == fused.out, "reduceQuantizeDecode codes n=\(n) shift=\(shift)")
+            expectGuarded(fusedResult, "reduceQuantizeDecode")
+        }
+    }
+}
+
 @Test(arguments: allModes)
 func quantizeDecodeMatchesUnfused(mode: Quantization) {
     for n in fusedCounts {

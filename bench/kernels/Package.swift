@@ -8,7 +8,8 @@ let package = Package(
     name: "kernel-bench",
     targets: [
         // -enable-testing: `kernel-bench parts` times the internal halves of quantize.
-        .target(name: "Kern", swiftSettings: [.unsafeFlags(["-enable-testing"])]),
+        .systemLibrary(name: "CKernelSupport"),
+        .target(name: "Kern", dependencies: ["CKernelSupport"], swiftSettings: [.unsafeFlags(["-enable-testing"])]),
         .executableTarget(name: "kernel-bench", dependencies: ["Kern"]),
     ]
 )

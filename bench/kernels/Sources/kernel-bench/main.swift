@@ -77,6 +77,9 @@ func run(count: Int, reps: Int, tag: String) {
             bench("dequantize \(mode) \(tag)", bytes: bytes, reps: reps) {
                 QuantKernels.dequantize(mode, q, count: count, into: z)
             }
+            bench("dequantize streaming \(mode) \(tag)", bytes: bytes, reps: reps) {
+                QuantKernels.dequantize(mode, q, count: count, into: z, streaming: true)
+            }
             bench("dequantizeAdd \(mode), dst=addend \(tag)", bytes: bytes, reps: reps) {
                 QuantKernels.dequantizeAdd(mode, q, count: count, adding: z, into: z)
             }
@@ -136,6 +139,10 @@ func run(count: Int, reps: Int, tag: String) {
             }
             bench("owner fused reduceQuantizeDecode /2 \(mode) \(tag)", bytes: bytes, reps: reps) {
                 QuantKernels.reduceQuantizeDecode(mode, q, count: count, adding: y, divisor: 2, into: q2, decoded: z)
+            }
+            bench("owner fused reduceQuantizeDecode /2 streaming \(mode) \(tag)", bytes: bytes, reps: reps) {
+                QuantKernels.reduceQuantizeDecode(mode, q, count: count, adding: y, divisor: 2, into: q2, decoded: z,
+                                                  streaming: true)
             }
             bench("owner fused reduceQuantizeDecode /3 \(mode) \(tag)", bytes: bytes, reps: reps) {
                 QuantKernels.reduceQuantizeDecode(mode, q, count: count, adding: y, divisor: 3, into: q2, decoded: z)
