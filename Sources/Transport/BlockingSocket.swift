@@ -22,14 +22,67 @@ public final class BlockingSocket: @unchecked Sendable {
         }
     }
 
+    /// Socket buffer bytes (each direction; Linux doubles the value for its bookkeeping) for a
+    /// peer on another host: room for a sender to run ahead of a busy receiver, and for a long
+    /// path (one stream's rate is at most buffer / round-trip time).
+    public static let remoteBufferBytes: Int32 = 4 << 20
+    /// The same for a peer on this host, where the "link" is two memory copies: with small
+    /// buffers the kernel's packet buffers are still in cache when the receiver copies them out
+    /// (fp32 all-reduce 10–20 % faster on loopback than with 4 MiB; docs/benchmarks.md).
+    public static let sameHostBufferBytes: Int32 = 256 << 10
+
+    /// Whether the peer is on this host (``sameHost(local:remote:)`` of the connection's ends).
+    public let peerIsOnThisHost: Bool
+
     init(fd: Int32) {
         self.fd = fd
         var one: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-        // Large socket buffers let a sender run ahead of a busy receiver (loopback and LAN).
-        var size: Int32 = 4 << 20
+        peerIsOnThisHost = Self.endAddresses(fd).map { Self.sameHost(local: $0.local, remote: $0.remote) } ?? false
+        var size = peerIsOnThisHost ? Self.sameHostBufferBytes : Self.remoteBufferBytes
         setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    /// Whether a connection from IP address `local` to `remote` (4 or 16 bytes, network order)
+    /// stays on this host: either end is a loopback address, or both ends have the same address
+    /// (a connection to one of this host's own addresses has it as its source too).
+    static func sameHost(local: [UInt8], remote: [UInt8]) -> Bool {
+        func isLoopback(_ a: [UInt8]) -> Bool {
+            if a.count == 4 { return a[0] == 127 }
+            guard a.count == 16 else { return false }
+            if a[..<15].allSatisfy({ $0 == 0 }) && a[15] == 1 { return true }              // ::1
+            return a[..<10].allSatisfy { $0 == 0 } && a[10] == 0xFF && a[11] == 0xFF && a[12] == 127  // ::ffff:127.x.y.z
+        }
+        return isLoopback(local) || isLoopback(remote) || local == remote
+    }
+
+    /// The IP addresses (network order) of both ends of a connected socket, nil if either is unknown.
+    private static func endAddresses(_ fd: Int32) -> (local: [UInt8], remote: [UInt8])? {
+        func address(_ get: (Int32, UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<socklen_t>) -> Int32) -> [UInt8]? {
+            var storage = sockaddr_storage()
+            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let ok = withUnsafeMutablePointer(to: &storage) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { get(fd, $0, &length) == 0 }
+            }
+            guard ok else { return nil }
+            switch Int32(storage.ss_family) {
+            case AF_INET:
+                return withUnsafeBytes(of: &storage) { raw in
+                    withUnsafeBytes(of: raw.load(as: sockaddr_in.self).sin_addr) { Array($0) }
+                }
+            case AF_INET6:
+                return withUnsafeBytes(of: &storage) { raw in
+                    withUnsafeBytes(of: raw.load(as: sockaddr_in6.self).sin6_addr) { Array($0) }
+                }
+            default:
+                return nil
+            }
+        }
+        guard let local = address({ getsockname($0, $1, $2) }), let remote = address({ getpeername($0, $1, $2) }) else {
+            return nil
+        }
+        return (local, remote)
     }
 
     deinit { close() }

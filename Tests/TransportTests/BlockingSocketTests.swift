@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import PeerTestSupport
 import Testing
 @testable import Transport
@@ -49,4 +50,43 @@ import Testing
     #expect(current() == 12_500_000)
     #expect(socket.setMaxSendRate(bytesPerSecond: 0))
     #expect(current() != 12_500_000)
+}
+
+/// A peer on this host gets small socket buffers (the kernel's packet buffers then stay in cache
+/// between the two copies), any other the large ones (a long path needs them for its rate).
+@Test func socketBuffersFollowWhereThePeerIs() throws {
+    var logger = Logger(label: "test")
+    logger.logLevel = .critical
+    let accepted = NIOLockedValueBox<BlockingSocket?>(nil)
+    let listener = try DataListener(host: "127.0.0.1", port: 0, localId: 2, key: testKey, logger: logger) { socket, _ in
+        accepted.withLockedValue { $0 = socket }
+    }
+    defer { listener.stop() }
+    let (socket, _) = try BlockingSocket.dial(host: "127.0.0.1", port: listener.port, localId: 1, key: testKey,
+                                              purpose: .ring, info: [0, 0, 0, 0, 0, 0, 0, 1], timeout: 10)
+    defer { socket.close() }
+    func buffer(_ fd: Int32, _ option: Int32) -> Int32 {
+        var value: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        _ = getsockopt(fd, SOL_SOCKET, option, &value, &length)
+        return value
+    }
+    #expect(socket.peerIsOnThisHost)
+    // Linux reports twice the size set (the other half is its bookkeeping).
+    #expect(buffer(socket.fd, SO_SNDBUF) == 2 * BlockingSocket.sameHostBufferBytes)
+    #expect(buffer(socket.fd, SO_RCVBUF) == 2 * BlockingSocket.sameHostBufferBytes)
+    let deadline = Date().addingTimeInterval(10)
+    while accepted.withLockedValue({ $0 }) == nil, Date() < deadline { usleep(1000) }
+    let other = try #require(accepted.withLockedValue { $0 }, "the listener never handed over the connection")
+    #expect(other.peerIsOnThisHost && buffer(other.fd, SO_RCVBUF) == 2 * BlockingSocket.sameHostBufferBytes)
+
+    let v4 = { (a: UInt8, b: UInt8, c: UInt8, d: UInt8) in [a, b, c, d] }
+    let v6 = { (tail: [UInt8]) in [UInt8](repeating: 0, count: 16 - tail.count) + tail }
+    #expect(BlockingSocket.sameHost(local: v4(10, 0, 0, 5), remote: v4(10, 0, 0, 5)))
+    #expect(!BlockingSocket.sameHost(local: v4(10, 0, 0, 5), remote: v4(10, 0, 0, 6)))
+    #expect(BlockingSocket.sameHost(local: v4(127, 0, 0, 1), remote: v4(127, 0, 0, 2)))
+    #expect(BlockingSocket.sameHost(local: v6([1]), remote: v6([1])))
+    #expect(BlockingSocket.sameHost(local: v6([0xFF, 0xFF, 127, 0, 0, 1]), remote: v6([0xFF, 0xFF, 10, 0, 0, 1])))
+    #expect(!BlockingSocket.sameHost(local: v6([0xFF, 0xFF, 10, 0, 0, 1]), remote: v6([0xFF, 0xFF, 10, 0, 0, 2])))
+    #expect(!BlockingSocket.sameHost(local: [0x20, 0x01] + v6([1]).dropFirst(2), remote: [0x20, 0x01] + v6([2]).dropFirst(2)))
 }
