@@ -96,13 +96,17 @@ func avx2QuantKernelsMatchBaseline(mode: Collectives.Quantization) {
                         AVX2Quant.reduceQuantizeDecode(avx2(mode), wire, count: n, adding: add, divisor: divisor, into: q2, decoded: f2)
                         #expect(bytes(q1, size) == bytes(q2, size) && bytes(f1, n * 4) == bytes(f2, n * 4),
                                 "reduceQuantizeDecode /\(divisor) \(what)")
-                        // The AVX2 copy's streamed stores (vmovntps) against baseline plain stores.
+                        // The AVX2 copy's streamed stores (vmovntps) against baseline plain stores,
+                        // into buffers first spoiled, so that a skipped store shows.
+                        q2.initializeMemory(as: UInt8.self, repeating: 0xA5, count: max(size, 1))
+                        f2.initialize(repeating: .nan, count: max(n, 1))
                         AVX2Quant.reduceQuantizeDecode(avx2(mode), wire, count: n, adding: add, divisor: divisor, into: q2,
                                                        decoded: f2, streaming: true)
                         #expect(bytes(q1, size) == bytes(q2, size) && bytes(f1, n * 4) == bytes(f2, n * 4),
                                 "reduceQuantizeDecode /\(divisor) streaming \(what)")
                     }
                     QuantKernels.dequantize(mode, q1, count: n, into: f1)
+                    f2.initialize(repeating: .nan, count: max(n, 1))
                     AVX2Quant.dequantize(avx2(mode), q1, count: n, into: f2, streaming: true)
                     #expect(bytes(f1, n * 4) == bytes(f2, n * 4), "dequantize streaming \(what)")
                 }
