@@ -78,9 +78,9 @@ public enum QuantKernels {
         _ mode: Quantization, _ src: UnsafeRawPointer, count: Int, into dst: UnsafeMutablePointer<Float>,
         streaming: Bool = false
     ) {
-        defer { if streaming { pn_stream_fence() } }
         precondition(count >= 0, "negative count")
         if count == 0 { return }
+        defer { if streaming { pn_stream_fence() } }
         switch mode {
         case .none: UnsafeMutableRawPointer(dst).copyMemory(from: src, byteCount: count &* 4)
         case .int8MinMax: dequantizeMinMax(src, count, dst, streaming: streaming)

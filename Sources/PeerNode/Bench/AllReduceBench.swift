@@ -55,8 +55,9 @@ struct AllReduceBench: AsyncParsableCommand {
                 guard let fields = w.readFields("result", until: deadline) else {
                     throw BenchError("worker \(w.rank) failed at \(size) MiB: \(w.stderrTail())")
                 }
-                times.append((fields["times_ms"] ?? "").split(separator: ",").compactMap { Double($0) })
-                cpuTimes.append((fields["cpu_ms"] ?? "").split(separator: ",").compactMap { Double($0) })
+                let numbers = { (key: String) in (fields[key] ?? "").split(separator: ",").compactMap { Double($0) } }
+                times.append(numbers("times_ms"))
+                cpuTimes.append(numbers("cpu_ms"))
                 digests.append(fields["digest"] ?? "?")
                 checks.append(fields["check"] == "ok")
             }
@@ -78,7 +79,6 @@ struct AllReduceBench: AsyncParsableCommand {
         }
         for w in workers { w.wait() }
     }
-
 }
 
 /// The median (mean of the middle two for an even count); NaN for no values.

@@ -65,8 +65,8 @@ struct AllReduceWorker: AsyncParsableCommand {
             }
             let digest = Digest.of(UnsafeRawBufferPointer(outBytes))
             let ok = check(output, count: count, quantized: quantization != .none)
-            print("result size_mib=\(size) times_ms=\(times.map { String(format: "%.4f", $0) }.joined(separator: ",")) "
-                + "cpu_ms=\(cpuTimes.map { String(format: "%.4f", $0) }.joined(separator: ",")) digest=\(digest) check=\(ok ? "ok" : "fail")")
+            let list = { (values: [Double]) in values.map { String(format: "%.4f", $0) }.joined(separator: ",") }
+            print("result size_mib=\(size) times_ms=\(list(times)) cpu_ms=\(list(cpuTimes)) digest=\(digest) check=\(ok ? "ok" : "fail")")
             fflush(nil)
         }
         try await barrier()
