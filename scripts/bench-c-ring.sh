@@ -8,6 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PEERS=${1:-"2 4"}; SIZE=${2:-64}; REPS=${3:-8}; ROUNDS=${4:-3}
+if ! [[ $ROUNDS =~ ^[1-9][0-9]*$ ]]; then echo "ROUNDS must be a positive number" >&2; exit 2; fi
 BIN=.build/release/peernode
 if [[ ! -x $BIN ]]; then
   ./scripts/install-deps.sh >&2
@@ -16,7 +17,17 @@ fi
 RING=$(mktemp -d)/ring
 trap 'rm -rf "$(dirname "$RING")"' EXIT
 cc -O2 -mavx2 -pthread bench/memory-floor/ring.c -o "$RING"
-field() { sed -n "s/.* $1=\([0-9.]*\) .*/\1/p"; }
+field() {  # name, line: the number after "name=", or an error
+  local v
+  v=$(sed -n "s/.* $1=\([0-9.][0-9.]*\)\( .*\)*$/\1/p" <<<"$2")
+  [[ -n $v ]] || { echo "no $1 in: $2" >&2; exit 1; }
+  echo "$v"
+}
+verified() {  # line: fails unless the run's results were checked and equal on every rank
+  if [[ $1 == *CHECK=FAIL* || $1 == *check=FAIL* || $1 != *parity=equal* ]]; then
+    echo "results failed their check: $1" >&2; exit 1
+  fi
+}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b / a }'; }
 summary() {  # label, ratios...
   local label=$1; shift
@@ -33,13 +44,15 @@ for n in $PEERS; do
   for ((r = 0; r < ROUNDS; r++)); do
     a=$("$BIN" bench allreduce --peers "$n" --size-mib "$SIZE" --reps "$REPS" --quant none | grep '^impl=')
     b=$("$BIN" bench allreduce --peers "$n" --size-mib "$SIZE" --reps "$REPS" --quant int8 | grep '^impl=')
-    c=$("$RING" "$n" "$SIZE" "$REPS" | head -2)
-    fa=$(field median_ms <<<"$a"); fb=$(field median_ms <<<"$b")
-    echo "peernode N=$n fp32 median_ms=$fa cpu_ms=$(field cpu_ms <<<"$a")"
-    echo "peernode N=$n int8 median_ms=$fb cpu_ms=$(field cpu_ms <<<"$b")"
+    c=$("$RING" "$n" "$SIZE" "$REPS" 1)
+    c1=$(sed -n 1p <<<"$c"); c2=$(sed -n 2p <<<"$c")
+    for line in "$a" "$b" "$c1" "$c2"; do verified "$line"; done
+    fa=$(field median_ms "$a"); fb=$(field median_ms "$b")
+    echo "peernode N=$n fp32 median_ms=$fa cpu_ms=$(field cpu_ms "$a") parity=equal"
+    echo "peernode N=$n int8 median_ms=$fb cpu_ms=$(field cpu_ms "$b") parity=equal"
     echo "$c"
     ours+=("$(ratio "$fa" "$fb")")
-    theirs+=("$(ratio "$(sed -n '1s/.*median \([0-9.]*\) ms.*/\1/p' <<<"$c")" "$(sed -n '2s/.*median \([0-9.]*\) ms.*/\1/p' <<<"$c")")")
+    theirs+=("$(ratio "$(sed -n 's/.*median \([0-9.]*\) ms.*/\1/p' <<<"$c1")" "$(sed -n 's/.*median \([0-9.]*\) ms.*/\1/p' <<<"$c2")")")
   done
   summary "N=$n size_mib=$SIZE peernode" "${ours[@]}"
   summary "N=$n size_mib=$SIZE c-ring" "${theirs[@]}"

@@ -13,9 +13,10 @@
 //         stores, as peernode does for large results.
 //
 // It answers one question: how far below the fp32 time can an int8 all-reduce go here at all?
-//   cc -O2 -mavx2 -pthread ring.c -o ring && ./ring N MiB REPS
-// prints, per round, the median (min-max) over REPS ops of the slowest rank's time, and the
-// median CPU time of all ranks together per op (comparable to `peernode bench`'s cpu_ms).
+//   cc -O2 -mavx2 -pthread ring.c -o ring && ./ring N MiB REPS [ROUNDS]
+// prints, per round, the median (min-max) over REPS ops of the slowest rank's time, the median
+// CPU time of all ranks together per op (comparable to `peernode bench`'s cpu_ms), whether every
+// rank's result is within the bound of the exact sum, and whether all ranks' results are equal.
 // scripts/bench-c-ring.sh runs it beside peernode and prints both int8/fp32 ratios.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -93,10 +94,10 @@ static size_t progress_wait(progress *p, size_t v) {
 }
 
 // One op's traffic: parts of `part` bytes each, sent in order as far as `ready` allows and
-// received in order into `into`, reported through `got`.
+// received in order into `into`, reported through `got` as each segment completes.
 typedef struct {
     int send_fd, recv_fd, parts;
-    size_t part;
+    size_t part, segment;  // bytes of a part, of a segment (a part is whole segments)
     char *out[MAX_PARTS], *into[MAX_PARTS];
     progress ready, got, sent, start;  // start: the op number the threads may begin (0: quit)
     int quit;
@@ -133,7 +134,7 @@ static void *receiver(void *arg) {
             ssize_t n = recv(t->recv_fd, t->into[k] + off, t->part - off, 0);
             if (n <= 0) die("recv");
             done += (size_t)n;
-            if (done - reported >= 65536 || done == total) {
+            if (done / t->segment != reported / t->segment || done == total) {  // a segment is complete
                 progress_set(&t->got, done);
                 reported = done;
             }
@@ -142,6 +143,9 @@ static void *receiver(void *arg) {
 }
 
 static size_t encoded(size_t n) { return n / BLOCK * (HEADER + BLOCK); }
+
+// Rank `rank`'s input at index `i`: in [-1, 1), computable anywhere for the check.
+static float value(int rank, size_t i) { return (float)((i * 2654435761u + (unsigned)rank * 7919u) % 2001) * 0.001f - 1.0f; }
 
 static __m256i codes8(__m256 x, __m256 lo, __m256 inv) {
     __m256 u = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(x, lo), inv), _mm256_set1_ps(12582912.0f));
@@ -206,18 +210,19 @@ static void barrier(int rank, int send_fd, int recv_fd) {
 }
 
 // Runs `reps` + 1 ops (the first a warm-up) and stores this rank's times, then its CPU times
-// (both in seconds), then a checksum of its output.
+// (both in seconds), then whether its output is within the bound of the exact sum (1 or 0),
+// then a hash of its output (its bits as a double) for the comparison of ranks.
 static void run(int rank, int peers, int send_fd, int recv_fd, int int8, size_t n, int reps, double *times) {
     size_t c = n / peers, segments = c / SEGMENT;
     size_t seg_bytes = int8 ? encoded(SEGMENT) : SEGMENT * 4, part = segments * seg_bytes;
 #define CHUNK(k) ((size_t)(((k) % peers + peers) % peers) * c)
     float *x = buffer(n * 4), *y = buffer(n * 4), *sum = buffer(BLOCK * 4);
-    for (size_t i = 0; i < n; i++) x[i] = (float)((i * 2654435761u + rank * 7919u) % 2001) * 0.001f - 1.0f;
+    for (size_t i = 0; i < n; i++) x[i] = value(rank, i);
     char *made[MAX_PEERS], *received[MAX_PARTS];
     for (int k = 0; k < peers; k++) made[k] = buffer(part);
     for (int k = 0; k < 2 * (peers - 1); k++) received[k] = buffer(part);
 
-    traffic t = {.send_fd = send_fd, .recv_fd = recv_fd, .parts = 2 * (peers - 1), .part = part};
+    traffic t = {.send_fd = send_fd, .recv_fd = recv_fd, .parts = 2 * (peers - 1), .part = part, .segment = seg_bytes};
     progress_init(&t.ready), progress_init(&t.got), progress_init(&t.sent), progress_init(&t.start);
     for (int k = 0; k < peers - 1; k++) {  // reduce-scatter step k, then all-gather step k
         int ag = peers - 1 + k;
@@ -280,28 +285,48 @@ static void run(int rank, int peers, int send_fd, int recv_fd, int int8, size_t 
             }
         }
         _mm_sfence();
+        progress_wait(&t.sent, (size_t)r + 1);  // done when its sends are, as peernode's op
         times[r] = now() - s;
-        progress_wait(&t.sent, (size_t)r + 1);  // the socket is the barrier's too
         times[reps + 1 + r] = cpu() - s_cpu;
     }
     t.quit = 1;
     progress_set(&t.start, (size_t)reps + 2);
     pthread_join(st, NULL);
     pthread_join(rt, NULL);
-    double check = 0;
-    for (size_t i = 0; i < n; i += 4099) check += y[i];
-    times[2 * reps + 2] = check;
+    // Each value's path has N quantizations of partial sums of k <= N inputs, each within half a
+    // step of a range <= 2k; unquantized, only the f32 roundings of the sum.
+    double bound = 1e-5 * peers, ok = 1;
+    if (int8)
+        for (int k = 1; k <= peers; k++) bound += k / 255.0 * 1.01;
+    for (size_t i = 0; i < n; i += 61) {
+        double exact = 0;
+        for (int p = 0; p < peers; p++) exact += value(p, i);
+        if (!(y[i] - exact <= bound && exact - y[i] <= bound)) ok = 0;
+    }
+    uint64_t hash = 1469598103934665603u, word;
+    for (size_t i = 0; i < n; i += 2) {
+        memcpy(&word, y + i, 8);
+        hash = (hash ^ word) * 1099511628211u;
+    }
+    times[2 * reps + 2] = ok;
+    memcpy(times + 2 * reps + 3, &hash, 8);
     free(x), free(y), free(sum);
     for (int k = 0; k < peers; k++) free(made[k]);
     for (int k = 0; k < 2 * (peers - 1); k++) free(received[k]);
 #undef CHUNK
 }
 
+static double median(double *v, int n) {
+    qsort(v, n, sizeof v[0], cmp);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
 int main(int argc, char **argv) {
-    int peers = argc > 1 ? atoi(argv[1]) : 2, reps = argc > 3 ? atoi(argv[3]) : 11;
-    size_t mib = argc > 2 ? (size_t)atoi(argv[2]) : 64, n = (mib << 20) / 4;
-    if (peers < 2 || peers > MAX_PEERS || reps < 1 || n % ((size_t)peers * SEGMENT)) {
-        fprintf(stderr, "usage: ring N(2-%d) MiB REPS; MiB must split into N whole MiB\n", MAX_PEERS);
+    int peers = argc > 1 ? atoi(argv[1]) : 2, mib = argc > 2 ? atoi(argv[2]) : 64;
+    int reps = argc > 3 ? atoi(argv[3]) : 11, rounds = argc > 4 ? atoi(argv[4]) : 3;
+    size_t n = ((size_t)(mib > 0 ? mib : 0) << 20) / 4;
+    if (peers < 2 || peers > MAX_PEERS || mib < 1 || reps < 1 || rounds < 1 || n % ((size_t)peers * SEGMENT)) {
+        fprintf(stderr, "usage: ring N(2-%d) MiB REPS [ROUNDS]; MiB must split into N whole MiB\n", MAX_PEERS);
         return 2;
     }
     int listeners[MAX_PEERS], buf = 256 << 10, one = 1;
@@ -314,46 +339,57 @@ int main(int argc, char **argv) {
             getsockname(listeners[r], (struct sockaddr *)&addr[r], &len))
             die("listen");
     }
-    // times[rank][round * 2 + int8]: reps + 1 times, reps + 1 CPU times, a checksum
-    size_t per = 2 * (size_t)reps + 3, slots = (size_t)peers * 6 * per;
+    // times[rank][round * 2 + int8]: reps + 1 times, reps + 1 CPU times, the check, the hash
+    size_t runs = 2 * (size_t)rounds, per = 2 * (size_t)reps + 4, slots = (size_t)peers * runs * per;
     double *times = mmap(NULL, slots * sizeof(double), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (times == MAP_FAILED) die("mmap");
     int rank = 0;
-    for (int r = 1; r < peers && rank == 0; r++)
-        if (fork() == 0) rank = r;
+    for (int r = 1; r < peers && rank == 0; r++) {
+        pid_t pid = fork();
+        if (pid < 0) die("fork");
+        if (pid == 0) rank = r;
+    }
     int send_fd = socket(AF_INET, SOCK_STREAM, 0);
     int next = (rank + 1) % peers;
     if (connect(send_fd, (struct sockaddr *)&addr[next], sizeof addr[next])) die("connect");
     int recv_fd = accept(listeners[rank], NULL, NULL);
     if (recv_fd < 0) die("accept");
     for (int fd = send_fd, i = 0; i < 2; fd = recv_fd, i++) {
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
+        if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) ||
+            setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf) || setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf))
+            die("setsockopt");
     }
-    for (int round = 0; round < 3; round++)
+    for (int round = 0; round < rounds; round++)
         for (int int8 = 0; int8 < 2; int8++)
-            run(rank, peers, send_fd, recv_fd, int8, n, reps, times + ((size_t)rank * 6 + round * 2 + int8) * per);
+            run(rank, peers, send_fd, recv_fd, int8, n, reps, times + ((size_t)rank * runs + round * 2 + int8) * per);
     close(send_fd), close(recv_fd);
     if (rank != 0) return 0;
     while (wait(NULL) > 0) {}
-    for (int round = 0; round < 3; round++)
+    int failed = 0;
+    for (int round = 0; round < rounds; round++)
         for (int int8 = 0; int8 < 2; int8++) {
             double slowest[reps], cpus[reps];
+            int ok = 1, equal = 1;
             for (int r = 1; r <= reps; r++) {
                 slowest[r - 1] = cpus[r - 1] = 0;
                 for (int p = 0; p < peers; p++) {
-                    const double *mine = times + ((size_t)p * 6 + round * 2 + int8) * per;
+                    const double *mine = times + ((size_t)p * runs + round * 2 + int8) * per;
                     slowest[r - 1] = mine[r] > slowest[r - 1] ? mine[r] : slowest[r - 1];
                     cpus[r - 1] += mine[reps + 1 + r];
                 }
             }
-            qsort(slowest, reps, sizeof slowest[0], cmp);
-            qsort(cpus, reps, sizeof cpus[0], cmp);
-            printf("ring-c N=%d %s %zu MiB: median %.2f ms (%.2f-%.2f) cpu %.1f ms checksum %.3f\n", peers, int8 ? "int8" : "fp32",
-                   mib, slowest[reps / 2] * 1e3, slowest[0] * 1e3, slowest[reps - 1] * 1e3, cpus[reps / 2] * 1e3,
-                   times[(size_t)(round * 2 + int8) * per + 2 * reps + 2]);
+            for (int p = 0; p < peers; p++) {
+                const double *mine = times + ((size_t)p * runs + round * 2 + int8) * per;
+                ok &= mine[2 * reps + 2] == 1;
+                equal &= memcmp(mine + 2 * reps + 3, times + (size_t)(round * 2 + int8) * per + 2 * reps + 3, 8) == 0;
+            }
+            failed |= !ok || !equal;
+            double lo = slowest[0], hi = slowest[0];
+            for (int r = 1; r < reps; r++) lo = slowest[r] < lo ? slowest[r] : lo, hi = slowest[r] > hi ? slowest[r] : hi;
+            printf("ring-c N=%d %s %d MiB: median %.2f ms (%.2f-%.2f) cpu %.1f ms check=%s parity=%s\n", peers,
+                   int8 ? "int8" : "fp32", mib, median(slowest, reps) * 1e3, lo * 1e3, hi * 1e3, median(cpus, reps) * 1e3,
+                   ok ? "ok" : "FAIL", equal ? "equal" : "DIFFERENT");
             fflush(stdout);
         }
-    return 0;
+    return failed;
 }
