@@ -28,6 +28,7 @@ verified() {  # line: fails unless the run's results were checked and equal on e
     echo "results failed their check: $1" >&2; exit 1
   fi
 }
+c_median() { sed -n 's/.*median \([0-9.]*\) ms.*/\1/p' <<<"$1"; }  # a line of the C ring
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b / a }'; }
 summary() {  # label, ratios...
   local label=$1; shift
@@ -52,7 +53,7 @@ for n in $PEERS; do
     echo "peernode N=$n int8 median_ms=$fb cpu_ms=$(field cpu_ms "$b") parity=equal"
     echo "$c"
     ours+=("$(ratio "$fa" "$fb")")
-    theirs+=("$(ratio "$(sed -n 's/.*median \([0-9.]*\) ms.*/\1/p' <<<"$c1")" "$(sed -n 's/.*median \([0-9.]*\) ms.*/\1/p' <<<"$c2")")")
+    theirs+=("$(ratio "$(c_median "$c1")" "$(c_median "$c2")")")
   done
   summary "N=$n size_mib=$SIZE peernode" "${ours[@]}"
   summary "N=$n size_mib=$SIZE c-ring" "${theirs[@]}"

@@ -38,15 +38,10 @@
 
 enum { BLOCK = 256, HEADER = 8, SEGMENT = 1 << 18, MAX_PEERS = 8, MAX_PARTS = 2 * (MAX_PEERS - 1) };
 
-static double now(void) {
+// CLOCK_MONOTONIC for wall time, CLOCK_PROCESS_CPUTIME_ID for the CPU time of all threads.
+static double seconds(clockid_t clock) {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static double cpu(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    clock_gettime(clock, &t);
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
@@ -220,9 +215,12 @@ static void run(int rank, int peers, int send_fd, int recv_fd, int int8, size_t 
 #define CHUNK(k) ((size_t)(((k) % peers + peers) % peers) * c)
     float *x = buffer(n * 4), *y = buffer(n * 4), *sum = buffer(BLOCK * 4);
     for (size_t i = 0; i < n; i++) x[i] = value(rank, i);
-    char *made[MAX_PEERS], *received[MAX_PARTS];
-    for (int k = 0; k < peers; k++) made[k] = buffer(part);
-    for (int k = 0; k < 2 * (peers - 1); k++) received[k] = buffer(part);
+    // int8 encodes every step into a buffer of its own and keeps every part it receives; fp32
+    // sends its first step from the input and its owned chunk from the output, and receives the
+    // all-gather straight into the output.
+    char *made[MAX_PEERS] = {0}, *received[MAX_PARTS] = {0};
+    for (int k = int8 ? 0 : 1; k < (int8 ? peers : peers - 1); k++) made[k] = buffer(part);
+    for (int k = 0; k < (int8 ? 2 : 1) * (peers - 1); k++) received[k] = buffer(part);
 
     traffic t = {.send_fd = send_fd, .recv_fd = recv_fd, .parts = 2 * (peers - 1), .part = part, .segment = seg_bytes};
     progress_init(&t.ready), progress_init(&t.got), progress_init(&t.sent), progress_init(&t.start);
@@ -246,7 +244,7 @@ static void run(int rank, int peers, int send_fd, int recv_fd, int int8, size_t 
 
     for (int r = 0; r <= reps; r++) {
         barrier(rank, send_fd, recv_fd);
-        double s = now(), s_cpu = cpu();
+        double s = seconds(CLOCK_MONOTONIC), s_cpu = seconds(CLOCK_PROCESS_CPUTIME_ID);
         progress_set(&t.ready, int8 ? 0 : part);  // fp32: the first part is the input itself
         progress_set(&t.got, 0);
         progress_set(&t.start, (size_t)r + 1);
@@ -288,8 +286,8 @@ static void run(int rank, int peers, int send_fd, int recv_fd, int int8, size_t 
         }
         _mm_sfence();
         progress_wait(&t.sent, (size_t)r + 1);  // done when its sends are, as peernode's op
-        times[r] = now() - s;
-        times[reps + 1 + r] = cpu() - s_cpu;
+        times[r] = seconds(CLOCK_MONOTONIC) - s;
+        times[reps + 1 + r] = seconds(CLOCK_PROCESS_CPUTIME_ID) - s_cpu;
     }
     t.quit = 1;
     progress_set(&t.start, (size_t)reps + 2);
@@ -318,6 +316,12 @@ static void run(int rank, int peers, int send_fd, int recv_fd, int int8, size_t 
 #undef CHUNK
 }
 
+// Where rank `rank` stores the results of run `run` (round * 2 + int8): `per` doubles.
+static double *slot(double *times, size_t per, size_t runs, int rank, size_t run) {
+    return times + ((size_t)rank * runs + run) * per;
+}
+
+// Sorts `v`.
 static double median(double *v, int n) {
     qsort(v, n, sizeof v[0], cmp);
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
@@ -363,7 +367,7 @@ int main(int argc, char **argv) {
     }
     for (int round = 0; round < rounds; round++)
         for (int int8 = 0; int8 < 2; int8++)
-            run(rank, peers, send_fd, recv_fd, int8, n, reps, times + ((size_t)rank * runs + round * 2 + int8) * per);
+            run(rank, peers, send_fd, recv_fd, int8, n, reps, slot(times, per, runs, rank, round * 2 + int8));
     close(send_fd), close(recv_fd);
     if (rank != 0) return 0;
     while (wait(NULL) > 0) {}
@@ -375,21 +379,21 @@ int main(int argc, char **argv) {
             for (int r = 1; r <= reps; r++) {
                 slowest[r - 1] = cpus[r - 1] = 0;
                 for (int p = 0; p < peers; p++) {
-                    const double *mine = times + ((size_t)p * runs + round * 2 + int8) * per;
+                    const double *mine = slot(times, per, runs, p, round * 2 + int8);
                     slowest[r - 1] = mine[r] > slowest[r - 1] ? mine[r] : slowest[r - 1];
                     cpus[r - 1] += mine[reps + 1 + r];
                 }
             }
+            const double *first = slot(times, per, runs, 0, round * 2 + int8);
             for (int p = 0; p < peers; p++) {
-                const double *mine = times + ((size_t)p * runs + round * 2 + int8) * per;
+                const double *mine = slot(times, per, runs, p, round * 2 + int8);
                 ok &= mine[2 * reps + 2] == 1;
-                equal &= memcmp(mine + 2 * reps + 3, times + (size_t)(round * 2 + int8) * per + 2 * reps + 3, 8) == 0;
+                equal &= memcmp(mine + 2 * reps + 3, first + 2 * reps + 3, 8) == 0;
             }
             failed |= !ok || !equal;
-            double lo = slowest[0], hi = slowest[0];
-            for (int r = 1; r < reps; r++) lo = slowest[r] < lo ? slowest[r] : lo, hi = slowest[r] > hi ? slowest[r] : hi;
+            double mid = median(slowest, reps);  // sorted now
             printf("ring-c N=%d %s %d MiB: median %.2f ms (%.2f-%.2f) cpu %.1f ms check=%s parity=%s\n", peers,
-                   int8 ? "int8" : "fp32", mib, median(slowest, reps) * 1e3, lo * 1e3, hi * 1e3, median(cpus, reps) * 1e3,
+                   int8 ? "int8" : "fp32", mib, mid * 1e3, slowest[0] * 1e3, slowest[reps - 1] * 1e3, median(cpus, reps) * 1e3,
                    ok ? "ok" : "FAIL", equal ? "equal" : "DIFFERENT");
             fflush(stdout);
         }
