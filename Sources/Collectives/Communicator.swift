@@ -229,6 +229,13 @@ public final class Communicator: @unchecked Sendable {
         engine?.breakRing(reason)
     }
 
+    /// Breaks the ring formed now, whatever its epoch, and leaves later rings alone: for a node
+    /// that finds itself out of the view (its next ring comes after it is admitted again, maybe
+    /// in a line whose epochs are lower), and for a member whose state download failed.
+    public func breakCurrentRing(reason: String) {
+        state.withLock { engine }?.breakRing(reason)
+    }
+
     /// Whether the current ring (if any) was broken by a failure and must be formed again.
     public var isRingBroken: Bool { state.withLock { engine?.isBroken ?? true } }
 

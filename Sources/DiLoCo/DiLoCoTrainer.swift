@@ -95,7 +95,8 @@ public final class DiLoCoTrainer {
         try await sync(&peers, &retries)
         let theta = state.floats("theta")!
 
-        let round = try innerRound(from: theta, minus: nil, into: delta)
+        var roundRevision = state.revision
+        var round = try innerRound(from: theta, minus: nil, into: delta)
         while true {
             do {
                 try await session.allReduce(
@@ -107,6 +108,15 @@ public final class DiLoCoTrainer {
                 // A joiner may have been admitted by that update point: it syncs before it trains,
                 // so the survivors sync too (cheap when they already agree) to stay in step with it.
                 try await sync(&peers, &retries)
+                if state.revision != roundRevision {
+                    // This peer was out of the cluster (removed while frozen, say) and has just
+                    // downloaded a newer θ: a pseudo-gradient from the old one would pull the
+                    // cluster back. The round is run again from the new θ.
+                    logger.info("the shared state moved on while this peer was away: inner round again from the new θ",
+                                metadata: ["revision.old": "\(roundRevision)", "revision": "\(state.revision)"])
+                    roundRevision = state.revision
+                    round = try innerRound(from: theta, minus: nil, into: delta)
+                }
             }
         }
         applyOuterStep(scale: nil)
@@ -300,7 +310,7 @@ public final class DiLoCoTrainer {
     }
 
     /// Failures a new ring can cure: a member died or left, or the ring timed out.
-    static func isRetryable(_ error: CollectiveError) -> Bool {
+    public static func isRetryable(_ error: CollectiveError) -> Bool {
         error.code == .membershipChanged || error.code == .notConnected || error.code == .timedOut
     }
 

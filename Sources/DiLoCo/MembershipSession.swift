@@ -107,7 +107,15 @@ public final class MembershipSession: ClusterSession, @unchecked Sendable {
         logger.info("shared state behind the cluster: downloading", metadata: [
             "revision.local": "\(state.revision)", "revision.cluster": "\(top)", "donors": "\(donors.count)"])
         let scratch = try SharedState(specs: state.specs)
-        let report = try await downloader.download(into: scratch, revision: top, digest: Digest(bytes: canonical), donors: donors)
+        let report: StateDownloader.Report
+        do {
+            report = try await downloader.download(into: scratch, revision: top, digest: Digest(bytes: canonical), donors: donors)
+        } catch let error as StateTransferError {
+            // The others are already past the sync: breaking the ring makes them notice now, not
+            // at the all-reduce's timeout, and every member meets at the next update point.
+            communicator.breakCurrentRing(reason: "state download failed: \(error)")
+            throw CollectiveError(code: .membershipChanged, message: "state download failed: \(error)")
+        }
         try server.lock.withLock { try state.copy(from: scratch) }
         lock.withLock { downloadCount += 1 }
         logger.info("shared state downloaded", metadata: [

@@ -90,21 +90,23 @@ private final class CoordinatorService: Service, @unchecked Sendable {
     }
 
     func run() async throws {
-        // Ends on graceful shutdown (the sleep is cancelled) or when the node stops by itself.
-        try? await cancelWhenGracefulShutdown {
-            var lastEpoch: UInt64 = 0
-            while !Task.isCancelled {
-                let status = self.node.status
-                if [.left, .removed, .stopped].contains(status.role) {
-                    self.lock.withLock { self.ended = "role \(status.role.rawValue)" }
-                    return
-                }
-                if let view = status.view, view.epoch != lastEpoch {
-                    lastEpoch = view.epoch
-                    print("view epoch=\(view.epoch) coordinator=\(hex(view.coordinator)) members=\(view.nodes.count) ring=\(view.ringIds.count) role=\(status.role)")
+        // Ends on graceful shutdown (the stream is cancelled) or when the node stops by itself.
+        let events = node.events()
+        await cancelWhenGracefulShutdown {
+            var role = MembershipStatus.Role.idle
+            for await event in events {
+                switch event {
+                case .roleChanged(let next, let reason):
+                    role = next
+                    if next == .left || next == .stopped {
+                        self.lock.withLock { self.ended = "role \(next.rawValue)" }
+                        return
+                    }
+                    if next == .rejoining { self.logger.warning("rejoining: \(reason ?? "out of the view")") }
+                case .viewCommitted(let view):
+                    print("view epoch=\(view.epoch) coordinator=\(hex(view.coordinator)) members=\(view.nodes.count) ring=\(view.ringIds.count) role=\(role)")
                     fflush(nil)
                 }
-                try await Task.sleep(for: .milliseconds(200))
             }
         }
         logger.info("leaving the cluster")

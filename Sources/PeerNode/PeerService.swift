@@ -177,7 +177,13 @@ final class PeerService: Service, @unchecked Sendable {
             failure = error
         }
         let outerSteps = UInt64(settings.outerSteps)
+        var setbacks = 0
         while failure == nil, !stopping, !Task.isCancelled, outerSteps == 0 || trainer.revision < outerSteps {
+            if setbacks > 0 {
+                // After a step that gave up: a short, growing pause, so that a cluster in turmoil
+                // is not hammered, then the next step starts at the update point like any other.
+                try? await Task.sleep(for: .milliseconds(min(100 << min(setbacks, 5), 3000)))
+            }
             do {
                 let before = trainer.revision
                 let report = try await trainer.outerStep(topologyUpdated: updated)
@@ -191,6 +197,13 @@ final class PeerService: Service, @unchecked Sendable {
                 }
                 recorder.recordOuterStep(report, evaluation: metrics)
                 printOuterLine(report, metrics)
+                setbacks = 0
+            } catch where Self.isTransient(error) && !Task.isCancelled && !stopping {
+                // A process that can retry does not exit: the cluster changed under this step
+                // more often than the trainer retries, or a state download failed. The next
+                // step starts over at the update point.
+                setbacks += 1
+                logger.warning("outer step abandoned; starting the next one: \(error)", metadata: ["revision": "\(trainer.revision)"])
             } catch {
                 failure = error
             }
@@ -202,6 +215,17 @@ final class PeerService: Service, @unchecked Sendable {
             lock.withLock { abortedStep = true }
         }
         lock.withLock { self.failure = failure }
+    }
+
+    /// Failures the next outer step can get past: the ring or the membership changed, a ring
+    /// timed out, a download found no good donor. Anything else (a wrong key, settings that do
+    /// not match the cluster's, a stopped node) ends the process with one line.
+    static func isTransient(_ error: any Error) -> Bool {
+        switch error {
+        case let error as CollectiveError: DiLoCoTrainer.isRetryable(error)
+        case is StateTransferError: true
+        default: false
+        }
     }
 
     /// After the loop: checkpoint and leave (or, after a failure, stop without a goodbye).

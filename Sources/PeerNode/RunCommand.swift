@@ -49,6 +49,8 @@ struct RunCommand: AsyncParsableCommand {
     var minPeers: Int?
     @Option(name: .customLong("heartbeat-ms"), help: "Heartbeat interval. Default 500.") var heartbeatMs: Int?
     @Option(name: .customLong("heartbeat-timeout-ms"), help: "A member silent this long is removed. Default 3000.") var heartbeatTimeoutMs: Int?
+    @Option(name: .customLong("join-timeout-s"), help: "Give up joining through --seed at start after this many seconds (0, the default: keep trying; a member that must rejoin later always keeps trying).")
+    var joinTimeoutS: Double?
     @Option(help: "TCP streams to each ring neighbour; every member must use the same number. Default 1.") var streams: Int?
     @Option(name: .customLong("stream-rate-mbps"), help: "Cap each ring stream's send rate, in Mbit/s (kernel TCP pacing). Default: no cap.")
     var streamRateMbps: Double?
@@ -88,6 +90,7 @@ struct RunCommand: AsyncParsableCommand {
         if let minPeers { s.minPeers = minPeers }
         if let heartbeatMs { s.heartbeatMs = heartbeatMs }
         if let heartbeatTimeoutMs { s.heartbeatTimeoutMs = heartbeatTimeoutMs }
+        if let joinTimeoutS { s.joinTimeoutS = joinTimeoutS }
         if let streams { s.streams = streams }
         if let streamRateMbps { s.streamRateMbps = streamRateMbps }
         if let logLevel { s.logLevel = logLevel }

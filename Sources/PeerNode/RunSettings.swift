@@ -43,6 +43,8 @@ struct RunSettings: Sendable {
     /// Send-rate cap per ring stream in Mbit/s (0: none).
     var streamRateMbps = 0.0
     var heartbeatTimeoutMs = 3000
+    /// Give up joining through --seed at start after this many seconds (0: keep trying).
+    var joinTimeoutS = 0.0
     var logLevel = "info"
     /// How long SIGTERM waits for the current step to end before the step is aborted.
     var shutdownGraceS = 60.0
@@ -57,7 +59,7 @@ struct RunSettings: Sendable {
     static let keys = ["seed", "listen", "data-listen", "advertise", "model", "data", "data-dir", "shard-index",
                        "shard-count", "inner-steps", "outer-steps", "quant", "mode", "outer-lr", "outer-momentum", "seed-value", "cluster-key-file",
                        "checkpoint", "checkpoint-every", "min-peers", "heartbeat-ms", "heartbeat-timeout-ms",
-                       "streams", "stream-rate-mbps", "log-level", "shutdown-grace-s", "status", "status-port", "status-bind"]
+                       "join-timeout-s", "streams", "stream-rate-mbps", "log-level", "shutdown-grace-s", "status", "status-port", "status-bind"]
 
     /// Config files are small; a bigger one is a wrong path, not a config.
     static let maxConfigBytes = 1 << 20
@@ -154,6 +156,7 @@ struct RunSettings: Sendable {
         case "min-peers": minPeers = try int()
         case "heartbeat-ms": heartbeatMs = try int()
         case "heartbeat-timeout-ms": heartbeatTimeoutMs = try int()
+        case "join-timeout-s": joinTimeoutS = try double()
         case "streams": streams = try int()
         case "stream-rate-mbps": streamRateMbps = try double()
         case "log-level": logLevel = try string()
@@ -196,6 +199,7 @@ struct RunSettings: Sendable {
         guard heartbeatMs > 0, heartbeatTimeoutMs > heartbeatMs else { throw RunError("need 0 < --heartbeat-ms < --heartbeat-timeout-ms") }
         // Bounds that keep the nanosecond conversions far from overflow; an hour is already absurd.
         guard heartbeatTimeoutMs <= 3_600_000 else { throw RunError("--heartbeat-timeout-ms must be at most 3600000 (an hour)") }
+        guard joinTimeoutS.isFinite, (0...86_400).contains(joinTimeoutS) else { throw RunError("--join-timeout-s must be in 0...86400 (0: keep trying)") }
         guard checkpointEvery >= 1 else { throw RunError("--checkpoint-every must be positive") }
         guard minPeers >= 1 else { throw RunError("--min-peers must be positive") }
         if let problem = Self.streamProblem(streams: streams, rateMbps: streamRateMbps) { throw RunError(problem) }
@@ -238,6 +242,7 @@ struct RunSettings: Sendable {
         var options = MembershipOptions()
         options.heartbeatInterval = .milliseconds(Int64(heartbeatMs))
         options.heartbeatTimeout = .milliseconds(Int64(heartbeatTimeoutMs))
+        options.joinTimeout = joinTimeoutS > 0 ? .milliseconds(Int64(joinTimeoutS * 1000)) : nil
         return options
     }
 

@@ -133,10 +133,67 @@ private func acks(_ actions: [MemberMachine.Action]) -> [MembershipMessage] {
     #expect(actions.contains(.send(4, .removed(reason: "silent for more than 1.0 seconds"))))
     #expect(actions.contains(.closeLink(4)))
     #expect(!actions.contains { if case .declaredDead(let id, _) = $0 { id != 4 } else { false } })
+    // The removed member does not stop: it joins anew, through the view's coordinator first.
     var m = memberOfView2(4)
     let learned = m.receive(.removed(reason: "silent"), from: 1, now: t0)
-    #expect(m.phase == .removed)
-    #expect(learned.contains { if case .failed(let e) = $0 { e.code == .removed } else { false } })
+    #expect(m.phase == .joining && m.rejoinReason == "removed from the cluster: silent")
+    #expect(learned.contains(.rejoining(reason: "removed from the cluster: silent")))
+    #expect(learned.last == .dial(host: "h1", port: 7001))
+    #expect(!learned.contains { if case .failed = $0 { true } else { false } })
+}
+
+/// A rejoining node tries every address it knows, round after round, with a growing jittered
+/// backoff, and never gives up; a node whose key is refused gives up at once.
+@Test func aRejoiningMemberTriesEveryKnownAddressWithBackoff() {
+    var m = memberOfView2(4)
+    _ = m.receive(.removed(reason: "silent"), from: 1, now: t0)
+    var now = t0
+    var dialled: [String] = ["h1"]
+    var delays: [Duration] = []
+    for _ in 0..<12 {
+        let setback = m.dialFailed(now: now, error: "refused")
+        for case .joinRetry(_, let delay) in setback { delays.append(delay) }
+        #expect(!setback.contains { if case .failed = $0 { true } else { false } })
+        // Ticks until the next dial.
+        var next: [MemberMachine.Action] = []
+        while next.isEmpty {
+            now = now + .milliseconds(10)
+            next = m.tick(now: now)
+        }
+        for case .dial(let host, _) in next { dialled.append(host) }
+    }
+    // The view's coordinator first, then the other members.
+    #expect(Array(dialled.prefix(4)) == ["h1", "h2", "h3", "h1"], "\(dialled)")
+    // Within a round the next address follows at once; rounds back off, up to 5 s ± 50 %.
+    let roundDelays = delays.enumerated().filter { ($0.offset + 1) % 3 == 0 }.map(\.element)
+    #expect(roundDelays.count == 4 && roundDelays[3] > roundDelays[0], "\(roundDelays)")
+    #expect(delays.allSatisfy { $0 <= .milliseconds(7500) })
+    var refused = memberOfView2(4)
+    _ = refused.receive(.removed(reason: "silent"), from: 1, now: t0)
+    let fatal = refused.dialFailed(now: t0, error: "authentication failed: wrong cluster key", fatal: true)
+    #expect(fatal.contains { if case .failed(let e) = $0 { e.code == .joinFailed } else { false } })
+}
+
+/// A coordinator that missed a newer view (it was frozen while the others failed over) hears of
+/// it from any member it proposes to, and stops coordinating.
+@Test func aStaleCoordinatorIsDeposedByAMemberNamingANewerView() {
+    var c = CoordinatorMachine(me: 1, view: view2, failover: nil, adopted: nil,
+                               interval: .milliseconds(100), timeout: .seconds(1), now: t0)
+    // Nobody heard for a timeout: every other node is declared dead, and the view of 1 alone
+    // lacks a quorum of view2.
+    _ = c.tick(now: t0 + .milliseconds(1100))
+    let asked = c.tick(now: t0 + .milliseconds(2200))
+    #expect(asked.contains(.noQuorum(epoch: 3)))
+    // The voters it cannot hear are probed.
+    #expect(asked.contains { if case .probe(let node, .propose) = $0 { node.id == 2 } else { false } })
+    // Node 2 committed epoch 3 without node 1 meanwhile.
+    let newer = MembershipView(epoch: 3, coordinator: 2, nodes: [node(2), node(3), node(4)])
+    var m = memberOfView2(2)
+    _ = m.receive(.commit(newer, departed: []), from: 1, now: t0)
+    let answer = acks(m.receive(.propose(MembershipView(epoch: 3, coordinator: 1, nodes: [node(1)])), from: 1, now: t0))
+    #expect(answer == [.stale(newer)])
+    #expect(c.receive(.stale(newer), from: 2, now: t0 + .milliseconds(2300)) == [.deposed(newer)])
+    #expect(c.tick(now: t0 + .seconds(5)).isEmpty)
 }
 
 /// A successor that answers but still believes in the old coordinator (it has not timed it out

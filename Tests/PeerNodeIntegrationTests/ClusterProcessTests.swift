@@ -49,6 +49,11 @@ final class Daemon: @unchecked Sendable {
         try process.run()
     }
 
+    /// Whether the daemon logged `text` (within the last MiB of its stderr).
+    func logged(_ text: String) -> Bool {
+        lock.withLock { String(decoding: errorText, as: UTF8.self).contains(text) }
+    }
+
     /// Waits for a line containing `text`; returns it (nil on timeout).
     func waitFor(_ text: String, timeout: Double) -> String? {
         let deadline = Date().addingTimeInterval(timeout)

@@ -11,6 +11,13 @@ struct CoordinatorMachine {
         case noQuorum(epoch: UInt64)
         /// A node of the view is declared dead (its removal follows).
         case declaredDead(UInt64, reason: String)
+        /// Dial this voter (no link to it is open) and send it the message: a proposal that
+        /// lacks its quorum asks the voters it cannot hear, which is how a coordinator that was
+        /// frozen or cut off learns of a newer view.
+        case probe(NodeInfo, MembershipMessage)
+        /// A view newer than this coordinator's was committed without it: stop coordinating and
+        /// join anew (through that view's nodes).
+        case deposed(MembershipView)
     }
 
     private struct Proposal {
@@ -51,6 +58,8 @@ struct CoordinatorMachine {
     private var rounds: [RoundKey: Set<UInt64>] = [:]
     private var decided: [RoundKey: Bool] = [:]
     private var decidedOrder: [RoundKey] = []
+    /// Set once a newer view was seen: the machine does nothing more (the node drops it).
+    private var deposed = false
 
     var pendingJoiners: Int { joiners.count }
 
@@ -84,6 +93,7 @@ struct CoordinatorMachine {
     }
 
     mutating func receive(_ message: MembershipMessage, from: UInt64, now: ContinuousClock.Instant) -> [Action] {
+        guard !deposed else { return [] }
         if lastHeard[from] != nil || joiners[from] != nil { lastHeard[from] = now }
         switch message {
         case .join(let node):
@@ -138,6 +148,12 @@ struct CoordinatorMachine {
         case .outcome(let key, let done):
             return outcome(key, done: done, from: from)
 
+        case .stale(let newer):
+            guard newer.epoch > view.epoch, !deposed else { return [] }
+            deposed = true
+            proposal = nil
+            return [.deposed(newer)]
+
         case .redirect, .coordinatorHeartbeat, .propose, .commit, .proceed, .decision, .removed:
             return []
         }
@@ -165,7 +181,19 @@ struct CoordinatorMachine {
         return out + advance(now: now)
     }
 
+    /// This process was stopped and runs again: nobody is timed out for the silence it caused.
+    mutating func resumed(now: ContinuousClock.Instant) {
+        for id in lastHeard.keys { lastHeard[id] = now }
+        lastBeat = now
+        if var p = proposal {
+            p.deadline = now + timeout
+            proposal = p
+        }
+        if failoverUntil != nil { failoverUntil = now + timeout }
+    }
+
     mutating func tick(now: ContinuousClock.Instant) -> [Action] {
+        guard !deposed else { return [] }
         var out: [Action] = []
         if now - lastBeat >= interval {
             lastBeat = now
@@ -194,6 +222,11 @@ struct CoordinatorMachine {
             p.broadcast = true
             proposal = p
             out += askVoters(p, skip: p.acks)
+            // Voters this coordinator cannot hear are dialled: alive, they vote, or tell of the
+            // newer view they committed without it.
+            for node in view.nodes where node.id != me && !p.acks.contains(node.id) && lastHeard[node.id] == nil {
+                out.append(.probe(node, .propose(p.view)))
+            }
         }
         if changed || failoverUntil.map({ now >= $0 }) == true { out += advance(now: now) }
         return out

@@ -5,7 +5,7 @@
 /// enforces "acknowledge at most one view per epoch", watches the coordinator's heartbeats and,
 /// when the coordinator is lost, walks the last view in order to find its successor.
 struct MemberMachine {
-    enum Phase: Hashable, Sendable { case idle, joining, member, electing, left, removed }
+    enum Phase: Hashable, Sendable { case idle, joining, member, electing, left }
 
     enum Action: Equatable {
         /// Send to a node (possibly this node's own coordinator machine).
@@ -23,7 +23,20 @@ struct MemberMachine {
         case committed(old: MembershipView?, new: MembershipView, departed: [UInt64])
         case updateDone(MembershipView)
         case decided(RoundKey, Bool)
+        /// This node is out of the view (removed, deposed, or its view is stale): its ring is
+        /// void and it joins anew through the addresses it knows.
+        case rejoining(reason: String)
+        /// A join attempt failed; the next one starts after `delay`.
+        case joinRetry(reason: String, delay: Duration)
+        /// Only for what retrying cannot fix (a wrong key, a protocol version mismatch, or the
+        /// operator's deadline for joining at start).
         case failed(MembershipError)
+    }
+
+    /// A control address this node may join through.
+    struct Address: Hashable, Sendable {
+        var host: String
+        var port: Int
     }
 
     let me: NodeInfo
@@ -49,6 +62,26 @@ struct MemberMachine {
     private var decided: [RoundKey: Bool] = [:]
     private var decidedOrder: [RoundKey] = []
 
+    // Joining and rejoining
+    /// Why this node is joining anew (nil for the first join at start).
+    private(set) var rejoinReason: String?
+    private var seeds: [Address] = []
+    /// Every control address this node has seen (seeds, redirects, views), oldest first: where
+    /// it looks for the cluster when it has to join anew.
+    private(set) var addressBook: [Address] = []
+    /// The addresses of the current round of join attempts, tried in order.
+    private var joinAddresses: [Address] = []
+    private var joinIndex = 0
+    /// Failed rounds so far (every address tried once); the backoff grows with them.
+    private var joinRounds = 0
+    private var joinRetryAt: ContinuousClock.Instant?
+    /// Set at start by the operator's option; a rejoin never gives up.
+    private var giveUpAt: ContinuousClock.Instant?
+    private var random: JitterRandom
+    static let maxAddresses = 256
+    /// The longest wait between two rounds of join attempts.
+    static let maxJoinBackoff: Duration = .seconds(5)
+
     init(me: NodeInfo, interval: Duration, timeout: Duration, now: ContinuousClock.Instant) {
         self.me = me
         self.interval = interval
@@ -56,6 +89,7 @@ struct MemberMachine {
         lastHeard = now
         lastSent = now
         candidateSince = now
+        random = JitterRandom(seed: me.id ^ 0x9E37_79B9_7F4A_7C15)
     }
 
     // MARK: Starting
@@ -70,11 +104,110 @@ struct MemberMachine {
         return [.becomeCoordinator(first, failover: nil, adopted: nil), .committed(old: nil, new: first, departed: [])]
     }
 
-    mutating func join(seedHost: String, seedPort: Int, now: ContinuousClock.Instant) -> [Action] {
+    /// Joins through the seeds, in order, round after round with a growing, jittered backoff,
+    /// until registered (or until `giveUpAfter`, when the operator set one).
+    mutating func join(seeds: [Address], giveUpAfter: Duration? = nil, now: ContinuousClock.Instant) -> [Action] {
         phase = .joining
+        self.seeds = seeds
+        for seed in seeds { learn(seed) }
+        giveUpAt = giveUpAfter.map { now + $0 }
+        joinAddresses = seeds
+        joinIndex = 0
+        joinRounds = 0
+        return dialNextJoinAddress(now: now)
+    }
+
+    mutating func join(seedHost: String, seedPort: Int, now: ContinuousClock.Instant) -> [Action] {
+        join(seeds: [Address(host: seedHost, port: seedPort)], now: now)
+    }
+
+    /// Leaves the view this node believed in and joins anew: through the nodes of `newer` (a
+    /// view that exists without this node) first, then the last view's, every address seen,
+    /// and the seeds. Outcome rounds still open here are aborted: this node's ring is void.
+    mutating func rejoin(reason: String, newer: MembershipView? = nil, now: ContinuousClock.Instant) -> [Action] {
+        guard phase == .member || phase == .electing || phase == .joining else { return [] }
+        var out: [Action] = []
+        if link == me.id {
+            out.append(.resignCoordinator)
+        } else if let link, linkUp || dialing {
+            out.append(.closeLink(link))
+        }
+        for key in pending.keys.sorted(by: { ($0.epoch, $0.tag) < ($1.epoch, $1.tag) }) { out.append(.decided(key, false)) }
+        pending.removeAll()
+        var order: [Address] = []
+        for v in [newer, view].compactMap({ $0 }) {
+            let nodes = v.nodes.filter { $0.id == v.coordinator } + v.nodes.filter { $0.id != v.coordinator }
+            order += nodes.filter { $0.id != me.id }.map { Address(host: $0.controlHost, port: $0.controlPort) }
+        }
+        order += addressBook.reversed() + seeds
+        var seen: Set<Address> = [Address(host: me.controlHost, port: me.controlPort)]
+        joinAddresses = order.filter { seen.insert($0).inserted }
+        joinIndex = 0
+        joinRounds = 0
+        joinRetryAt = nil
+        giveUpAt = nil
+        view = nil
+        acked = [:]
+        failed = []
+        link = nil
+        linkUp = false
+        dialing = false
+        registeredSent = false
+        phase = .joining
+        rejoinReason = reason
+        out.append(.rejoining(reason: reason))
+        guard !joinAddresses.isEmpty else {
+            // Nobody known: found a cluster anew rather than wait for nobody.
+            return out + bootstrap(now: now)
+        }
+        return out + dialNextJoinAddress(now: now)
+    }
+
+    private mutating func dialNextJoinAddress(now: ContinuousClock.Instant) -> [Action] {
+        guard !joinAddresses.isEmpty else { return [] }
+        let address = joinAddresses[joinIndex % joinAddresses.count]
+        joinIndex += 1
+        link = nil
+        linkUp = false
         dialing = true
+        registeredSent = false
         lastHeard = now
-        return [.dial(host: seedHost, port: seedPort)]
+        return [.dial(host: address.host, port: address.port)]
+    }
+
+    /// A join attempt failed: the next address at once, or, after a whole round failed, the
+    /// first again after a backoff (the heartbeat interval doubling per round up to
+    /// ``maxJoinBackoff``, times a random factor in [0.5, 1.5) so that joiners do not return
+    /// together).
+    private mutating func joinSetback(_ reason: String, now: ContinuousClock.Instant) -> [Action] {
+        dialing = false
+        linkUp = false
+        link = nil
+        if let giveUpAt, now >= giveUpAt {
+            phase = .idle
+            return [.failed(MembershipError(code: .joinFailed, message: "gave up joining: \(reason)"))]
+        }
+        if joinIndex % max(joinAddresses.count, 1) != 0 {
+            joinRetryAt = now + interval / 10
+            return [.joinRetry(reason: reason, delay: interval / 10)]
+        }
+        joinRounds += 1
+        // The next round also tries every address learned meanwhile (redirect targets, say).
+        var seen: Set<Address> = [Address(host: me.controlHost, port: me.controlPort)]
+        joinAddresses = (joinAddresses + addressBook.reversed() + seeds).filter { seen.insert($0).inserted }
+        joinIndex = 0
+        let base = min(interval * (1 << min(joinRounds - 1, 16)), Self.maxJoinBackoff)
+        let delay = base * (0.5 + random.unit())
+        joinRetryAt = now + delay
+        return [.joinRetry(reason: reason, delay: delay)]
+    }
+
+    /// Remembers an address (bounded: the oldest are forgotten first).
+    private mutating func learn(_ address: Address) {
+        guard address != Address(host: me.controlHost, port: me.controlPort) else { return }
+        addressBook.removeAll { $0 == address }
+        addressBook.append(address)
+        if addressBook.count > Self.maxAddresses { addressBook.removeFirst(addressBook.count - Self.maxAddresses) }
     }
 
     // MARK: Links
@@ -88,13 +221,18 @@ struct MemberMachine {
         return greeting()
     }
 
-    mutating func dialFailed(now: ContinuousClock.Instant, error: String) -> [Action] {
+    /// `fatal`: the failure is one retrying cannot fix (the peer refused this node's key or
+    /// protocol version).
+    mutating func dialFailed(now: ContinuousClock.Instant, error: String, fatal: Bool = false) -> [Action] {
         guard dialing else { return [] }
         dialing = false
+        if fatal {
+            phase = .idle
+            return [.failed(MembershipError(code: .joinFailed, message: error))]
+        }
         switch phase {
         case .joining:
-            phase = .idle
-            return [.failed(MembershipError(code: .joinFailed, message: "cannot reach the seed or coordinator: \(error)"))]
+            return joinSetback("cannot reach the seed or coordinator: \(error)", now: now)
         case .electing, .member:
             if let link { failed.insert(link) }
             return elect(now: now)
@@ -111,8 +249,7 @@ struct MemberMachine {
             failed.insert(id)
             return elect(now: now)
         case .joining:
-            phase = .idle
-            return [.failed(MembershipError(code: .joinFailed, message: "the coordinator closed the connection before admitting this node"))]
+            return joinSetback("the coordinator closed the connection before admitting this node", now: now)
         default:
             return []
         }
@@ -163,6 +300,7 @@ struct MemberMachine {
             guard from == link else { return [] }
             var out: [Action] = [.closeLink(from)]
             linkUp = false
+            learn(Address(host: host, port: port))
             if phase == .joining {
                 dialing = true
                 out.append(.dial(host: host, port: port))
@@ -185,6 +323,8 @@ struct MemberMachine {
         case .coordinatorHeartbeat:
             if phase == .joining, from == link, !registeredSent {
                 registeredSent = true
+                giveUpAt = nil
+                joinRounds = 0
                 return [.registered]
             }
             return []
@@ -206,11 +346,13 @@ struct MemberMachine {
             return [.decided(key, commit)]
 
         case .removed(let reason):
-            guard from == link || phase == .joining else { return [] }
-            phase = .removed
-            return [.failed(MembershipError(code: .removed, message: "removed from the cluster: \(reason)"))]
+            guard from == link else { return [] }
+            if phase == .joining {
+                return [.closeLink(from)] + joinSetback("refused: \(reason)", now: now)
+            }
+            return rejoin(reason: "removed from the cluster: \(reason)", now: now)
 
-        case .join, .rejoin, .memberHeartbeat, .updateRequest, .ack, .leave, .outcome:
+        case .join, .rejoin, .memberHeartbeat, .updateRequest, .ack, .leave, .outcome, .stale:
             return []
         }
     }
@@ -224,8 +366,10 @@ struct MemberMachine {
             return .ack(epoch: epoch, accepted: false, acked: nil)
         }
         if epoch <= view.epoch {
-            // Already committed: only the same view is acknowledged again.
-            return .ack(epoch: epoch, accepted: epoch == view.epoch && proposal == view, acked: epoch == view.epoch ? view : nil)
+            // Already committed: only the same view is acknowledged again. Anything else comes
+            // from a node that missed a newer view (a coordinator that was frozen or cut off):
+            // it learns the view, and that it must join anew.
+            return proposal == view ? .ack(epoch: epoch, accepted: true, acked: nil) : .stale(view)
         }
         guard epoch == view.epoch + 1 else { return .ack(epoch: epoch, accepted: false, acked: nil) }
         if let earlier = acked[epoch], earlier != proposal {
@@ -245,16 +389,18 @@ struct MemberMachine {
                 phase = .left
                 return [.committed(old: old, new: next, departed: departed), .resignCoordinator]
             }
-            phase = .removed
-            return [.committed(old: old, new: next, departed: departed), .resignCoordinator,
-                    .failed(MembershipError(code: .removed, message: "removed from the cluster at epoch \(next.epoch)"))]
+            return [.committed(old: old, new: next, departed: departed)]
+                + rejoin(reason: "removed from the cluster at epoch \(next.epoch)", newer: next, now: now)
         }
         view = next
         acked = acked.filter { $0.key > next.epoch }
+        for node in next.nodes where node.id != me.id { learn(Address(host: node.controlHost, port: node.controlPort)) }
         var out: [Action] = [.committed(old: old, new: next, departed: departed)]
         if phase == .joining, let link {
             // Admitted: the new member is expected at the update point that admitted it.
             phase = .member
+            rejoinReason = nil
+            joinRetryAt = nil
             if wantsUpdate { out.append(.send(link, .updateRequest(epoch: next.epoch))) }
         }
         if phase == .electing { phase = .member }
@@ -308,12 +454,31 @@ struct MemberMachine {
 
     // MARK: Time
 
+    /// This process was stopped (SIGSTOP, a suspended VM) and runs again: the silence it sees is
+    /// its own, so nobody is accused for it; what changed meanwhile arrives on the links.
+    mutating func resumed(now: ContinuousClock.Instant) {
+        lastHeard = now
+        candidateSince = now
+    }
+
     mutating func tick(now: ContinuousClock.Instant) -> [Action] {
         switch phase {
         case .member, .joining, .electing:
             break
         default:
             return []
+        }
+        if phase == .joining {
+            if let giveUpAt, now >= giveUpAt, !linkUp {
+                phase = .idle
+                dialing = false
+                return [.failed(MembershipError(code: .joinFailed, message: "gave up joining: no member answered in time"))]
+            }
+            if let retryAt = joinRetryAt, !dialing, !linkUp {
+                guard now >= retryAt else { return [] }
+                joinRetryAt = nil
+                return dialNextJoinAddress(now: now)
+            }
         }
         if phase == .electing, !linkUp, !dialing {
             if let retryAt, now >= retryAt, let link, let node = view?.node(link) {
@@ -331,8 +496,7 @@ struct MemberMachine {
         if now - lastHeard > timeout {
             linkUp = false
             if phase == .joining {
-                phase = .idle
-                return [.closeLink(link), .failed(MembershipError(code: .joinFailed, message: "the coordinator went silent"))]
+                return [.closeLink(link)] + joinSetback("the coordinator went silent", now: now)
             }
             failed.insert(link)
             return [.closeLink(link)] + elect(now: now)
@@ -359,4 +523,22 @@ public struct MembershipError: Error, Hashable, CustomStringConvertible {
     public var code: Code
     public var message: String
     public var description: String { "membership: \(message)" }
+}
+
+/// A small deterministic generator for the joiners' backoff jitter: seeded by the node id, so
+/// two nodes spread apart while a test's machine replays the same delays.
+struct JitterRandom {
+    private var state: UInt64
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    mutating func unit() -> Double { Double(next() >> 11) / Double(1 << 53) }
 }

@@ -17,6 +17,9 @@ enum MembershipMessage: Hashable, Sendable {
     case leave
     /// M2C: the sender's result of one collective.
     case outcome(RoundKey, done: Bool)
+    /// M2C, in answer to a proposal of an epoch the sender has already committed differently:
+    /// the sender's committed view. The proposer has missed that view and must join anew.
+    case stale(MembershipView)
 
     /// C2M: talk to this node instead (it is, or is believed to be, the coordinator).
     case redirect(id: UInt64, host: String, port: Int)
@@ -55,7 +58,7 @@ struct MembershipCodecError: Error, CustomStringConvertible {
 
 extension MembershipMessage {
     private enum Kind: UInt8 {
-        case join = 1, rejoin = 2, memberHeartbeat = 3, updateRequest = 4, ack = 5, leave = 6, outcome = 7
+        case join = 1, rejoin = 2, memberHeartbeat = 3, updateRequest = 4, ack = 5, leave = 6, outcome = 7, stale = 8
         case redirect = 16, coordinatorHeartbeat = 17, propose = 18, commit = 19, proceed = 20, decision = 21, removed = 22
     }
 
@@ -80,6 +83,8 @@ extension MembershipMessage {
             w.u8(Kind.leave.rawValue)
         case .outcome(let key, let done):
             w.u8(Kind.outcome.rawValue); w.u64(key.epoch); w.u64(key.tag); w.u8(done ? 1 : 0)
+        case .stale(let view):
+            w.u8(Kind.stale.rawValue); w.view(view)
         case .redirect(let id, let host, let port):
             w.u8(Kind.redirect.rawValue); w.u64(id); w.string(host); w.u16(UInt16(clamping: port))
         case .coordinatorHeartbeat(let epoch):
@@ -129,6 +134,7 @@ extension MembershipMessage {
             message = .ack(epoch: epoch, accepted: accepted, acked: acked)
         case .leave: message = .leave
         case .outcome: message = .outcome(RoundKey(epoch: try r.u64(), tag: try r.u64()), done: try r.bool())
+        case .stale: message = .stale(try r.view())
         case .redirect: message = .redirect(id: try r.u64(), host: try r.string(), port: Int(try r.u16()))
         case .coordinatorHeartbeat: message = .coordinatorHeartbeat(epoch: try r.u64())
         case .propose: message = .propose(try r.view())

@@ -35,7 +35,15 @@ public final class MembershipNode: @unchecked Sendable {
     private var leaveWaiter: CheckedContinuation<Void, Never>?
     private weak var communicator: Communicator?
     private var frozen = false
+    /// What arrived while frozen (a message, or nil for a closed link), delivered on thaw as
+    /// a stopped process would read it after SIGCONT.
+    private var deferred: [(Connection, MembershipMessage?)] = []
     private var blocked: Set<UInt64> = []
+    /// When the clock last ticked: a long gap means this process was stopped (see `tick()`).
+    private var lastTick = ContinuousClock.now
+    private var subscribers: [Int: AsyncStream<MembershipEvent>.Continuation] = [:]
+    private var nextSubscriber = 0
+    private var lastRole: MembershipStatus.Role = .idle
 
     public init(localId: UInt64, key: ClusterKey, options: MembershipOptions = MembershipOptions(), logger: Logger) {
         self.localId = localId
@@ -83,7 +91,7 @@ public final class MembershipNode: @unchecked Sendable {
         }
         let me = NodeInfo(id: localId, controlHost: advertiseHost ?? controlHost, controlPort: listener.port,
                           dataHost: dataHost, dataPort: dataPort, inRing: !coordinatorOnly)
-        var machine = MemberMachine(me: me, interval: options.heartbeatInterval, timeout: options.heartbeatTimeout, now: .now)
+        let machine = MemberMachine(me: me, interval: options.heartbeatInterval, timeout: options.heartbeatTimeout, now: .now)
         if let seed {
             do {
                 try await register(machine, listener: listener, seed: seed)
@@ -95,6 +103,7 @@ public final class MembershipNode: @unchecked Sendable {
         } else {
             let effects = lock.withLock { () -> [Effect] in
                 self.listener = listener
+                var machine = machine
                 let actions = machine.bootstrap(now: .now)
                 member = machine
                 return run(member: actions)
@@ -106,7 +115,8 @@ public final class MembershipNode: @unchecked Sendable {
         return listener.port
     }
 
-    /// Asks the seed to be admitted and waits until the coordinator registered this node.
+    /// Asks the seed to be admitted and waits until the coordinator registered this node: through
+    /// restarts of the seed and closed connections, with backoff, until `joinTimeout` (if set).
     private func register(_ machine: MemberMachine, listener: TransportNode.Listener,
                           seed: (host: String, port: Int)) async throws {
         var joining = machine
@@ -114,7 +124,8 @@ public final class MembershipNode: @unchecked Sendable {
             let effects = lock.withLock { () -> [Effect] in
                 self.listener = listener
                 startWaiter = continuation
-                let actions = joining.join(seedHost: seed.host, seedPort: seed.port, now: .now)
+                let actions = joining.join(seeds: [MemberMachine.Address(host: seed.host, port: seed.port)],
+                                           giveUpAfter: options.joinTimeout, now: .now)
                 member = joining
                 return run(member: actions)
             }
@@ -231,23 +242,51 @@ public final class MembershipNode: @unchecked Sendable {
         lock.withLock {
             var s = counters
             s.view = member?.view
-            if s.role != .stopped && s.role != .left {
-                switch member?.phase {
-                case .none, .idle?: s.role = .idle
-                case .joining?: s.role = .joining
-                case .member?: s.role = coordinator != nil ? .coordinator : .member
-                case .electing?: s.role = .electing
-                case .left?: s.role = .left
-                case .removed?: s.role = .removed
-                }
-            }
+            s.role = currentRole()
+            s.rejoinReason = member?.rejoinReason
             s.pendingJoiners = coordinator?.pendingJoiners ?? 0
             return s
         }
     }
 
+    /// (Lock held.)
+    private func currentRole() -> MembershipStatus.Role {
+        if counters.role == .stopped || counters.role == .left { return counters.role }
+        switch member?.phase {
+        case .none, .idle?: return .idle
+        case .joining?: return member?.rejoinReason != nil ? .rejoining : .joining
+        case .member?: return coordinator != nil ? .coordinator : .member
+        case .electing?: return .electing
+        case .left?: return .left
+        }
+    }
+
     /// The last committed view this node knows.
     public var view: MembershipView? { lock.withLock { member?.view } }
+
+    /// What happens to this node's membership, as it happens: views committed, role changes,
+    /// rejoins. Each call is one subscriber, which starts with the current role (and view, if
+    /// any); events beyond the newest 256 unread are dropped. The stream ends when the node stops.
+    public func events() -> AsyncStream<MembershipEvent> {
+        let (stream, continuation) = AsyncStream<MembershipEvent>.makeStream(bufferingPolicy: .bufferingNewest(256))
+        let finished = lock.withLock { () -> Bool in
+            if stopped { return true }
+            nextSubscriber += 1
+            let id = nextSubscriber
+            subscribers[id] = continuation
+            continuation.onTermination = { [weak self] _ in
+                self?.lock.withLock { _ = self?.subscribers.removeValue(forKey: id) }
+            }
+            continuation.yield(.roleChanged(currentRole(), reason: member?.rejoinReason))
+            if let view = member?.view { continuation.yield(.viewCommitted(view)) }
+            return false
+        }
+        if finished {
+            continuation.yield(.roleChanged(lock.withLock { counters.role }, reason: nil))
+            continuation.finish()
+        }
+        return stream
+    }
 
     // MARK: - Test hooks
 
@@ -255,6 +294,19 @@ public final class MembershipNode: @unchecked Sendable {
     /// received or timed out.
     public func freezeForTesting() {
         lock.withLock { frozen = true }
+    }
+
+    /// Test hook: the end of ``freezeForTesting()`` (SIGCONT): the node runs on, and sees the
+    /// silence it caused as its own pause.
+    public func thawForTesting() {
+        let backlog = lock.withLock { () -> [(Connection, MembershipMessage?)] in
+            frozen = false
+            defer { deferred.removeAll() }
+            return deferred
+        }
+        for (connection, message) in backlog {
+            if let message { received(message, on: connection) } else { closed(connection) }
+        }
     }
 
     /// Test hook: drop every control message to and from these nodes (a network partition).
@@ -277,6 +329,7 @@ public final class MembershipNode: @unchecked Sendable {
         let from = connection.remoteId
         logger.trace("received \(message) from \(hex(from))")
         let effects = lock.withLock { () -> [Effect] in
+            if frozen, deferred.count < 100_000 { deferred.append((connection, message)) }
             guard !stopped, !frozen, !blocked.contains(from), links[from] === connection else { return [] }
             return route(message, from: from)
         }
@@ -291,9 +344,13 @@ public final class MembershipNode: @unchecked Sendable {
     fileprivate func closed(_ connection: Connection) {
         let id = connection.remoteId
         let effects = lock.withLock { () -> [Effect] in
+            if frozen, deferred.count < 100_000 {
+                deferred.append((connection, nil))
+                return []
+            }
             guard links[id] === connection else { return [] }
             links[id] = nil
-            guard !stopped, !frozen else { return [] }
+            guard !stopped else { return [] }
             let now = ContinuousClock.now
             var out = run(member: member?.linkClosed(id, now: now) ?? [])
             if coordinator != nil { out += run(coordinator: coordinator!.disconnected(id, now: now)) }
@@ -317,6 +374,16 @@ public final class MembershipNode: @unchecked Sendable {
         let effects = lock.withLock { () -> [Effect] in
             guard !stopped, !frozen else { return [] }
             let now = ContinuousClock.now
+            let gap = now - lastTick
+            lastTick = now
+            if gap > options.heartbeatTimeout / 2 {
+                // The clock did not tick for a long while: this process was stopped. Nobody is
+                // timed out for that silence; what changed meanwhile arrives on the links.
+                logger.warning("resumed after a pause of \(gap); not timing anyone out for it")
+                member?.resumed(now: now)
+                coordinator?.resumed(now: now)
+                return []
+            }
             var out = run(member: member?.tick(now: now) ?? [])
             if coordinator != nil { out += run(coordinator: coordinator!.tick(now: now)) }
             return out
@@ -327,9 +394,17 @@ public final class MembershipNode: @unchecked Sendable {
     private func close(reason: MembershipError) async {
         let (listener, links, ticker, effects) = lock.withLock {
             () -> (TransportNode.Listener?, [Connection], RepeatedTask?, [Effect]) in
-            let effects = stopped ? [] : failAll(reason)
+            var effects = stopped ? [] : failAll(reason)
             stopped = true
             if counters.role != .left { counters.role = .stopped }
+            let role = counters.role
+            for subscriber in subscribers.values {
+                effects.append(.resume {
+                    subscriber.yield(.roleChanged(role, reason: nil))
+                    subscriber.finish()
+                })
+            }
+            subscribers.removeAll()
             defer { self.listener = nil; self.links.removeAll(); self.ticker = nil }
             return (self.listener, Array(self.links.values), self.ticker, effects)
         }
@@ -348,6 +423,11 @@ public final class MembershipNode: @unchecked Sendable {
         case resume(@Sendable () -> Void)
         /// Aborts the communicator's ring if older than the epoch.
         case abortRing(Communicator, String, UInt64)
+        /// Breaks the communicator's current ring, whatever its epoch.
+        case breakRing(Communicator, String)
+        /// Dial a node and send it a message once the link is up (a coordinator's probe).
+        case probe(String, Int, [UInt8])
+        case event(MembershipEvent)
     }
 
     private enum Work {
@@ -360,7 +440,7 @@ public final class MembershipNode: @unchecked Sendable {
     /// Messages for the coordinator role go to this node's coordinator machine; the rest to its member machine.
     private static func isForCoordinator(_ message: MembershipMessage) -> Bool {
         switch message {
-        case .join, .rejoin, .memberHeartbeat, .updateRequest, .ack, .leave, .outcome: true
+        case .join, .rejoin, .memberHeartbeat, .updateRequest, .ack, .leave, .outcome, .stale: true
         case .redirect, .coordinatorHeartbeat, .propose, .commit, .proceed, .decision, .removed: false
         }
     }
@@ -368,6 +448,13 @@ public final class MembershipNode: @unchecked Sendable {
     private func route(_ message: MembershipMessage, from: UInt64) -> [Effect] {
         guard Self.isForCoordinator(message) else { return run([.toMember(from, message)]) }
         if coordinator != nil { return run([.toCoordinator(from, message)]) }
+        if case .rejoin(let node, let epoch, _) = message, let view = member?.view, view.epoch > epoch,
+           !view.contains(node.id), let connection = links[from] {
+            // A node that missed the views without it (it was frozen, or cut off): it would
+            // only be sent on to a coordinator that no longer counts it as a member.
+            logger.info("telling \(hex(from)) it is not in the view of epoch \(view.epoch)")
+            return [.write(connection, MembershipMessage.removed(reason: "not a member of epoch \(view.epoch)").encode())]
+        }
         switch message {
         case .join, .rejoin:
             // Not the coordinator: point the sender at the one this node follows.
@@ -414,10 +501,28 @@ public final class MembershipNode: @unchecked Sendable {
                 case .noQuorum(let epoch):
                     counters.proposalsWithoutQuorum += 1
                     logger.warning("no quorum for the view of epoch \(epoch) yet; asking again")
+                case .probe(let node, let message):
+                    if let link = links[node.id] {
+                        effects.append(.write(link, message.encode()))
+                    } else {
+                        effects.append(.probe(node.controlHost, node.controlPort, message.encode()))
+                    }
+                case .deposed(let newer):
+                    coordinator = nil
+                    logger.warning("a newer view exists without this node as coordinator: \(newer)")
+                    if member != nil {
+                        queue += member!.rejoin(reason: "deposed: the cluster committed epoch \(newer.epoch) without this node as coordinator",
+                                                newer: newer, now: now).map(Work.member)
+                    }
                 }
             case .member(let action):
                 effects += apply(action, queue: &queue, now: now)
             }
+        }
+        let role = currentRole()
+        if role != lastRole {
+            lastRole = role
+            effects.append(.event(.roleChanged(role, reason: member?.rejoinReason)))
         }
         return effects
     }
@@ -458,7 +563,7 @@ public final class MembershipNode: @unchecked Sendable {
                 if departed.contains(id) { counters.leaves += 1 } else { counters.deaths += 1 }
             }
             logger.info("view committed: \(new)")
-            var out: [Effect] = []
+            var out: [Effect] = [.event(.viewCommitted(new))]
             if !new.contains(localId), let waiter = leaveWaiter {
                 leaveWaiter = nil
                 out.append(.resume { waiter.resume() })
@@ -479,6 +584,19 @@ public final class MembershipNode: @unchecked Sendable {
             }
             let waiters = agreeWaiters.removeValue(forKey: key)?.values.map { $0 } ?? []
             return waiters.map { waiter in .resume { waiter.resume(returning: commit) } }
+        case .rejoining(let reason):
+            counters.rejoins += 1
+            logger.warning("out of the cluster; joining anew: \(reason)")
+            // Every link belongs to the membership this node just left.
+            var out: [Effect] = links.values.map { .close($0) }
+            links.removeAll()
+            if let communicator {
+                out.append(.breakRing(communicator, "this node is out of the view: \(reason)"))
+            }
+            return out
+        case .joinRetry(let reason, let delay):
+            logger.warning("cannot join yet: \(reason); trying again in \(delay)")
+            return []
         case .failed(let error):
             logger.warning("\(error.message)")
             failure = error
@@ -528,6 +646,12 @@ public final class MembershipNode: @unchecked Sendable {
                 resume()
             case .abortRing(let communicator, let reason, let epoch):
                 communicator.abortRing(reason: reason, beforeEpoch: epoch)
+            case .breakRing(let communicator, let reason):
+                communicator.breakCurrentRing(reason: reason)
+            case .probe(let host, let port, let bytes):
+                probe(host: host, port: port, bytes: bytes)
+            case .event(let event):
+                for subscriber in lock.withLock({ Array(subscribers.values) }) { subscriber.yield(event) }
             }
         }
     }
@@ -547,12 +671,33 @@ public final class MembershipNode: @unchecked Sendable {
                 old?.close()
                 self.perform(effects)
             } catch {
+                // A wrong key or protocol version is the operator's to fix: retrying cannot.
+                let fatal = (error as? HandshakeError).map { $0.code == .badKey || $0.code == .versionMismatch } ?? false
                 let effects = self.lock.withLock { () -> [Effect] in
                     guard !self.stopped else { return [] }
-                    return self.run(member: self.member?.dialFailed(now: .now, error: "\(error)") ?? [])
+                    return self.run(member: self.member?.dialFailed(now: .now, error: "\(error)", fatal: fatal) ?? [])
                 }
                 self.perform(effects)
             }
+        }
+    }
+
+    /// A coordinator's probe: a link to a voter it cannot hear, carrying one message. The answer
+    /// (a vote, or the newer view that voter committed) arrives like any other.
+    private func probe(host: String, port: Int, bytes: [UInt8]) {
+        let delegate = self.delegate
+        Task { [weak self] in
+            guard let self else { return }
+            guard let connection = try? await self.transport.dial(host: host, port: port, purpose: .control, delegate: delegate) else {
+                self.logger.debug("probe of \(host):\(port) failed")
+                return
+            }
+            let keep = self.lock.withLock { () -> Bool in
+                guard !self.stopped, self.coordinator != nil, self.links[connection.remoteId] == nil else { return false }
+                self.links[connection.remoteId] = connection
+                return true
+            }
+            if keep { connection.send(.control, bytes: bytes) } else { connection.close() }
         }
     }
 }

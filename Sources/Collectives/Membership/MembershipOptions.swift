@@ -15,6 +15,10 @@ public struct MembershipOptions: Sendable {
     public var heartbeatTimeout: Duration = .seconds(3)
     /// How long `leave()` waits for the view without this node to commit.
     public var leaveTimeout: Duration = .seconds(3)
+    /// How long a node started with a seed keeps trying to be registered before `start()` gives
+    /// up (nil, the default: for ever, as a daemon should: the seed may be restarting). A node
+    /// that must join anew later never gives up.
+    public var joinTimeout: Duration?
     public var transport = TransportOptions()
 
     public init() {}
@@ -23,13 +27,19 @@ public struct MembershipOptions: Sendable {
 /// What a status page shows about membership: a plain value, read with ``MembershipNode/status``.
 public struct MembershipStatus: Sendable, Hashable, Codable {
     public enum Role: String, Sendable, Hashable, Codable {
-        case idle, joining, member, coordinator, electing, left, removed, stopped
+        case idle, joining, member, coordinator, electing, left, stopped
+        /// Out of the view (removed, deposed, cut off) and joining anew by itself.
+        case rejoining
     }
     public var localId: UInt64
     public var role: Role
     public var view: MembershipView?
     public var epoch: UInt64 { view?.epoch ?? 0 }
     public var coordinator: UInt64? { view?.coordinator }
+    /// Why the node is rejoining (with role `rejoining`).
+    public var rejoinReason: String?
+    /// Times this node found itself out of the view and joined anew.
+    public var rejoins = 0
     /// Counted from the views this node committed (a node counts only what it saw).
     public var joins = 0
     public var leaves = 0

@@ -103,7 +103,7 @@ final class StatusRecorder: @unchecked Sendable {
                                                isCoordinator: node.id == coordinatorId, isSelf: node.id == selfId))
         }
         let last = steps.last
-        let (healthy, health) = Self.health(role: status.role, stopping: stopping)
+        let (healthy, health) = Self.health(role: status.role, rejoinReason: status.rejoinReason, stopping: stopping)
         return StatusReport(
             id: hex(identity.nodeId), version: StatusReport.version, role: status.role.rawValue,
             healthy: healthy, health: health, epoch: facts.epoch, coordinator: coordinatorId.map { hex($0) },
@@ -139,10 +139,11 @@ final class StatusRecorder: @unchecked Sendable {
 
     /// Healthy means useful to the cluster: running and in the view. A joiner not yet admitted, a
     /// node electing a new coordinator, or one that left is alive but not (yet) a member.
-    static func health(role: MembershipStatus.Role, stopping: String?) -> (Bool, String) {
+    static func health(role: MembershipStatus.Role, rejoinReason: String? = nil, stopping: String?) -> (Bool, String) {
         if let stopping { return (false, "stopping: \(stopping)") }
         switch role {
         case .member, .coordinator: return (true, "ok")
+        case .rejoining: return (false, "rejoining: \(rejoinReason ?? "out of the view")")
         default: return (false, "not a member (role \(role.rawValue))")
         }
     }

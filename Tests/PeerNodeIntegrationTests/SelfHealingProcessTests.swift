@@ -1,0 +1,54 @@
+import Foundation
+import Testing
+
+// Real `peernode run` processes, paused with SIGSTOP past the heartbeat timeout and resumed: the
+// paused one used to exit ("removed from the cluster") or, as coordinator, ask for a quorum for
+// ever. Now it joins anew by itself, downloads the state and trains on with the others.
+
+/// Three peers training until stopped; `victim` is paused for `pause` seconds once it reached
+/// revision 3, then resumed. It must train again with the others (a step at a revision the
+/// others reached after it was resumed), every peer must leave cleanly on SIGTERM, and no two
+/// peers may ever have held different states at one revision.
+private func pausedPeerComesBack(victim: Int, pause: Double) throws {
+    let common = ["--min-peers", "3", "--inner-steps", "4", "--shard-count", "3",
+                  "--heartbeat-ms", "200", "--heartbeat-timeout-ms", "2000", "--log-level", "info"]
+    let founder = try Daemon(common + ["--shard-index", "0"])
+    guard let port = founder.controlPort else {
+        founder.signal(SIGKILL)
+        Issue.record("the founder did not start: \(founder.stderrTail)")
+        return
+    }
+    let others = try (1...2).map { try Daemon(common + ["--shard-index", "\($0)", "--seed", "127.0.0.1:\(port)"]) }
+    let peers = [founder] + others
+    defer { for p in peers { p.signal(SIGCONT); p.signal(SIGKILL) } }
+    #expect(peers[victim].waitFor("revision=3 ", timeout: 120) != nil, "the run did not get going")
+    peers[victim].signal(SIGSTOP)
+    Thread.sleep(forTimeInterval: pause)
+    peers[victim].signal(SIGCONT)
+    let resumedAt = peers.indices.filter { $0 != victim }.compactMap { peers[$0].digests.keys.max() }.max() ?? 0
+    let deadline = Date().addingTimeInterval(120)
+    while (peers[victim].digests.keys.max() ?? 0) <= resumedAt + 2, Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
+    #expect((peers[victim].digests.keys.max() ?? 0) > resumedAt + 2,
+            "the victim did not train with the others again (they were at \(resumedAt) when it resumed): \(peers[victim].stderrTail)")
+    for p in peers { p.signal(SIGTERM) }
+    for (i, p) in peers.enumerated() {
+        let status = p.finish(timeout: 60)
+        #expect(status == 0, "peer \(i) did not finish cleanly: \(p.stderrTail)")
+    }
+    #expect(peers[victim].logged("joining anew"), "the victim never rejoined: \(peers[victim].stderrTail)")
+    for a in peers.indices {
+        for b in peers.indices where b > a {
+            for (revision, digest) in peers[a].digests where peers[b].digests[revision] != nil {
+                #expect(peers[b].digests[revision] == digest, "peers \(a) and \(b) at revision \(revision)")
+            }
+        }
+    }
+}
+
+@Test func aMemberPausedPastTheTimeoutRejoinsAndTrainsOn() throws {
+    try pausedPeerComesBack(victim: 2, pause: 5)
+}
+
+@Test func aCoordinatorPausedPastTheTimeoutIsReplacedAndRejoins() throws {
+    try pausedPeerComesBack(victim: 0, pause: 6)
+}
