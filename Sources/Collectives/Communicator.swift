@@ -236,6 +236,20 @@ public final class Communicator: @unchecked Sendable {
         state.withLock { engine }?.breakRing(reason)
     }
 
+    /// For a node that is out of the view and joins anew, maybe into another line whose epochs
+    /// are lower than the ones it knew: breaks the current ring, drops ring links waiting to be
+    /// used, and forgets which epochs were aborted, so that the next ring, whatever its epoch,
+    /// can form.
+    public func leaveRings(reason: String) {
+        let (current, sockets) = state.withLock { () -> (RingEngine?, [BlockingSocket]) in
+            abortedBefore = 0
+            defer { inbound.removeAll() }
+            return (self.engine, Array(inbound.values))
+        }
+        current?.breakRing(reason)
+        for socket in sockets { socket.close() }
+    }
+
     /// Whether the current ring (if any) was broken by a failure and must be formed again.
     public var isRingBroken: Bool { state.withLock { engine?.isBroken ?? true } }
 

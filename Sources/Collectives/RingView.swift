@@ -17,10 +17,13 @@ public struct PeerEndpoint: Hashable, Sendable, Codable, CustomStringConvertible
 public struct RingView: Hashable, Sendable, Codable {
     public var epoch: UInt64
     public var members: [PeerEndpoint]
+    /// The membership line the ring's view belongs to (docs/membership.md, "Lines").
+    public var line: UInt64
 
-    public init(epoch: UInt64, members: [PeerEndpoint]) {
+    public init(epoch: UInt64, members: [PeerEndpoint], line: UInt64 = 0) {
         self.epoch = epoch
         self.members = members
+        self.line = line
     }
 
     public func rank(of id: UInt64) -> Int? { members.firstIndex { $0.id == id } }

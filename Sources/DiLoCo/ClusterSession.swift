@@ -20,6 +20,8 @@ public protocol ClusterSession: AnyObject, Sendable {
                    options: AllReduceOptions) async throws
     /// Runs a change of the shared state so that nobody reads it half-changed (donors serving it).
     func updatingState<T>(_ body: () throws -> T) rethrows -> T
+    /// The membership line of the current ring (docs/membership.md, "Lines"); 0 without lines.
+    var line: UInt64 { get }
 }
 
 extension ClusterSession {
@@ -55,6 +57,9 @@ public final class FixedRingSession: ClusterSession {
     public func recover() async throws -> Int {
         throw CollectiveError(code: .membershipChanged, message: "a member of a fixed ring is gone; the run cannot go on")
     }
+
+    /// A fixed ring has no membership lines.
+    public var line: UInt64 { 0 }
 
     /// All-reduces the digest bytes with min and max: equal results mean every member holds the
     /// same state and revision.

@@ -34,11 +34,13 @@ public final class DiLoCoTrainer {
     private var holdsDelta = false
 
     /// The shared state for `task`: θ from the model's initial parameters (every peer initializes
-    /// from the same seed, so θ₀ agrees; sync checks it), zero momentum, revision 0.
+    /// from the same seed, so θ₀ agrees; sync checks it), zero momentum, a blank lineage,
+    /// revision 0.
     public static func sharedState(for task: TrainingTask) throws -> SharedState {
         let count = task.parameters.count
         let state = try SharedState(specs: [TensorSpec(name: "theta", dtype: .f32, shape: [count]),
-                                            TensorSpec(name: "momentum", dtype: .f32, shape: [count])])
+                                            TensorSpec(name: "momentum", dtype: .f32, shape: [count]),
+                                            Lineage.spec])
         _ = state.floats("theta")!.update(fromContentsOf: task.parameters.values)
         return state
     }
@@ -119,7 +121,7 @@ public final class DiLoCoTrainer {
                 }
             }
         }
-        applyOuterStep(scale: nil)
+        applyOuterStep(scale: nil, contributors: peers)
         return report(callStart: callStart, peers: peers, contributors: peers, lossSum: round.lossSum,
                       innerSteps: options.innerSteps, innerSeconds: round.seconds, retries: retries)
     }
@@ -189,7 +191,8 @@ public final class DiLoCoTrainer {
             failure = try await buffers.allReduce(on: session, options: reduceOptions)
         }
         if counts.contributing > 0 {
-            applyOuterStep(scale: counts.contributing == counts.members ? nil : Float(counts.members) / Float(counts.contributing))
+            applyOuterStep(scale: counts.contributing == counts.members ? nil : Float(counts.members) / Float(counts.contributing),
+                           contributors: counts.contributing)
         } else {
             // Only peers admitted at the recovery point are left: nobody has anything to average.
             logger.warning("no member left holds a pseudo-gradient: no outer update this step",
@@ -251,7 +254,7 @@ public final class DiLoCoTrainer {
     /// θ ← outer Nesterov step with the averaged pseudo-gradient (times `scale`, when only some
     /// members contributed), revision + 1, under the state lock (donors may be serving θ). Plain
     /// scalar Swift on inputs that are bit-identical on every member: the result is too.
-    private func applyOuterStep(scale: Float?) {
+    private func applyOuterStep(scale: Float?, contributors: Int) {
         let count = task.parameters.count
         let theta = state.floats("theta")!
         let momentum = state.floats("momentum")!
@@ -261,6 +264,7 @@ public final class DiLoCoTrainer {
         session.updatingState {
             SGDNesterov.apply(parameters: theta.baseAddress!, gradients: averaged.baseAddress!, momentum: momentum.baseAddress!,
                               count: count, learningRate: options.outerLearningRate, momentumFactor: options.outerMomentum)
+            state.lineage = state.lineage.advanced(line: session.line, contributors: contributors)
             state.setRevision(state.revision + 1)
         }
         task.parameters.load(UnsafeBufferPointer(theta))

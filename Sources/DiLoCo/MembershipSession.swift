@@ -22,6 +22,7 @@ public final class MembershipSession: ClusterSession, @unchecked Sendable {
     private var ring: RingView?
     private var syncs: UInt64 = 0
     private var downloadCount = 0
+    private var lineMerges = 0
     /// Collectives run in the current epoch: outcome rounds are keyed by (epoch, round), and a
     /// tag alone repeats every outer step.
     private var rounds: (epoch: UInt64, count: UInt64) = (0, 0)
@@ -42,6 +43,11 @@ public final class MembershipSession: ClusterSession, @unchecked Sendable {
     /// Shared-state downloads this peer completed (a joiner: one, at its first sync).
     public var downloads: Int { lock.withLock { downloadCount } }
 
+    /// Merges of the states of lines that met, computed by this peer.
+    public var merges: Int { lock.withLock { lineMerges } }
+
+    public var line: UInt64 { lock.withLock { ring?.line ?? 0 } }
+
     public func updateTopology() async throws -> Int {
         var attempts = 0
         while true {
@@ -49,7 +55,12 @@ public final class MembershipSession: ClusterSession, @unchecked Sendable {
             guard lock.withLock({ ring?.epoch }) != view.epoch || communicator.isRingBroken else { return view.count }
             do {
                 try await communicator.connect(view: view)
-                lock.withLock { ring = view }
+                // A new ring counts its collectives from zero on every member, also when its
+                // epoch number is one this peer saw before (in another line of the cluster).
+                lock.withLock {
+                    ring = view
+                    rounds = (view.epoch, 0)
+                }
                 return view.count
             } catch let error as CollectiveError where attempts < 3 && (node.view?.epoch ?? 0) > view.epoch {
                 // A member of that ring left or died while it was being formed; the membership
@@ -70,57 +81,119 @@ public final class MembershipSession: ClusterSession, @unchecked Sendable {
         try await sync(state, contributing: contributing)
     }
 
-    /// One record per rank, 48 bytes: present (1), revision (u64 LE), digest (32), holds a
-    /// pseudo-gradient (0/1), zeros. A u8 sum all-reduce of the table is an all-gather.
+    /// One record per rank, 208 bytes: present (1), revision (u64 LE), digest (32), holds a
+    /// pseudo-gradient (0/1), 6 zeros, the state's lineage (160). A u8 sum all-reduce of the
+    /// table is an all-gather.
+    static let recordSize = 48 + Lineage.byteCount
+
+    private struct Entry {
+        var rank: Int
+        var revision: UInt64
+        var digest: [UInt8]
+        var lineage: Lineage
+    }
+
     private func sync(_ state: SharedState, contributing: Bool) async throws -> Contributors {
         guard let ring = lock.withLock({ ring }), let rank = ring.rank(of: communicator.localId) else {
             throw CollectiveError(code: .notConnected, message: "no ring: update the topology first")
         }
-        let record = 48
+        let record = Self.recordSize
         var table = [UInt8](repeating: 0, count: ring.count * record)
         var mine: [UInt8] = [1]
         withUnsafeBytes(of: state.revision.littleEndian) { mine += $0 }
-        mine += server.lock.withLock { state.digest() }.bytes
+        let (digest, lineage) = server.lock.withLock { (state.digest(), state.lineage) }
+        mine += digest.bytes
         mine.append(contributing ? 1 : 0)
-        mine += [UInt8](repeating: 0, count: record - mine.count)
+        mine += [UInt8](repeating: 0, count: 48 - mine.count)
+        mine += lineage.bytes
         table.replaceSubrange((rank * record)..<((rank + 1) * record), with: mine)
         let tag = lock.withLock { () -> UInt64 in syncs += 1; return 0x5359_4E43_0000_0000 }
         try await communicator.allReduce(&table, options: AllReduceOptions(tag: tag, op: .sum))
 
-        var entries: [(rank: Int, revision: UInt64, digest: [UInt8])] = []
+        var entries: [Entry] = []
         var contributors = 0
         for r in 0..<ring.count {
             let row = Array(table[(r * record)..<((r + 1) * record)])
             guard row[0] == 1 else { continue }
             let revision = row[1..<9].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-            entries.append((r, revision, Array(row[9..<41])))
+            entries.append(Entry(rank: r, revision: revision, digest: Array(row[9..<41]), lineage: Lineage(bytes: row[48...])))
             if row[41] == 1 { contributors += 1 }
         }
         let counts = Contributors(members: ring.count, contributing: contributors)
-        guard let top = entries.map(\.revision).max() else { return counts }
-        var votes: [[UInt8]: Int] = [:]
-        for e in entries where e.revision == top { votes[e.digest, default: 0] += 1 }
-        let canonical = votes.max { a, b in a.value != b.value ? a.value < b.value : a.key.lexicographicallyPrecedes(b.key) == false }!.key
-        let myDigest = mine[9..<41]
-        if state.revision == top, Array(myDigest) == canonical { return counts }
-        let donors = entries.filter { $0.revision == top && $0.digest == canonical }.map { ring.members[$0.rank] }
+        // States another present state already contains are merely behind (a fresh joiner, a
+        // member that was away); what is left is one line's history, or several to merge.
+        let live = entries.filter { e in !entries.contains { $0.lineage.line != e.lineage.line && e.lineage.isContained(in: $0.lineage) } }
+        let lines = Set(live.map(\.lineage.line))
+        if lines.count > 1 {
+            try await mergeLines(live, lines: lines, ring: ring, into: state, digest: digest)
+            return counts
+        }
+        guard let top = (live.isEmpty ? entries : live).map(\.revision).max() else { return counts }
+        let candidates = (live.isEmpty ? entries : live).filter { $0.revision == top }
+        let canonical = Self.majority(candidates)
+        if state.revision == top, digest.bytes == canonical { return counts }
+        let donors = candidates.filter { $0.digest == canonical }.map { ring.members[$0.rank] }
         logger.info("shared state behind the cluster: downloading", metadata: [
             "revision.local": "\(state.revision)", "revision.cluster": "\(top)", "donors": "\(donors.count)"])
+        let scratch = try await download(like: state, revision: top, digest: canonical, donors: donors)
+        try server.lock.withLock { try state.copy(from: scratch) }
+        return counts
+    }
+
+    /// The digest most of `entries` hold (ties: the smallest), as every member picks it.
+    private static func majority(_ entries: [Entry]) -> [UInt8] {
+        var votes: [[UInt8]: Int] = [:]
+        for e in entries { votes[e.digest, default: 0] += 1 }
+        return votes.max { a, b in a.value != b.value ? a.value < b.value : a.key.lexicographicallyPrecedes(b.key) == false }!.key
+    }
+
+    /// Downloads the state `digest` at `revision` from `donors` into a new state of this layout.
+    private func download(like state: SharedState, revision: UInt64, digest: [UInt8], donors: [PeerEndpoint]) async throws -> SharedState {
         let scratch = try SharedState(specs: state.specs)
         let report: StateDownloader.Report
         do {
-            report = try await downloader.download(into: scratch, revision: top, digest: Digest(bytes: canonical), donors: donors)
+            report = try await downloader.download(into: scratch, revision: revision, digest: Digest(bytes: digest), donors: donors)
         } catch let error as StateTransferError {
             // The others are already past the sync: breaking the ring makes them notice now, not
             // at the all-reduce's timeout, and every member meets at the next update point.
             communicator.breakCurrentRing(reason: "state download failed: \(error)")
             throw CollectiveError(code: .membershipChanged, message: "state download failed: \(error)")
         }
-        try server.lock.withLock { try state.copy(from: scratch) }
         lock.withLock { downloadCount += 1 }
         logger.info("shared state downloaded", metadata: [
             "bytes": "\(report.bytes)", "seconds": "\(report.seconds)", "donors.used": "\(report.chunksByDonor.count)"])
-        return counts
+        return scratch
+    }
+
+    /// Two or more lines of the cluster met in this ring (docs/diloco.md, "Merging two lines"):
+    /// every member gets each line's state (its own, or downloaded from that line's members),
+    /// and computes the same weighted merge from them.
+    private func mergeLines(_ live: [Entry], lines: Set<UInt64>, ring: RingView, into state: SharedState,
+                            digest: Digest) async throws {
+        var parts: [LineMerge.Part] = []
+        for line in lines.sorted() {
+            let holders = live.filter { $0.lineage.line == line }
+            let top = holders.map(\.revision).max()!
+            let canonical = Self.majority(holders.filter { $0.revision == top })
+            let lineage = holders.first { $0.revision == top && $0.digest == canonical }!.lineage
+            if state.revision == top, digest.bytes == canonical {
+                let copy = try SharedState(specs: state.specs)
+                try server.lock.withLock { try copy.copy(from: state) }
+                parts.append(LineMerge.Part(state: copy, lineage: lineage))
+            } else {
+                let donors = holders.filter { $0.revision == top && $0.digest == canonical }.map { ring.members[$0.rank] }
+                parts.append(LineMerge.Part(state: try await download(like: state, revision: top, digest: canonical, donors: donors),
+                                            lineage: lineage))
+            }
+        }
+        let merged = try SharedState(specs: state.specs)
+        try LineMerge.merge(parts, viewLine: ring.line, into: merged)
+        try server.lock.withLock { try state.copy(from: merged) }
+        lock.withLock { lineMerges += 1 }
+        let (_, weights) = LineMerge.weights(parts.map(\.lineage), viewLine: ring.line)
+        let names = parts.map { String($0.lineage.line, radix: 16) }.joined(separator: ", ")
+        logger.warning("merged the shared states of lines \(names) (weights by peer-steps since they parted: \(weights.map(String.init).joined(separator: ", "))) into revision \(state.revision)",
+                       metadata: ["digest": "\(state.digest().short)"])
     }
 
     public func updatingState<T>(_ body: () throws -> T) rethrows -> T {

@@ -104,7 +104,7 @@ private final class CoordinatorService: Service, @unchecked Sendable {
                     }
                     if next == .rejoining { self.logger.warning("rejoining: \(reason ?? "out of the view")") }
                 case .viewCommitted(let view):
-                    print("view epoch=\(view.epoch) coordinator=\(hex(view.coordinator)) members=\(view.nodes.count) ring=\(view.ringIds.count) role=\(role)")
+                    print("view epoch=\(view.epoch) line=\(hex(view.line)) coordinator=\(hex(view.coordinator)) members=\(view.nodes.count) ring=\(view.ringIds.count) role=\(role)")
                     fflush(nil)
                 }
             }

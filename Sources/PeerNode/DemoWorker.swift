@@ -66,6 +66,7 @@ final class SlowLinkSession: ClusterSession {
 
     func updateTopology() async throws -> Int { try await ring.updateTopology() }
     func recover() async throws -> Int { try await ring.recover() }
+    var line: UInt64 { ring.line }
     func syncSharedState(_ state: SharedState) async throws { try await ring.syncSharedState(state) }
     func syncSharedState(_ state: SharedState, contributing: Bool) async throws -> Contributors {
         try await ring.syncSharedState(state, contributing: contributing)

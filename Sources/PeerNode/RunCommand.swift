@@ -51,6 +51,8 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .customLong("heartbeat-timeout-ms"), help: "A member silent this long is removed. Default 3000.") var heartbeatTimeoutMs: Int?
     @Option(name: .customLong("join-timeout-s"), help: "Give up joining through --seed at start after this many seconds (0, the default: keep trying; a member that must rejoin later always keeps trying).")
     var joinTimeoutS: Double?
+    @Option(name: .customLong("fork-after-timeouts"), help: "Heartbeat timeouts a view change may lack its quorum before the members this node reaches go on as a new line, merged back when the lines meet (0: never; a minority then waits). Default 3.")
+    var forkAfterTimeouts: Int?
     @Option(help: "TCP streams to each ring neighbour; every member must use the same number. Default 1.") var streams: Int?
     @Option(name: .customLong("stream-rate-mbps"), help: "Cap each ring stream's send rate, in Mbit/s (kernel TCP pacing). Default: no cap.")
     var streamRateMbps: Double?
@@ -91,6 +93,7 @@ struct RunCommand: AsyncParsableCommand {
         if let heartbeatMs { s.heartbeatMs = heartbeatMs }
         if let heartbeatTimeoutMs { s.heartbeatTimeoutMs = heartbeatTimeoutMs }
         if let joinTimeoutS { s.joinTimeoutS = joinTimeoutS }
+        if let forkAfterTimeouts { s.forkAfterTimeouts = forkAfterTimeouts }
         if let streams { s.streams = streams }
         if let streamRateMbps { s.streamRateMbps = streamRateMbps }
         if let logLevel { s.logLevel = logLevel }

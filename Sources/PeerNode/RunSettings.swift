@@ -45,6 +45,8 @@ struct RunSettings: Sendable {
     var heartbeatTimeoutMs = 3000
     /// Give up joining through --seed at start after this many seconds (0: keep trying).
     var joinTimeoutS = 0.0
+    /// Heartbeat timeouts without a quorum before the reachable part forks a new line (0: never).
+    var forkAfterTimeouts = 3
     var logLevel = "info"
     /// How long SIGTERM waits for the current step to end before the step is aborted.
     var shutdownGraceS = 60.0
@@ -59,7 +61,7 @@ struct RunSettings: Sendable {
     static let keys = ["seed", "listen", "data-listen", "advertise", "model", "data", "data-dir", "shard-index",
                        "shard-count", "inner-steps", "outer-steps", "quant", "mode", "outer-lr", "outer-momentum", "seed-value", "cluster-key-file",
                        "checkpoint", "checkpoint-every", "min-peers", "heartbeat-ms", "heartbeat-timeout-ms",
-                       "join-timeout-s", "streams", "stream-rate-mbps", "log-level", "shutdown-grace-s", "status", "status-port", "status-bind"]
+                       "join-timeout-s", "fork-after-timeouts", "streams", "stream-rate-mbps", "log-level", "shutdown-grace-s", "status", "status-port", "status-bind"]
 
     /// Config files are small; a bigger one is a wrong path, not a config.
     static let maxConfigBytes = 1 << 20
@@ -157,6 +159,7 @@ struct RunSettings: Sendable {
         case "heartbeat-ms": heartbeatMs = try int()
         case "heartbeat-timeout-ms": heartbeatTimeoutMs = try int()
         case "join-timeout-s": joinTimeoutS = try double()
+        case "fork-after-timeouts": forkAfterTimeouts = try int()
         case "streams": streams = try int()
         case "stream-rate-mbps": streamRateMbps = try double()
         case "log-level": logLevel = try string()
@@ -200,6 +203,7 @@ struct RunSettings: Sendable {
         // Bounds that keep the nanosecond conversions far from overflow; an hour is already absurd.
         guard heartbeatTimeoutMs <= 3_600_000 else { throw RunError("--heartbeat-timeout-ms must be at most 3600000 (an hour)") }
         guard joinTimeoutS.isFinite, (0...86_400).contains(joinTimeoutS) else { throw RunError("--join-timeout-s must be in 0...86400 (0: keep trying)") }
+        guard (0...1000).contains(forkAfterTimeouts) else { throw RunError("--fork-after-timeouts must be in 0...1000 (0: never fork)") }
         guard checkpointEvery >= 1 else { throw RunError("--checkpoint-every must be positive") }
         guard minPeers >= 1 else { throw RunError("--min-peers must be positive") }
         if let problem = Self.streamProblem(streams: streams, rateMbps: streamRateMbps) { throw RunError(problem) }
@@ -243,6 +247,7 @@ struct RunSettings: Sendable {
         options.heartbeatInterval = .milliseconds(Int64(heartbeatMs))
         options.heartbeatTimeout = .milliseconds(Int64(heartbeatTimeoutMs))
         options.joinTimeout = joinTimeoutS > 0 ? .milliseconds(Int64(joinTimeoutS * 1000)) : nil
+        options.forkAfterTimeouts = forkAfterTimeouts > 0 ? forkAfterTimeouts : nil
         return options
     }
 

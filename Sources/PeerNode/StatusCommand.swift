@@ -63,7 +63,7 @@ struct StatusCommand: ParsableCommand {
         let last = s.history.last
         var rows: [(String, String)] = [
             ("node", "\(s.id)  \(s.role), \(s.healthy ? "healthy" : s.health)"),
-            ("epoch", "\(s.epoch)  coordinator \(s.coordinator ?? "-")"),
+            ("epoch", "\(s.epoch)  line \(s.line)  coordinator \(s.coordinator ?? "-")"),
             ("revision", "\(s.revision)  digest \(s.digest.map { String($0.prefix(12)) } ?? "-")"),
             ("model", "\(s.model) / \(s.dataset)"),
             ("peers", "\(s.peers)"),

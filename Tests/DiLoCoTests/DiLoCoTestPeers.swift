@@ -20,6 +20,7 @@ final class Peer: @unchecked Sendable {
     /// inject faults).
     init(index: Int, mode: DiLoCoOptions.Mode = .sync, task: TrainingTask? = nil,
          configure: ((inout DiLoCoOptions) -> Void)? = nil,
+         membershipOptions: ((inout MembershipOptions) -> Void)? = nil,
          wrap: ((MembershipSession) -> any ClusterSession)? = nil) throws {
         self.index = index
         var logger = Logger(label: "test")
@@ -28,6 +29,7 @@ final class Peer: @unchecked Sendable {
         var membership = MembershipOptions()
         membership.heartbeatInterval = .milliseconds(100)
         membership.heartbeatTimeout = .seconds(2)
+        membershipOptions?(&membership)
         let id = UInt64(0xD000 + index)
         node = MembershipNode(localId: id, key: testKey, options: membership, logger: logger)
         var options = CommunicatorOptions()
@@ -84,6 +86,19 @@ final class Peer: @unchecked Sendable {
     /// θ[0] after each revision this peer completed.
     var thetaHead: [UInt64: Float] { lock.withLock { thetaHeads } }
 
+    /// Outer steps until `stop` is set, as the daemon runs them: a step that fails is followed
+    /// by the next after a short pause. Stop the peer (``stop()``) after setting the flag, to end
+    /// a step that waits for peers that stopped.
+    func trainUntil(_ stop: Flag) async {
+        while !stop.isSet {
+            do {
+                record(try await trainer.outerStep())
+            } catch {
+                try? await Task.sleep(for: .milliseconds(50))
+            }
+        }
+    }
+
     /// Like ``train(until:)`` but a failure (this peer was killed) ends it with what it had.
     func trainUntilStopped(until target: UInt64) async -> [UInt64: String] {
         var digests: [UInt64: String] = [:]
@@ -122,6 +137,7 @@ final class DyingSession: ClusterSession, @unchecked Sendable {
         try await inner.syncSharedState(state, contributing: contributing)
     }
     func updatingState<T>(_ body: () throws -> T) rethrows -> T { try inner.updatingState(body) }
+    var line: UInt64 { inner.line }
 
     func allReduce(input: UnsafeRawBufferPointer, output: UnsafeMutableRawBufferPointer, type: DType,
                    options: AllReduceOptions) async throws {

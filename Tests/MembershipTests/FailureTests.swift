@@ -114,8 +114,15 @@ import Testing
     }
 }
 
+/// The quorum rule alone (forking off): a minority never commits.
+private let neverFork: MembershipOptions = {
+    var o = fastOptions
+    o.forkAfterTimeouts = nil
+    return o
+}()
+
 @Test func aTwoTwoSplitDoesNotMakeTwoClusters() async throws {
-    let (nodes, _) = try await makeCluster(4)
+    let (nodes, _) = try await makeCluster(4, options: neverFork)
     try await cleanUp({ await shutdownAll(nodes) }) {
         let left = Set(nodes[0..<2].map(\.localId))
         let right = Set(nodes[2..<4].map(\.localId))
@@ -136,7 +143,7 @@ import Testing
 }
 
 @Test func aThreeOneSplitLeavesTheMajorityInCharge() async throws {
-    let (nodes, _) = try await makeCluster(4)
+    let (nodes, _) = try await makeCluster(4, options: neverFork)
     try await cleanUp({ await shutdownAll(nodes) }) {
         // The coordinator alone on one side: the three others elect the next one and go on.
         let rest = Set(nodes[1...].map(\.localId))

@@ -223,3 +223,27 @@ private func acks(_ actions: [MemberMachine.Action]) -> [MembershipMessage] {
     _ = m.receive(.commit(view3, departed: []), from: 2, now: now)
     #expect(m.view == view3 && m.phase == .member)
 }
+
+/// The two-member view that loses its coordinator: the survivor alone is half of the view
+/// without the old coordinator, never a quorum. After `forkAfter` it goes on as a new line.
+@Test func aSurvivorWithoutAQuorumForksAfterTheBound() {
+    let two = MembershipView(epoch: 2, line: 7, coordinator: 1, nodes: [node(1), node(2)])
+    var c = CoordinatorMachine(me: 2, view: two, failover: 1, adopted: nil, interval: .milliseconds(100),
+                               timeout: .seconds(1), forkAfter: .seconds(3), now: t0)
+    var now = t0
+    var actions: [CoordinatorMachine.Action] = []
+    while now < t0 + .milliseconds(2900) {
+        now = now + .milliseconds(100)
+        actions += c.tick(now: now)
+    }
+    #expect(!actions.contains { if case .forked = $0 { true } else { false } }, "forked before the bound")
+    #expect(actions.contains(.noQuorum(epoch: 3)))
+    // (The lost coordinator is probed: it might be alive and know better.)
+    #expect(actions.contains { if case .probe(let n, _) = $0 { n.id == 1 } else { false } })
+    let fork = c.tick(now: t0 + .milliseconds(3100))
+    let line = MembershipRules.forkedLine(from: 7, coordinator: 2, epoch: 3)
+    let forked = MembershipView(epoch: 3, line: line, coordinator: 2, nodes: [node(2)])
+    #expect(fork.contains(.forked(from: two, to: forked)))
+    #expect(fork.contains(.send(2, .commit(forked, departed: []))))
+    #expect(c.view == forked && line != 7)
+}

@@ -111,3 +111,82 @@ private func freePort() async throws -> Int {
         #expect(ContinuousClock.now - started < .seconds(10))
     }
 }
+
+/// Forking after one heartbeat timeout without a quorum (3 s), to keep the tests short.
+let forkSoon: MembershipOptions = {
+    var o = fastOptions
+    o.forkAfterTimeouts = 1
+    return o
+}()
+
+@Test func aTwoMemberViewThatLosesItsCoordinatorGoesOnAsANewLine() async throws {
+    let (nodes, _) = try await makeCluster(2, options: forkSoon)
+    let joiner = makeNode(5, options: forkSoon)
+    try await cleanUp({ await shutdownAll(nodes + [joiner]) }) {
+        let line = try #require(nodes[1].view?.line)
+        let started = ContinuousClock.now
+        await nodes[0].shutdown()
+        let ring = try await within(30, "the survivor's update point") { try await nodes[1].updateTopology() }
+        #expect(ring.members.map(\.id) == [nodes[1].localId])
+        // The bound: a heartbeat timeout of failover plus forkAfter, with slack for a busy machine.
+        #expect(ContinuousClock.now - started < .seconds(15))
+        #expect(nodes[1].status.forks == 1 && nodes[1].status.role == .coordinator)
+        #expect(nodes[1].view?.line != line)
+        // The new line admits joiners.
+        _ = try await joiner.start(dataPort: 41005, seed: ("127.0.0.1", nodes[1].status.view!.nodes[0].controlPort))
+        try await everyoneInOneRing([nodes[1], joiner], coordinator: nodes[1], joiners: 1)
+    }
+}
+
+@Test func aViewThatShrinksOneDeathAtATimeNeverStalls() async throws {
+    let (nodes, _) = try await makeCluster(4, options: forkSoon)
+    try await cleanUp({ await shutdownAll(nodes) }) {
+        // Members die one by one, the coordinator last: each time the survivors meet again.
+        for (victim, alive) in [(3, [0, 1, 2]), (2, [0, 1]), (0, [1])] {
+            await nodes[victim].shutdown()
+            let survivors = alive.map { nodes[$0] }
+            let rings = try await within(40, "survivors \(alive) meet") {
+                while true {
+                    let rings = try await updateAll(survivors, seconds: 40)
+                    if rings[0].count == alive.count { return rings }
+                }
+            }
+            #expect(rings.allSatisfy { $0 == rings[0] } && rings[0].members.map(\.id) == alive.map { nodes[$0].localId })
+        }
+        #expect(nodes[1].status.forks == 1)
+    }
+}
+
+/// A 2-2 split: the coordinator's half goes on in the original line (half of the view with its
+/// coordinator is a quorum), the other half forks after the bound. Once the network heals, the
+/// lines find each other and become one view again, with no human action.
+@Test func aSplitClusterForksAndItsLinesMergeWhenTheNetworkHeals() async throws {
+    let (nodes, _) = try await makeCluster(4, options: forkSoon)
+    try await cleanUp({ await shutdownAll(nodes) }) {
+        let original = try #require(nodes[0].view?.line)
+        let left = Set(nodes[0..<2].map(\.localId))
+        let right = Set(nodes[2..<4].map(\.localId))
+        for node in nodes[0..<2] { node.dropTrafficForTesting(with: right) }
+        for node in nodes[2..<4] { node.dropTrafficForTesting(with: left) }
+        try await waitUntil(30, "both halves commit a view of their own") {
+            nodes[0].view?.count == 2 && nodes[1].view == nodes[0].view
+                && nodes[2].view?.count == 2 && nodes[3].view == nodes[2].view
+        }
+        #expect(nodes[0].view?.line == original)
+        let forked = try #require(nodes[2].view?.line)
+        #expect(forked != original)
+        #expect(nodes[2...].contains { $0.status.forks == 1 })
+        // Both halves reach their own update points.
+        _ = try await updateAll(Array(nodes[0..<2]))
+        _ = try await updateAll(Array(nodes[2..<4]))
+        for node in nodes { node.dropTrafficForTesting(with: []) }
+        // The loser's two nodes register at the winner's coordinator, and one update point later
+        // all four share one view of one line.
+        try await waitUntil(60, "the lines meet") { nodes.contains { $0.status.pendingJoiners == 2 } }
+        let rings = try await updateAll(nodes)
+        #expect(rings.allSatisfy { $0 == rings[0] } && rings[0].count == 4, "\(rings)")
+        let lines = Set(nodes.compactMap { $0.view?.line })
+        #expect(lines.count == 1 && (lines.first == original || lines.first == forked))
+        #expect(nodes.map(\.status.merges).reduce(0, +) == 1)
+    }
+}

@@ -18,6 +18,9 @@ struct CoordinatorMachine {
         /// A view newer than this coordinator's was committed without it: stop coordinating and
         /// join anew (through that view's nodes).
         case deposed(MembershipView)
+        /// No quorum for `forkAfter`: this coordinator went on as a new line with the nodes it
+        /// can reach (the view is committed like any other).
+        case forked(from: MembershipView, to: MembershipView)
     }
 
     private struct Proposal {
@@ -30,6 +33,8 @@ struct CoordinatorMachine {
         var successor: UInt64?
         var broadcast = false
         var deadline: ContinuousClock.Instant
+        /// When the view change began: a fork is due `forkAfter` later without a quorum.
+        var began: ContinuousClock.Instant
     }
 
     /// Registered joiners are admitted at the next update point of the ring; that point then
@@ -41,6 +46,8 @@ struct CoordinatorMachine {
     let me: UInt64
     let interval: Duration
     let timeout: Duration
+    /// How long a view change may lack its quorum before the reachable part forks (nil: never).
+    let forkAfter: Duration?
 
     private(set) var view: MembershipView
     private var lastHeard: [UInt64: ContinuousClock.Instant] = [:]
@@ -60,21 +67,26 @@ struct CoordinatorMachine {
     private var decidedOrder: [RoundKey] = []
     /// Set once a newer view was seen: the machine does nothing more (the node drops it).
     private var deposed = false
+    /// A failover's start: the fork clock of its first proposal starts here, not after the
+    /// wait for re-attachments.
+    private var stalledSince: ContinuousClock.Instant?
 
     var pendingJoiners: Int { joiners.count }
 
     init(me: UInt64, view: MembershipView, failover lost: UInt64?, adopted: MembershipView?,
-         interval: Duration, timeout: Duration, now: ContinuousClock.Instant) {
+         interval: Duration, timeout: Duration, forkAfter: Duration? = nil, now: ContinuousClock.Instant) {
         self.me = me
         self.view = view
         self.interval = interval
         self.timeout = timeout
+        self.forkAfter = forkAfter
         lastBeat = now
         for id in view.ids where id != me { lastHeard[id] = now }
         if let lost {
             gone.insert(lost)
             lastHeard[lost] = nil
             failoverUntil = now + timeout
+            stalledSince = now
             self.adopted = adopted
         }
     }
@@ -154,7 +166,7 @@ struct CoordinatorMachine {
             proposal = nil
             return [.deposed(newer)]
 
-        case .redirect, .coordinatorHeartbeat, .propose, .commit, .proceed, .decision, .removed:
+        case .redirect, .coordinatorHeartbeat, .propose, .commit, .proceed, .decision, .removed, .merge, .line:
             return []
         }
     }
@@ -228,6 +240,9 @@ struct CoordinatorMachine {
                 out.append(.probe(node, .propose(p.view)))
             }
         }
+        if let forkAfter, let p = proposal, now - p.began >= forkAfter, p.view.contains(me) {
+            out += fork(p, now: now)
+        }
         if changed || failoverUntil.map({ now >= $0 }) == true { out += advance(now: now) }
         return out
     }
@@ -257,14 +272,14 @@ struct CoordinatorMachine {
             let survivors = view.nodes.filter { !gone.contains($0.id) }
             guard !survivors.isEmpty else { return [] }
             let coordinator = gone.contains(me) ? survivors[0].id : me
-            let next = MembershipView(epoch: view.epoch + 1, coordinator: coordinator, nodes: survivors)
+            let next = MembershipView(epoch: view.epoch + 1, line: view.line, coordinator: coordinator, nodes: survivors)
             return propose(next, departed: removing.filter { leaving.contains($0) }, admitted: [], now: now)
         }
         let ring = Set(view.ringIds)
         guard ring.isSubset(of: waiting) else { return [] }
         let ready = joinOrder.filter { joiners[$0] != nil }
         if !ready.isEmpty {
-            let next = MembershipView(epoch: view.epoch + 1, coordinator: view.coordinator,
+            let next = MembershipView(epoch: view.epoch + 1, line: view.line, coordinator: view.coordinator,
                                       nodes: view.nodes + ready.compactMap { joiners[$0]?.node })
             return propose(next, departed: [], admitted: Set(ready), now: now)
         }
@@ -279,8 +294,11 @@ struct CoordinatorMachine {
         // The successor is asked first, alone: whoever acknowledges this view after it knows that
         // the successor did too, so a successor that takes over re-proposes this very view.
         let successor = view.nodes.first { $0.id != me && !gone.contains($0.id) }?.id
+        // A re-proposal after a failover or an adoption keeps the clock of the change it continues.
+        let began = proposal?.began ?? stalledSince ?? now
+        stalledSince = nil
         var p = Proposal(view: next, departed: departed, admitted: admitted, successor: successor,
-                         broadcast: successor == nil, deadline: now + timeout)
+                         broadcast: successor == nil, deadline: now + timeout, began: began)
         proposal = p
         var out: [Action] = []
         if view.contains(me) { out.append(.send(me, .propose(next))) }
@@ -291,6 +309,27 @@ struct CoordinatorMachine {
             out += askVoters(p, skip: [me])
         }
         return out
+    }
+
+    /// Availability first (docs/membership.md, "Lines"): the view change found no quorum of the
+    /// last view for `forkAfter`, so the nodes that cannot be reached are dead or cut off. This
+    /// coordinator commits, as a new line, the proposed view restricted to itself, the voters
+    /// that acknowledged it and the joiners it admits; it keeps admitting joiners, and the lines
+    /// merge when they meet again.
+    private mutating func fork(_ p: Proposal, now: ContinuousClock.Instant) -> [Action] {
+        let keep = p.acks.union(p.admitted).union([me])
+        let nodes = p.view.nodes.filter { keep.contains($0.id) }
+        let line = MembershipRules.forkedLine(from: view.line, coordinator: me, epoch: p.view.epoch)
+        let next = MembershipView(epoch: p.view.epoch, line: line, coordinator: me, nodes: nodes)
+        let old = view
+        proposal = Proposal(view: next, departed: p.departed, admitted: p.admitted.intersection(keep), acks: keep,
+                            successor: nil, broadcast: true, deadline: now + timeout, began: now)
+        // Nodes left out are gone for this line (a node that comes back joins anew).
+        for id in view.ids where !keep.contains(id) {
+            gone.insert(id)
+            lastHeard[id] = nil
+        }
+        return [.forked(from: old, to: next)] + commit(now: now)
     }
 
     private func askVoters(_ p: Proposal, skip: Set<UInt64>) -> [Action] {

@@ -1,3 +1,5 @@
+import Transport
+
 /// The member side of membership as a value type: events in, actions out, no I/O.
 ///
 /// Every node runs one, the coordinator included (its "link" is then itself and messages go
@@ -28,6 +30,10 @@ struct MemberMachine {
         case rejoining(reason: String)
         /// A join attempt failed; the next one starts after `delay`.
         case joinRetry(reason: String, delay: Duration)
+        /// Dial this address and send the message (a coordinator looking for other lines).
+        case probeLine(Address, MembershipMessage)
+        /// As coordinator: this line merges into `into`'s; tell every member of `view` first.
+        case mergeLine(view: MembershipView, into: MembershipView)
         /// Only for what retrying cannot fix (a wrong key, a protocol version mismatch, or the
         /// operator's deadline for joining at start).
         case failed(MembershipError)
@@ -78,6 +84,9 @@ struct MemberMachine {
     /// Set at start by the operator's option; a rejoin never gives up.
     private var giveUpAt: ContinuousClock.Instant?
     private var random: JitterRandom
+    /// Line discovery (coordinator only): the next address to probe, and when.
+    private var probeIndex = 0
+    private var nextProbe: ContinuousClock.Instant?
     static let maxAddresses = 256
     /// The longest wait between two rounds of join attempts.
     static let maxJoinBackoff: Duration = .seconds(5)
@@ -96,7 +105,7 @@ struct MemberMachine {
 
     /// A node without a seed founds the cluster: epoch 1, itself alone, itself coordinator.
     mutating func bootstrap(now: ContinuousClock.Instant) -> [Action] {
-        let first = MembershipView(epoch: 1, coordinator: me.id, nodes: [me])
+        let first = MembershipView(epoch: 1, line: me.id, coordinator: me.id, nodes: [me])
         view = first
         phase = .member
         link = me.id
@@ -134,6 +143,9 @@ struct MemberMachine {
         }
         for key in pending.keys.sorted(by: { ($0.epoch, $0.tag) < ($1.epoch, $1.tag) }) { out.append(.decided(key, false)) }
         pending.removeAll()
+        // Rounds of the membership left behind: the next line may reuse their (epoch, tag).
+        decided.removeAll()
+        decidedOrder.removeAll()
         var order: [Address] = []
         for v in [newer, view].compactMap({ $0 }) {
             let nodes = v.nodes.filter { $0.id == v.coordinator } + v.nodes.filter { $0.id != v.coordinator }
@@ -352,12 +364,54 @@ struct MemberMachine {
             }
             return rejoin(reason: "removed from the cluster: \(reason)", now: now)
 
+        case .merge(let into):
+            guard from == link, phase == .member, let view, into.line != view.line else { return [] }
+            return rejoin(reason: "line \(hex(view.line)) merges into line \(hex(into.line))", newer: into, now: now)
+
+        case .line(let other, let reply):
+            return metLine(other, reply: reply, from: from, now: now)
+
         case .join, .rejoin, .memberHeartbeat, .updateRequest, .ack, .leave, .outcome, .stale:
             return []
         }
     }
 
     private var registeredSent = false
+
+    /// Another line of the cluster spoke up (a probe, its answer, or a member passing one on).
+    /// The line that loses merges into the other; the decision is the same on both sides,
+    /// since both compare the same two views.
+    private mutating func metLine(_ other: MembershipView, reply: Bool, from: UInt64,
+                                  now: ContinuousClock.Instant) -> [Action] {
+        guard phase == .member, let view, other.line != view.line else { return [] }
+        for node in other.nodes where node.id != me.id { learn(Address(host: node.controlHost, port: node.controlPort)) }
+        var out: [Action] = []
+        if !reply { out.append(.send(from, .line(view, reply: true))) }
+        guard MembershipRules.wins(other, over: view) else {
+            if reply, !view.contains(from) { out.append(.closeLink(from)) }
+            return out
+        }
+        if link == me.id {
+            return out + [.mergeLine(view: view, into: other)]
+                + rejoin(reason: "line \(hex(view.line)) merges into line \(hex(other.line))", newer: other, now: now)
+        }
+        // A member: its coordinator decides for the line.
+        if let link, linkUp { out.append(.send(link, .line(other, reply: true))) }
+        return out
+    }
+
+    /// As coordinator, one address outside the view every `interval`: the lines of a cluster
+    /// that was split find each other again once the network heals.
+    private mutating func probeForLines(now: ContinuousClock.Instant) -> [Action] {
+        guard link == me.id, phase == .member, let view else { return [] }
+        if let nextProbe, now < nextProbe { return [] }
+        nextProbe = now + interval
+        let inView = Set(view.nodes.map { Address(host: $0.controlHost, port: $0.controlPort) })
+        let targets = addressBook.filter { !inView.contains($0) }
+        guard !targets.isEmpty else { return [] }
+        probeIndex = (probeIndex + 1) % targets.count
+        return [.probeLine(targets[probeIndex], .line(view, reply: false))]
+    }
 
     /// The one-view-per-epoch rule.
     private mutating func acknowledge(_ proposal: MembershipView) -> MembershipMessage {
@@ -439,6 +493,8 @@ struct MemberMachine {
 
     mutating func report(_ key: RoundKey, done: Bool) -> [Action] {
         if let known = decided[key] { return [.decided(key, known)] }
+        // Out of every view (joining anew): no round of a ring this node was in can commit.
+        if phase == .joining || phase == .idle { return [.decided(key, false)] }
         pending[key] = done
         guard let link, linkUp else { return [] }
         return [.send(link, .outcome(key, done: done))]
@@ -492,7 +548,7 @@ struct MemberMachine {
             }
             return []
         }
-        guard let link, link != me.id, linkUp else { return [] }
+        guard let link, link != me.id, linkUp else { return probeForLines(now: now) }
         if now - lastHeard > timeout {
             linkUp = false
             if phase == .joining {

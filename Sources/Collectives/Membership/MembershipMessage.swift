@@ -36,6 +36,15 @@ enum MembershipMessage: Hashable, Sendable {
     case decision(RoundKey, commit: Bool)
     /// C2M: the sender is not (or no longer) a member; it must join anew.
     case removed(reason: String)
+    /// C2M: this node's line merges into `view`'s line (they met again after a split): leave this
+    /// line and join that one.
+    case merge(MembershipView)
+
+    /// Any direction: the view (line) the sender is in. A coordinator sends it to addresses it
+    /// knows outside its view, looking for other lines of the cluster; a node of another line
+    /// answers with its own (`reply`), and the line that loses (``MembershipRules/wins(_:over:)``)
+    /// merges into the other.
+    case line(MembershipView, reply: Bool)
 
     struct Decision: Hashable, Sendable {
         var key: RoundKey
@@ -60,6 +69,8 @@ extension MembershipMessage {
     private enum Kind: UInt8 {
         case join = 1, rejoin = 2, memberHeartbeat = 3, updateRequest = 4, ack = 5, leave = 6, outcome = 7, stale = 8
         case redirect = 16, coordinatorHeartbeat = 17, propose = 18, commit = 19, proceed = 20, decision = 21, removed = 22
+        case merge = 23
+        case line = 32
     }
 
     func encode() -> [UInt8] {
@@ -85,6 +96,10 @@ extension MembershipMessage {
             w.u8(Kind.outcome.rawValue); w.u64(key.epoch); w.u64(key.tag); w.u8(done ? 1 : 0)
         case .stale(let view):
             w.u8(Kind.stale.rawValue); w.view(view)
+        case .merge(let view):
+            w.u8(Kind.merge.rawValue); w.view(view)
+        case .line(let view, let reply):
+            w.u8(Kind.line.rawValue); w.view(view); w.u8(reply ? 1 : 0)
         case .redirect(let id, let host, let port):
             w.u8(Kind.redirect.rawValue); w.u64(id); w.string(host); w.u16(UInt16(clamping: port))
         case .coordinatorHeartbeat(let epoch):
@@ -135,6 +150,8 @@ extension MembershipMessage {
         case .leave: message = .leave
         case .outcome: message = .outcome(RoundKey(epoch: try r.u64(), tag: try r.u64()), done: try r.bool())
         case .stale: message = .stale(try r.view())
+        case .merge: message = .merge(try r.view())
+        case .line: message = .line(try r.view(), reply: try r.bool())
         case .redirect: message = .redirect(id: try r.u64(), host: try r.string(), port: Int(try r.u16()))
         case .coordinatorHeartbeat: message = .coordinatorHeartbeat(epoch: try r.u64())
         case .propose: message = .propose(try r.view())
@@ -170,7 +187,7 @@ private struct Writer {
         string(n.dataHost); u16(UInt16(clamping: n.dataPort)); u8(n.inRing ? 1 : 0)
     }
     mutating func view(_ v: MembershipView) {
-        u64(v.epoch); u64(v.coordinator)
+        u64(v.epoch); u64(v.line); u64(v.coordinator)
         u16(UInt16(min(v.nodes.count, MembershipLimits.maxNodes)))
         for n in v.nodes.prefix(MembershipLimits.maxNodes) { node(n) }
     }
@@ -207,6 +224,7 @@ private struct Reader {
     }
     mutating func view() throws -> MembershipView {
         let epoch = try u64()
+        let line = try u64()
         let coordinator = try u64()
         let count = Int(try u16())
         guard count <= MembershipLimits.maxNodes else { throw MembershipCodecError(message: "view of \(count) nodes exceeds the limit") }
@@ -216,6 +234,6 @@ private struct Reader {
         nodes.reserveCapacity(count)
         for _ in 0..<count { nodes.append(try node()) }
         guard Set(nodes.map(\.id)).count == nodes.count else { throw MembershipCodecError(message: "duplicate node ids in a view") }
-        return MembershipView(epoch: epoch, coordinator: coordinator, nodes: nodes)
+        return MembershipView(epoch: epoch, line: line, coordinator: coordinator, nodes: nodes)
     }
 }

@@ -44,6 +44,8 @@ public final class MembershipNode: @unchecked Sendable {
     private var subscribers: [Int: AsyncStream<MembershipEvent>.Continuation] = [:]
     private var nextSubscriber = 0
     private var lastRole: MembershipStatus.Role = .idle
+    /// One line probe at a time (a dial to a dead address may take the connect timeout).
+    private var probingLine = false
 
     public init(localId: UInt64, key: ClusterKey, options: MembershipOptions = MembershipOptions(), logger: Logger) {
         self.localId = localId
@@ -318,8 +320,14 @@ public final class MembershipNode: @unchecked Sendable {
 
     private func accepted(_ connection: Connection) {
         let old = lock.withLock { () -> Connection? in
-            let old = links[connection.remoteId]
-            links[connection.remoteId] = connection
+            let id = connection.remoteId
+            if let mine = links[id], mine !== connection, member?.link == id, id != localId {
+                // The node this one follows (or joins) dialled in too: a coordinator's probe.
+                // The link this node dialled stays; the probe's answer goes back on it.
+                return connection
+            }
+            let old = links[id]
+            links[id] = connection
             return old === connection ? nil : old
         }
         old?.close()
@@ -427,6 +435,8 @@ public final class MembershipNode: @unchecked Sendable {
         case breakRing(Communicator, String)
         /// Dial a node and send it a message once the link is up (a coordinator's probe).
         case probe(String, Int, [UInt8])
+        /// The same, looking for another line of the cluster.
+        case lineProbe(String, Int, [UInt8])
         case event(MembershipEvent)
     }
 
@@ -441,7 +451,7 @@ public final class MembershipNode: @unchecked Sendable {
     private static func isForCoordinator(_ message: MembershipMessage) -> Bool {
         switch message {
         case .join, .rejoin, .memberHeartbeat, .updateRequest, .ack, .leave, .outcome, .stale: true
-        case .redirect, .coordinatorHeartbeat, .propose, .commit, .proceed, .decision, .removed: false
+        case .redirect, .coordinatorHeartbeat, .propose, .commit, .proceed, .decision, .removed, .merge, .line: false
         }
     }
 
@@ -507,6 +517,9 @@ public final class MembershipNode: @unchecked Sendable {
                     } else {
                         effects.append(.probe(node.controlHost, node.controlPort, message.encode()))
                     }
+                case .forked(let old, let next):
+                    counters.forks += 1
+                    logger.warning("no quorum of epoch \(old.epoch)'s view for \(options.forkAfter.map { "\($0)" } ?? "-"): going on as line \(hex(next.line)) with the \(next.nodes.count) node(s) reachable; it merges with line \(hex(old.line)) when they meet")
                 case .deposed(let newer):
                     coordinator = nil
                     logger.warning("a newer view exists without this node as coordinator: \(newer)")
@@ -541,7 +554,8 @@ public final class MembershipNode: @unchecked Sendable {
             return links.removeValue(forKey: id).map { [.close($0)] } ?? []
         case .becomeCoordinator(let view, let lost, let adopted):
             coordinator = CoordinatorMachine(me: localId, view: view, failover: lost, adopted: adopted,
-                                             interval: options.heartbeatInterval, timeout: options.heartbeatTimeout, now: now)
+                                             interval: options.heartbeatInterval, timeout: options.heartbeatTimeout,
+                                             forkAfter: options.forkAfter, now: now)
             if let lost {
                 logger.warning("coordinator \(hex(lost)) lost; taking over as the next in view order", metadata: ["epoch": "\(view.epoch)"])
             } else if view.epoch > 1 {
@@ -597,6 +611,15 @@ public final class MembershipNode: @unchecked Sendable {
         case .joinRetry(let reason, let delay):
             logger.warning("cannot join yet: \(reason); trying again in \(delay)")
             return []
+        case .probeLine(let address, let message):
+            guard !probingLine else { return [] }
+            probingLine = true
+            return [.lineProbe(address.host, address.port, message.encode())]
+        case .mergeLine(let view, let into):
+            counters.merges += 1
+            logger.warning("met line \(hex(into.line)) (\(into.nodes.count) nodes): this line (\(hex(view.line)), \(view.nodes.count) nodes) merges into it")
+            let bytes = MembershipMessage.merge(into).encode()
+            return view.ids.filter { $0 != localId }.compactMap { id in links[id].map { .write($0, bytes) } }
         case .failed(let error):
             logger.warning("\(error.message)")
             failure = error
@@ -647,9 +670,11 @@ public final class MembershipNode: @unchecked Sendable {
             case .abortRing(let communicator, let reason, let epoch):
                 communicator.abortRing(reason: reason, beforeEpoch: epoch)
             case .breakRing(let communicator, let reason):
-                communicator.breakCurrentRing(reason: reason)
+                communicator.leaveRings(reason: reason)
             case .probe(let host, let port, let bytes):
                 probe(host: host, port: port, bytes: bytes)
+            case .lineProbe(let host, let port, let bytes):
+                probe(host: host, port: port, bytes: bytes, lookingForLines: true)
             case .event(let event):
                 for subscriber in lock.withLock({ Array(subscribers.values) }) { subscriber.yield(event) }
             }
@@ -684,16 +709,18 @@ public final class MembershipNode: @unchecked Sendable {
 
     /// A coordinator's probe: a link to a voter it cannot hear, carrying one message. The answer
     /// (a vote, or the newer view that voter committed) arrives like any other.
-    private func probe(host: String, port: Int, bytes: [UInt8]) {
+    private func probe(host: String, port: Int, bytes: [UInt8], lookingForLines: Bool = false) {
         let delegate = self.delegate
         Task { [weak self] in
             guard let self else { return }
+            defer { if lookingForLines { self.lock.withLock { self.probingLine = false } } }
             guard let connection = try? await self.transport.dial(host: host, port: port, purpose: .control, delegate: delegate) else {
                 self.logger.debug("probe of \(host):\(port) failed")
                 return
             }
             let keep = self.lock.withLock { () -> Bool in
-                guard !self.stopped, self.coordinator != nil, self.links[connection.remoteId] == nil else { return false }
+                guard !self.stopped, self.coordinator != nil, self.links[connection.remoteId] == nil,
+                      connection.remoteId != self.localId else { return false }
                 self.links[connection.remoteId] = connection
                 return true
             }

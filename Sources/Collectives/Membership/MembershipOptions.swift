@@ -19,6 +19,11 @@ public struct MembershipOptions: Sendable {
     /// up (nil, the default: for ever, as a daemon should: the seed may be restarting). A node
     /// that must join anew later never gives up.
     public var joinTimeout: Duration?
+    /// How many heartbeat timeouts a view change may go without a quorum before the part of the
+    /// cluster this coordinator reaches goes on as a new line (docs/membership.md, "Lines"):
+    /// availability first. nil: never; a minority then waits for the majority for ever.
+    public var forkAfterTimeouts: Int? = 3
+    public var forkAfter: Duration? { forkAfterTimeouts.map { heartbeatTimeout * $0 } }
     public var transport = TransportOptions()
 
     public init() {}
@@ -51,6 +56,12 @@ public struct MembershipStatus: Sendable, Hashable, Codable {
     public var retries = 0
     /// Proposals this node (as coordinator) saw time out without a quorum.
     public var proposalsWithoutQuorum = 0
+    /// New lines this node started as coordinator (no quorum for `forkAfter`).
+    public var forks = 0
+    /// Lines this node, as coordinator, merged into another it met.
+    public var merges = 0
+    /// The line of the current view (0 before the first view).
+    public var line: UInt64 { view?.line ?? 0 }
     /// Joiners waiting for admission (coordinator only).
     public var pendingJoiners = 0
 }

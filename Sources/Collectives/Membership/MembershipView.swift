@@ -27,13 +27,19 @@ public struct NodeInfo: Hashable, Sendable, Codable, CustomStringConvertible {
 
 /// The committed membership of one epoch: the ordered nodes (every one a voter) and which of
 /// them holds the coordinator role. Order matters: ring ranks and the failover order follow it.
+///
+/// `line` names the history the view belongs to: the founder's id at first, a new id when a
+/// part of the cluster that could not reach a quorum for long went on by itself (a fork, see
+/// docs/membership.md, "Lines"). Epochs count within a line; two lines merge when they meet.
 public struct MembershipView: Hashable, Sendable, Codable, CustomStringConvertible {
     public var epoch: UInt64
+    public var line: UInt64
     public var coordinator: UInt64
     public var nodes: [NodeInfo]
 
-    public init(epoch: UInt64, coordinator: UInt64, nodes: [NodeInfo]) {
+    public init(epoch: UInt64, line: UInt64 = 0, coordinator: UInt64, nodes: [NodeInfo]) {
         self.epoch = epoch
+        self.line = line
         self.coordinator = coordinator
         self.nodes = nodes
     }
@@ -47,11 +53,11 @@ public struct MembershipView: Hashable, Sendable, Codable, CustomStringConvertib
     public var ringView: RingView {
         RingView(epoch: epoch, members: nodes.filter(\.inRing).map {
             PeerEndpoint(id: $0.id, host: $0.dataHost, port: $0.dataPort)
-        })
+        }, line: line)
     }
 
     public var description: String {
-        "epoch \(epoch) coordinator \(hex(coordinator)) [\(ids.map { hex($0) }.joined(separator: ", "))]"
+        "epoch \(epoch) line \(hex(line)) coordinator \(hex(coordinator)) [\(ids.map { hex($0) }.joined(separator: ", "))]"
     }
 }
 
@@ -69,6 +75,21 @@ public enum MembershipRules {
     /// the first node of the view, in view order, not known to have failed.
     public static func successor(in view: MembershipView, excluding failed: Set<UInt64>) -> NodeInfo? {
         view.nodes.first { !failed.contains($0.id) }
+    }
+
+    /// Of two lines of one cluster that meet, the one the other merges into: the larger (more
+    /// nodes: fewer nodes move), then the smaller line id. Every node decides alike.
+    public static func wins(_ a: MembershipView, over b: MembershipView) -> Bool {
+        a.nodes.count != b.nodes.count ? a.nodes.count > b.nodes.count : a.line < b.line
+    }
+
+    /// The id of a line forked by `coordinator` from `line` at `epoch`: a mix of the three, so
+    /// that two sides forking at once never pick the same id.
+    public static func forkedLine(from line: UInt64, coordinator: UInt64, epoch: UInt64) -> UInt64 {
+        var z = line ^ coordinator &* 0x9E37_79B9_7F4A_7C15 ^ epoch &* 0xC2B2_AE3D_27D4_EB4F
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return max(z ^ (z >> 31), 1)
     }
 }
 

@@ -59,6 +59,8 @@ struct StatusReport: Codable, Sendable {
     var healthy: Bool
     var health: String
     var epoch: UInt64
+    /// The history this node's view belongs to (docs/membership.md, "Lines").
+    var line: String
     var coordinator: String?
     var members: [Member]
     var revision: UInt64
