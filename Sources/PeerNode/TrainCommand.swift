@@ -15,7 +15,7 @@ struct TrainCommand: AsyncParsableCommand {
     @Option(help: "Dataset (gcn: cora|citeseer, gin: esol|freesolv|lipophilicity, moe: digits|mnist5k). Default: the model's.")
     var data: String?
 
-    @Option(help: "Read the dataset from this directory instead of the shipped copy (Cora/CiteSeer: default ../shared/data or $PEERNODE_SHARED_DATA).")
+    @Option(help: "Read the dataset from this directory instead of the shipped copy (layout: docs/datasets.md).")
     var dataDir: String?
 
     @Option(help: "Number of training steps (one step = one batch; GCN: the full graph).")

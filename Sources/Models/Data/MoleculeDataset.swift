@@ -1,7 +1,7 @@
 import Foundation
 
 /// MoleculeNet regression sets (ESOL, FreeSolv, Lipophilicity) in the JSON-lines layout of
-/// ../shared/data/README.md, shipped zstd-compressed inside this module.
+/// docs/datasets.md, shipped zstd-compressed inside this module.
 public struct MoleculeDataset: Sendable {
     public let name: String
     public let molecules: [Molecule]

@@ -1,5 +1,5 @@
 /// Hyper-parameters of `GCN`, defaulting to Kipf & Welling (2017) with the hidden width of the
-/// project's reference (../shared/bench/gcn_ref.py).
+/// project's PyTorch reference GCN (docs/models.md).
 public struct GCNConfig: Sendable {
     public var hidden = 64
     public var dropout: Float = 0.5

@@ -1,6 +1,6 @@
 import Foundation
 
-/// Hyper-parameters of `GIN`, defaulting to the reference ../shared/bench/gin_mol_ref.py.
+/// Hyper-parameters of `GIN`, defaulting to the project's reference molecular GIN (docs/models.md).
 public struct GINConfig: Sendable {
     public var layers = 3
     public var hidden = 64

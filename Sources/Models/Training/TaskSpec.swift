@@ -2,8 +2,8 @@
 public struct TaskSpec: Sendable {
     public var model: ModelKind
     public var dataset: String
-    /// Directory to read the dataset from instead of the shipped copy (required for nothing;
-    /// Cora/CiteSeer default to the shared data folder).
+    /// Directory to read the dataset from instead of the shipped copy (never required: every
+    /// dataset ships with the module).
     public var dataDirectory: String?
     public var shard: Shard
     /// Shared by all peers: fixes the initial parameters and the shard permutation. Batch order

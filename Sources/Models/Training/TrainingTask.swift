@@ -20,8 +20,7 @@ public final class TrainingTask {
         }
         switch spec.model {
         case .gcn:
-            let dir = PlanetoidDataset.directory(for: spec.dataset, in: spec.dataDirectory)
-            let data = try PlanetoidDataset.load(directory: dir, name: spec.dataset)
+            let data = try PlanetoidDataset.load(spec.dataset, directory: spec.dataDirectory)
             let config = GCNConfig()
             let nodes = spec.shard.select(data.splits[.train] ?? [], seed: spec.seed)
             guard !nodes.isEmpty else { throw TaskError(description: "shard \(spec.shard.index) of \(spec.shard.count) has no training nodes") }
