@@ -77,6 +77,13 @@ final class PeerService: Service, @unchecked Sendable {
         }
         let node = MembershipNode(localId: id, key: key, options: settings.membershipOptions, logger: logger)
         let communicator = Communicator(localId: id, key: key, options: settings.communicatorOptions, logger: logger)
+        if let initFrom = settings.initFrom {
+            do {
+                try ModelWeights.load(initFrom, into: task.parameters)
+            } catch {
+                throw RunError("cannot start from the weights: \(error)")
+            }
+        }
         let state = try DiLoCoTrainer.sharedState(for: task)
         if let checkpoint = settings.checkpoint, FileManager.default.fileExists(atPath: checkpoint) {
             // Resume: load into a scratch state first, so that a bad file changes nothing.

@@ -61,6 +61,8 @@ struct RunCommand: AsyncParsableCommand {
     var statusPort: Int?
     @Option(name: .customLong("status-bind"), help: "Address the status port binds to. Default 127.0.0.1 (loopback only).")
     var statusBind: String?
+    @Option(name: .customLong("init-from"), help: "Found the cluster from the weights in this safetensors file (joiners take the cluster's; a resumed checkpoint wins).")
+    var initFrom: String?
 
     /// Defaults, then the config file, then what the command line gave.
     func settings() throws -> RunSettings {
@@ -95,6 +97,7 @@ struct RunCommand: AsyncParsableCommand {
         if let status { s.status = status }
         if let statusPort { s.statusPort = statusPort }
         if let statusBind { s.statusBind = statusBind }
+        if let initFrom { s.initFrom = initFrom }
         try s.validate()
         return s
     }

@@ -52,12 +52,15 @@ struct RunSettings: Sendable {
     var statusPort = 0
     /// Loopback unless the operator says otherwise: the page is unauthenticated.
     var statusBind = "127.0.0.1"
+    /// A safetensors file to take θ₀ from instead of the seed's initial parameters.
+    var initFrom: String?
 
     /// The keys a config file may hold, in the order docs/operations.md lists them.
     static let keys = ["seed", "listen", "data-listen", "advertise", "model", "data", "data-dir", "shard-index",
                        "shard-count", "inner-steps", "outer-steps", "quant", "mode", "outer-lr", "outer-momentum", "seed-value", "cluster-key-file",
                        "checkpoint", "checkpoint-every", "min-peers", "heartbeat-ms", "heartbeat-timeout-ms",
-                       "streams", "stream-rate-mbps", "log-level", "shutdown-grace-s", "status", "status-port", "status-bind"]
+                       "streams", "stream-rate-mbps", "log-level", "shutdown-grace-s", "status", "status-port", "status-bind",
+                       "init-from"]
 
     /// Config files are small; a bigger one is a wrong path, not a config.
     static let maxConfigBytes = 1 << 20
@@ -163,6 +166,7 @@ struct RunSettings: Sendable {
             status = on
         case "status-port": statusPort = try int()
         case "status-bind": statusBind = try string()
+        case "init-from": initFrom = try string()
         default:
             throw RunError("config file \(path): unknown setting \"\(key)\" (known: \(Self.keys.joined(separator: ", ")))")
         }

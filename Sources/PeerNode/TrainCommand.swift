@@ -18,6 +18,9 @@ struct TrainCommand: AsyncParsableCommand {
     @Option(help: "Read the dataset from this directory instead of the shipped copy (layout: docs/datasets.md).")
     var dataDir: String?
 
+    @Option(name: .customLong("init-from"), help: "Start from the weights in this safetensors file (names, shapes and dtypes must match the model).")
+    var initFrom: String?
+
     @Option(help: "Number of training steps (one step = one batch; GCN: the full graph).")
     var steps: Int
 
@@ -57,10 +60,11 @@ struct TrainCommand: AsyncParsableCommand {
         let spec = TaskSpec(model: kind, dataset: data, dataDirectory: dataDir, seed: seed, scaffoldSplit: scaffoldSplit)
         // Dataset and task errors describe themselves (file, line, reason); exit status 1.
         let task = try TrainingTask.make(spec)
+        if let initFrom { try ModelWeights.load(initFrom, into: task.parameters) }
         let tty = isatty(STDOUT_FILENO) != 0
         print("training \(kind.rawValue) on \(spec.dataset): \(task.parameters.count) parameters, "
               + "\(task.model.trainingExampleCount) training examples, \(task.model.stepsPerEpoch) steps/epoch, "
-              + "\(threads) thread(s)")
+              + "\(threads) thread(s)" + (initFrom.map { ", weights from \($0)" } ?? ""))
         var lastMetric = "-"
         let summary = Trainer.run(task, steps: steps, evaluateEvery: evalEvery) { p in
             if let e = p.evaluation {
