@@ -13,7 +13,8 @@ public struct PlanetoidDataset {
     public let nodeCount: Int
     public let featureCount: Int
     public let classCount: Int
-    /// Binary node features (values 1).
+    /// Node features: binary (values 1) for Cora and CiteSeer, any finite values for a user's
+    /// own graph (`NodeTableDataset`).
     public let features: CSRMatrix
     public let labels: [Int32]
     /// Node ids per split, ascending.
