@@ -21,29 +21,35 @@ struct ExportCommand: ParsableCommand {
     var model: String
     @Option(help: "Dataset it was trained on (default: the model's); fixes input and output sizes.") var data: String?
     @Option(name: .customLong("data-dir"), help: "Directory the dataset was read from, if not the shipped copy.") var dataDir: String?
+    @Option(name: .customLong("data-format"), help: "Layout of your own data in --data-dir, as given to run.") var dataFormat: String?
 
     func validate() throws {
         guard ModelKind(rawValue: model) != nil else {
             throw ValidationError("--model must be one of \(ModelKind.allCases.map(\.rawValue).joined(separator: ", "))")
         }
+        if let dataFormat, DataFormat(rawValue: dataFormat) == nil {
+            throw ValidationError("--data-format must be one of \(DataFormat.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
     }
 
     func run() throws {
-        let spec = TaskSpec(model: ModelKind(rawValue: model)!, dataset: data, dataDirectory: dataDir)
+        let spec = TaskSpec(model: ModelKind(rawValue: model)!, dataset: data, dataDirectory: dataDir,
+                            dataFormat: dataFormat.flatMap(DataFormat.init(rawValue:)))
         let task: TrainingTask
         do {
             task = try TrainingTask.make(spec)
         } catch {
             throw RunError("cannot build model \(model) on \(spec.dataset): \(error)")
         }
+        let dataset = task.spec.dataset
         let state = try DiLoCoTrainer.sharedState(for: task)
         do {
             _ = try Checkpoint.read(checkpoint, into: state)
         } catch {
-            throw RunError("cannot export \(checkpoint) as model \(model) on \(spec.dataset) "
+            throw RunError("cannot export \(checkpoint) as model \(model) on \(dataset) "
                            + "(\(task.parameters.count) parameters): \(error)")
         }
-        let metadata = ["model": model, "dataset": spec.dataset, "revision": "\(state.revision)"]
+        let metadata = ["model": model, "dataset": dataset, "revision": "\(state.revision)"]
         let bytes = try ModelWeights.encode(UnsafeBufferPointer(state.floats("theta")!), infos: task.parameters.infos,
                                             metadata: metadata)
         do {
@@ -52,6 +58,6 @@ struct ExportCommand: ParsableCommand {
             throw RunError("cannot write \(out): \((error as NSError).localizedDescription)")
         }
         print("wrote \(out): \(task.parameters.infos.count) tensors, \(task.parameters.count) parameters, "
-              + "model \(model), dataset \(spec.dataset), revision \(state.revision)")
+              + "model \(model), dataset \(dataset), revision \(state.revision)")
     }
 }

@@ -71,7 +71,8 @@ final class PeerService: Service, @unchecked Sendable {
         do {
             task = try TrainingTask.make(TaskSpec(model: kind, dataset: settings.data, dataDirectory: settings.dataDir,
                                                   shard: Shard(index: settings.shardIndex, count: settings.shardCount),
-                                                  seed: settings.seedValue))
+                                                  seed: settings.seedValue,
+                                                  dataFormat: settings.dataFormat.flatMap(DataFormat.init(rawValue:))))
         } catch {
             throw RunError("cannot load the training data: \(error)")
         }
