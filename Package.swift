@@ -117,8 +117,9 @@ let package = Package(
             dependencies: ["DiLoCo", "Collectives", "Models", "PeerTestSupport", "Transport",
                            .product(name: "Logging", package: "swift-log")]
         ),
-        // Start the built `peernode` binary as real processes.
-        .testTarget(name: "PeerNodeIntegrationTests", dependencies: []),
+        // Start the built `peernode` binary as real processes (the libraries only to read what
+        // it wrote, e.g. a checkpoint's θ).
+        .testTarget(name: "PeerNodeIntegrationTests", dependencies: ["DiLoCo", "Models"]),
         .testTarget(
             name: "MembershipTests",
             dependencies: [

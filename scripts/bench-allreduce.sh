@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # usage: scripts/bench-allreduce.sh N "SIZES_MIB" REPS [QUANT]
-# The hook for ../shared/bench/run_all.sh (CMD_peernode), printing its line format:
+# The hook for the reference benchmark kit's run_all.sh (CMD_peernode), printing its line format;
+# the kit's folder is yours to name (scripts/bench-sweep.sh takes it as $PEERNODE_BENCH_KIT):
 #   STEPS="mpi-tcp:2 gloo:2 peernode:2" CMD_peernode="$PWD/scripts/bench-allreduce.sh {N} \"{SIZES}\" {REPS}" \
-#     ../shared/bench/run_all.sh 3 10 "1 16 64 256" 6
+#     "$PEERNODE_BENCH_KIT/run_all.sh" 3 10 "1 16 64 256" 6
 # Builds the release binary first if it is missing (build output goes to stderr).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -16,3 +16,15 @@ if ((${#need[@]})); then
   "${SUDO[@]}" apt-get update -qq
   "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
 fi
+# The reference safetensors implementation, which the weights tests read exports with
+# (Tests/PeerNodeIntegrationTests/WeightsProcessTests.swift); only when it is missing.
+if ! command -v python3 >/dev/null; then
+  echo "install-deps: python3 is needed for the weights tests (apt-get install python3 python3-pip)" >&2
+  exit 1
+fi
+if ! python3 -c "import numpy, safetensors.numpy" 2>/dev/null; then
+  echo "install-deps: pip install safetensors numpy" >&2
+  # Debian's system python refuses plain pip installs (PEP 668); a user install is allowed.
+  python3 -m pip install --quiet safetensors numpy >&2 2>/dev/null \
+    || python3 -m pip install --quiet --user --break-system-packages safetensors numpy >&2
+fi

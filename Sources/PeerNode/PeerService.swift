@@ -71,12 +71,20 @@ final class PeerService: Service, @unchecked Sendable {
         do {
             task = try TrainingTask.make(TaskSpec(model: kind, dataset: settings.data, dataDirectory: settings.dataDir,
                                                   shard: Shard(index: settings.shardIndex, count: settings.shardCount),
-                                                  seed: settings.seedValue))
+                                                  seed: settings.seedValue,
+                                                  dataFormat: settings.dataFormat.flatMap(DataFormat.init(rawValue:))))
         } catch {
             throw RunError("cannot load the training data: \(error)")
         }
         let node = MembershipNode(localId: id, key: key, options: settings.membershipOptions, logger: logger)
         let communicator = Communicator(localId: id, key: key, options: settings.communicatorOptions, logger: logger)
+        if let initFrom = settings.initFrom {
+            do {
+                try ModelWeights.load(initFrom, into: task.parameters)
+            } catch {
+                throw RunError("cannot start from the weights: \(error)")
+            }
+        }
         let state = try DiLoCoTrainer.sharedState(for: task)
         if let checkpoint = settings.checkpoint, FileManager.default.fileExists(atPath: checkpoint) {
             // Resume: load into a scratch state first, so that a bad file changes nothing.

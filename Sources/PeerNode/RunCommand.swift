@@ -29,7 +29,7 @@ struct RunCommand: AsyncParsableCommand {
     var advertise: String?
     @Option(help: "Model: moe, gin or gcn. Default moe.") var model: String?
     @Option(help: "Dataset (default: the model's shipped default).") var data: String?
-    @Option(name: .customLong("data-dir"), help: "Directory to read the dataset from (gcn: Cora).") var dataDir: String?
+    @Option(name: .customLong("data-dir"), help: "Directory to read the dataset from, or your own data (docs/datasets.md).") var dataDir: String?
     @Option(name: .customLong("shard-index"), help: "This peer's shard of the training data. Default 0.") var shardIndex: Int?
     @Option(name: .customLong("shard-count"), help: "Number of shards. Default 1.") var shardCount: Int?
     @Option(name: .customLong("inner-steps"), help: "Inner steps per outer step (H). Default 50.") var innerSteps: Int?
@@ -65,6 +65,10 @@ struct RunCommand: AsyncParsableCommand {
     var statusPort: Int?
     @Option(name: .customLong("status-bind"), help: "Address the status port binds to. Default 127.0.0.1 (loopback only).")
     var statusBind: String?
+    @Option(name: .customLong("data-format"), help: "Layout of your own data in --data-dir, where the files cannot tell: \(DataFormat.allCases.map(\.rawValue).joined(separator: "|")).")
+    var dataFormat: String?
+    @Option(name: .customLong("init-from"), help: "Found the cluster from the weights in this safetensors file (joiners take the cluster's; a resumed checkpoint wins).")
+    var initFrom: String?
 
     /// Defaults, then the config file, then what the command line gave.
     func settings() throws -> RunSettings {
@@ -101,6 +105,8 @@ struct RunCommand: AsyncParsableCommand {
         if let status { s.status = status }
         if let statusPort { s.statusPort = statusPort }
         if let statusBind { s.statusBind = statusBind }
+        if let initFrom { s.initFrom = initFrom }
+        if let dataFormat { s.dataFormat = dataFormat }
         try s.validate()
         return s
     }

@@ -56,12 +56,17 @@ struct RunSettings: Sendable {
     var statusPort = 0
     /// Loopback unless the operator says otherwise: the page is unauthenticated.
     var statusBind = "127.0.0.1"
+    /// A safetensors file to take θ₀ from instead of the seed's initial parameters.
+    var initFrom: String?
+    /// The layout of a user's own data in `dataDir` where its files cannot tell (docs/datasets.md).
+    var dataFormat: String?
 
     /// The keys a config file may hold, in the order docs/operations.md lists them.
     static let keys = ["seed", "listen", "data-listen", "advertise", "model", "data", "data-dir", "shard-index",
                        "shard-count", "inner-steps", "outer-steps", "quant", "mode", "outer-lr", "outer-momentum", "seed-value", "cluster-key-file",
                        "checkpoint", "checkpoint-every", "min-peers", "heartbeat-ms", "heartbeat-timeout-ms",
-                       "join-timeout-s", "fork-after-timeouts", "streams", "stream-rate-mbps", "log-level", "shutdown-grace-s", "status", "status-port", "status-bind"]
+                       "join-timeout-s", "fork-after-timeouts", "streams", "stream-rate-mbps", "log-level", "shutdown-grace-s",
+                       "status", "status-port", "status-bind", "init-from", "data-format"]
 
     /// Config files are small; a bigger one is a wrong path, not a config.
     static let maxConfigBytes = 1 << 20
@@ -169,6 +174,8 @@ struct RunSettings: Sendable {
             status = on
         case "status-port": statusPort = try int()
         case "status-bind": statusBind = try string()
+        case "init-from": initFrom = try string()
+        case "data-format": dataFormat = try string()
         default:
             throw RunError("config file \(path): unknown setting \"\(key)\" (known: \(Self.keys.joined(separator: ", ")))")
         }
@@ -190,6 +197,9 @@ struct RunSettings: Sendable {
         guard let kind = ModelKind(rawValue: model) else { throw RunError("--model must be moe, gin or gcn, got '\(model)'") }
         if let data, !kind.datasets.contains(data) {
             throw RunError("model \(model) trains on \(kind.datasets.joined(separator: ", ")), not '\(data)'")
+        }
+        if let dataFormat, DataFormat(rawValue: dataFormat) == nil {
+            throw RunError("--data-format must be one of \(DataFormat.allCases.map(\.rawValue).joined(separator: ", ")), got '\(dataFormat)'")
         }
         guard shardCount >= 1, (0..<shardCount).contains(shardIndex) else { throw RunError("--shard-index must be in 0..<--shard-count") }
         guard innerSteps >= 1, outerSteps >= 0 else { throw RunError("--inner-steps ≥ 1 and --outer-steps ≥ 0") }

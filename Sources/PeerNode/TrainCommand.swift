@@ -15,8 +15,14 @@ struct TrainCommand: AsyncParsableCommand {
     @Option(help: "Dataset (gcn: cora|citeseer, gin: esol|freesolv|lipophilicity, moe: digits|mnist5k). Default: the model's.")
     var data: String?
 
-    @Option(help: "Read the dataset from this directory instead of the shipped copy (Cora/CiteSeer: default ../shared/data or $PEERNODE_SHARED_DATA).")
+    @Option(help: "Read the dataset from this directory instead of the shipped copy, or train on your own data there (layouts: docs/datasets.md).")
     var dataDir: String?
+
+    @Option(help: "Layout of your own data in --data-dir, where the files cannot tell: \(DataFormat.allCases.map(\.rawValue).joined(separator: "|")).")
+    var dataFormat: String?
+
+    @Option(name: .customLong("init-from"), help: "Start from the weights in this safetensors file (names, shapes and dtypes must match the model).")
+    var initFrom: String?
 
     @Option(help: "Number of training steps (one step = one batch; GCN: the full graph).")
     var steps: Int
@@ -46,6 +52,9 @@ struct TrainCommand: AsyncParsableCommand {
         guard steps > 0 else { throw ValidationError("--steps must be positive") }
         guard threads > 0 else { throw ValidationError("--threads must be positive") }
         guard logEvery > 0 else { throw ValidationError("--log-every must be positive") }
+        if let dataFormat, DataFormat(rawValue: dataFormat) == nil {
+            throw ValidationError("--data-format must be one of \(DataFormat.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
         if scaffoldSplit && model != ModelKind.gin.rawValue {
             throw ValidationError("--scaffold-split applies to --model gin only")
         }
@@ -54,13 +63,16 @@ struct TrainCommand: AsyncParsableCommand {
     func run() async throws {
         let kind = ModelKind(rawValue: model)!
         BLAS.setThreads(threads)
-        let spec = TaskSpec(model: kind, dataset: data, dataDirectory: dataDir, seed: seed, scaffoldSplit: scaffoldSplit)
+        let spec = TaskSpec(model: kind, dataset: data, dataDirectory: dataDir, seed: seed, scaffoldSplit: scaffoldSplit,
+                            dataFormat: dataFormat.flatMap(DataFormat.init(rawValue:)))
         // Dataset and task errors describe themselves (file, line, reason); exit status 1.
         let task = try TrainingTask.make(spec)
+        let dataset = task.spec.dataset
+        if let initFrom { try ModelWeights.load(initFrom, into: task.parameters) }
         let tty = isatty(STDOUT_FILENO) != 0
-        print("training \(kind.rawValue) on \(spec.dataset): \(task.parameters.count) parameters, "
+        print("training \(kind.rawValue) on \(dataset): \(task.parameters.count) parameters, "
               + "\(task.model.trainingExampleCount) training examples, \(task.model.stepsPerEpoch) steps/epoch, "
-              + "\(threads) thread(s)")
+              + "\(threads) thread(s)" + (initFrom.map { ", weights from \($0)" } ?? ""))
         var lastMetric = "-"
         let summary = Trainer.run(task, steps: steps, evaluateEvery: evalEvery) { p in
             if let e = p.evaluation {
@@ -89,7 +101,7 @@ struct TrainCommand: AsyncParsableCommand {
         print("step time (first step excluded): median \(format(t.median, 3)) ms, min \(format(t.min, 3)), "
               + "max \(format(t.max, 3)), mean \(format(t.mean, 3))")
         if bench {
-            var fields = "impl=peernode model=\(kind.rawValue) dataset=\(spec.dataset) threads=\(threads) steps=\(steps) "
+            var fields = "impl=peernode model=\(kind.rawValue) dataset=\(dataset) threads=\(threads) steps=\(steps) "
                 + "median_ms=\(format(t.median, 3)) min_ms=\(format(t.min, 3)) max_ms=\(format(t.max, 3)) "
                 + "test_\(summary.finalTest.name)=\(format(summary.finalTest.value, 4))"
             if task.selectionSplit != .test, let test = summary.testAtBestSelection {

@@ -5,15 +5,12 @@ import Testing
 /// Shipped datasets load with the documented counts; loaders turn missing, truncated and
 /// corrupt files into `DatasetError`s naming the file (and line), never a crash.
 @Suite struct DatasetTests {
-    static let cora = PlanetoidDataset.directory(for: "cora", in: nil)
-
-    /// A scratch copy of Cora whose files a test may damage.
+    /// A scratch copy of the shipped Cora, unpacked into its four text files, that a test may damage.
     static func scratchCora() throws -> URL {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("peernode-cora-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        for f in ["features.txt", "labels.txt", "split.txt", "edges.txt"] {
-            try FileManager.default.copyItem(at: URL(fileURLWithPath: cora).appendingPathComponent(f),
-                                             to: dir.appendingPathComponent(f))
+        for (name, bytes) in try PlanetoidDataset.shippedFiles("cora") {
+            try Data(bytes).write(to: dir.appendingPathComponent(name))
         }
         return dir
     }
@@ -53,12 +50,40 @@ import Testing
         #expect((0..<10).allSatisfy { c in mnist.testIndices.filter { mnist.labels[$0] == c }.count == 100 })
     }
 
-    @Test func planetoidCora() throws {
-        let d = try PlanetoidDataset.load(directory: Self.cora)
+    @Test func shippedPlanetoid() throws {
+        let d = try PlanetoidDataset.load("cora")
         #expect(d.nodeCount == 2708 && d.featureCount == 1433 && d.classCount == 7)
         #expect(d.features.nonZeroCount == 49216)
         #expect(d.edgeSources.count == 5278)
         #expect(d.splits[.train]?.count == 140 && d.splits[.validation]?.count == 500 && d.splits[.test]?.count == 1000)
+        #expect(d.labels.prefix(3) == [3, 4, 4] && d.edgeSources[0] == 0 && d.edgeTargets[0] == 633)
+        let c = try PlanetoidDataset.load("citeseer")
+        #expect(c.nodeCount == 3327 && c.featureCount == 3703 && c.classCount == 6)
+        #expect(c.edgeSources.count == 4552 && c.labels.filter { $0 < 0 }.count == 15)
+        #expect(c.splits[.train]?.count == 120 && c.splits[.validation]?.count == 500 && c.splits[.test]?.count == 1000)
+        // The same four files from a directory load to the same graph.
+        let fromDirectory = try PlanetoidDataset.load("cora", directory: try Self.scratchCora().path)
+        #expect(fromDirectory.labels == d.labels && fromDirectory.edgeTargets == d.edgeTargets
+                && fromDirectory.features.columnIndices == d.features.columnIndices)
+        Self.expectError(.unknownDataset, file: "pubmed") { _ = try PlanetoidDataset.load("pubmed") }
+    }
+
+    /// Damaged packed files: wrong first line, a section cut short, a wrong section name, bytes
+    /// after the last section.
+    @Test func planetoidPackRejectsDamage() throws {
+        let text = "peernode-planetoid 1\nfile features.txt 2\n0 1\n\nfile labels.txt 2\n0\n1\n"
+            + "file split.txt 2\ntrain\ntest\nfile edges.txt 1\n0 1\n"
+        let good = Array(text.utf8)
+        let sections = try PlanetoidPack.sections(good, file: "t.zst")
+        #expect(sections["features.txt"] == Array("0 1\n\n".utf8) && sections["edges.txt"] == Array("0 1\n".utf8))
+        func damaged(_ text: String, _ kind: DatasetError.Kind, line: Int) {
+            Self.expectError(kind, file: "t.zst", line: line) { _ = try PlanetoidPack.sections(Array(text.utf8), file: "t.zst") }
+        }
+        damaged(text.replacingOccurrences(of: "peernode-planetoid 1", with: "planetoid 2"), .corrupt, line: 1)
+        damaged(text.replacingOccurrences(of: "file labels.txt 2", with: "file label.txt 2"), .corrupt, line: 5)
+        damaged(text.replacingOccurrences(of: "file edges.txt 1", with: "file edges.txt 9"), .truncated, line: 13)
+        damaged(text + "0 2\n", .corrupt, line: 13)
+        damaged(String(text.prefix(30)), .truncated, line: 2)
     }
 
     @Test func planetoidMissingFile() throws {

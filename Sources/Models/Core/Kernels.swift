@@ -3,7 +3,7 @@ import COpenBLAS
 /// Element-wise kernels over raw pointers.
 ///
 /// Each kernel is a separate non-inlined function over pointers and a count with `&+` index
-/// arithmetic, the shape ../shared/PERFORMANCE.md found fast. The loops are written as plain
+/// arithmetic, the shape the project's performance notes found fast. The loops are written as plain
 /// scalar pointer loops on purpose: in release builds LLVM vectorizes them (measured on the
 /// build machine: an axpy over 64 floats runs as fast as a hand-written `SIMD16<Float>` loop),
 /// and in debug builds, where the test suite runs, they stay about 20x faster than explicit

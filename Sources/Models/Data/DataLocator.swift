@@ -1,10 +1,13 @@
 import Foundation
 
 /// Finds dataset bytes: the datasets shipped inside the module (zstd resources), or files in
-/// a directory the user names, or the project's shared data folder for Cora/CiteSeer.
+/// a directory the user names.
 public enum DataLocator {
     /// Names of the datasets shipped as resources of this module.
-    public static let shippedDatasets = ["esol", "freesolv", "lipophilicity", "digits", "mnist5k"]
+    public static let shippedDatasets = ["esol", "freesolv", "lipophilicity", "digits", "mnist5k", "cora", "citeseer"]
+
+    /// The single-file datasets `datasetBytes` serves (Cora and CiteSeer are packed text files,
+    /// read by `PlanetoidDataset`).
 
     static let shippedFiles: [String: String] = [
         "esol": "esol.jsonl", "freesolv": "freesolv.jsonl", "lipophilicity": "lipophilicity.jsonl",
@@ -43,10 +46,10 @@ public enum DataLocator {
     }
 
     /// The bytes of dataset `name`'s main file: from `directory` when given (plain or `.zst`,
-    /// directly inside it or in the sub-folder the shared data layout uses), else shipped.
+    /// directly inside it or in the sub-folder docs/datasets.md names), else shipped.
     public static func datasetBytes(_ name: String, directory: String?) throws -> (bytes: [UInt8], file: String) {
         guard let fileName = shippedFiles[name] else {
-            throw DatasetError(.unknownDataset, file: name, "known: \(shippedDatasets.joined(separator: ", ")), cora, citeseer")
+            throw DatasetError(.unknownDataset, file: name, "known: \(shippedDatasets.joined(separator: ", "))")
         }
         guard let directory else { return (try shippedBytes(fileName), "\(fileName).zst") }
         let sub = ["esol": "molecules", "freesolv": "molecules", "lipophilicity": "molecules",
@@ -75,16 +78,5 @@ public enum DataLocator {
         } catch {
             throw DatasetError(.missingFile, file: url.path, "unreadable: \(error.localizedDescription)")
         }
-    }
-
-    /// The project's shared data folder: `$PEERNODE_SHARED_DATA` if set, else `../shared/data`
-    /// relative to the package root (how CI and the benchmarks lay it out). Cora and CiteSeer
-    /// are read from here by default; they are never committed to the repository.
-    public static func sharedDataDirectory() -> String {
-        if let env = ProcessInfo.processInfo.environment["PEERNODE_SHARED_DATA"], !env.isEmpty { return env }
-        // This file is <root>/Sources/Models/Data/DataLocator.swift.
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().deletingLastPathComponent()
-        return root.deletingLastPathComponent().appendingPathComponent("shared/data").standardizedFileURL.path
     }
 }

@@ -1,7 +1,7 @@
 import Foundation
 
 /// MoleculeNet regression sets (ESOL, FreeSolv, Lipophilicity) in the JSON-lines layout of
-/// ../shared/data/README.md, shipped zstd-compressed inside this module.
+/// docs/datasets.md, shipped zstd-compressed inside this module.
 public struct MoleculeDataset: Sendable {
     public let name: String
     public let molecules: [Molecule]
@@ -12,7 +12,8 @@ public struct MoleculeDataset: Sendable {
     }
 
     /// Parses JSON lines; every structural problem is a `DatasetError` with the line number.
-    public static func parse(_ bytes: [UInt8], name: String, file: String) throws -> MoleculeDataset {
+    /// With `classLimit`, every `y` must be a class id in `0..<classLimit` (graph classification).
+    public static func parse(_ bytes: [UInt8], name: String, file: String, classLimit: Int? = nil) throws -> MoleculeDataset {
         let text = try TextLines(bytes, file: file)
         var molecules: [Molecule] = []
         let vocab = CategoricalEmbeddingSum.atomVocabularies
@@ -32,6 +33,10 @@ public struct MoleculeDataset: Sendable {
             }
             guard let record = object as? [String: Any] else { throw corrupt("expected a JSON object") }
             guard let y = (record["y"] as? NSNumber)?.floatValue, y.isFinite else { throw corrupt("missing or non-numeric 'y'") }
+            if let classLimit {
+                guard y == y.rounded() else { throw corrupt("field 'y': \(y) is not a class id (an integer)") }
+                guard y >= 0, y < Float(classLimit) else { throw corrupt("field 'y': label \(Int(y)) out of range 0..<\(classLimit)") }
+            }
             guard let n = (record["num_atoms"] as? NSNumber)?.intValue, n > 0, n < 100_000 else {
                 throw corrupt("missing or bad 'num_atoms'")
             }

@@ -1,18 +1,20 @@
 import Foundation
 
-/// A citation graph in the Planetoid text layout of ../shared/data/README.md (Cora, CiteSeer):
+/// A citation graph in the Planetoid text layout (Cora, CiteSeer; docs/datasets.md):
 /// `features.txt` (one line of ascending non-zero column indices per node, binary bag of
 /// words), `labels.txt` (class id or −1), `split.txt` (train/val/test/none), `edges.txt`
 /// (`u v`, undirected, u < v).
 ///
-/// These files are not shipped with peernode (see docs/datasets.md): the loader reads any
-/// directory the user names.
+/// Cora and CiteSeer ship inside the module as one packed file each (`PlanetoidPack`); the same
+/// four files in a directory the user names are read the same way, so a user's own citation
+/// graph in this layout needs no conversion.
 public struct PlanetoidDataset {
     public let name: String
     public let nodeCount: Int
     public let featureCount: Int
     public let classCount: Int
-    /// Binary node features (values 1).
+    /// Node features: binary (values 1) for Cora and CiteSeer, any finite values for a user's
+    /// own graph (`NodeTableDataset`).
     public let features: CSRMatrix
     public let labels: [Int32]
     /// Node ids per split, ascending.
@@ -21,13 +23,44 @@ public struct PlanetoidDataset {
     public let edgeSources: [Int32]
     public let edgeTargets: [Int32]
 
+    /// The datasets shipped in this layout.
+    public static let shippedNames = ["cora", "citeseer"]
+
+    /// Dataset `name`: from `directory` when given (see `directory(for:in:)`), else shipped.
+    public static func load(_ name: String, directory: String? = nil) throws -> PlanetoidDataset {
+        if let directory {
+            return try load(directory: Self.directory(for: name, in: directory), name: name)
+        }
+        let files = try shippedFiles(name)
+        let packed = "\(name).planetoid.zst"
+        func lines(_ f: String) throws -> TextLines { try TextLines(files[f]!, file: "\(packed)[\(f)]") }
+        return try parse(name: name, features: lines("features.txt"), labels: lines("labels.txt"),
+                         split: lines("split.txt"), edges: lines("edges.txt"))
+    }
+
+    /// The four text files of a shipped dataset, byte for byte as they were packed.
+    public static func shippedFiles(_ name: String) throws -> [String: [UInt8]] {
+        guard shippedNames.contains(name) else {
+            throw DatasetError(.unknownDataset, file: name, "not a citation graph (\(shippedNames.joined(separator: ", ")))")
+        }
+        let file = "\(name).planetoid"
+        return try PlanetoidPack.sections(DataLocator.shippedBytes(file), file: file + ".zst")
+    }
+
+    /// Reads `features.txt`, `labels.txt`, `split.txt` and `edges.txt` from `directory`.
     public static func load(directory: String, name: String? = nil) throws -> PlanetoidDataset {
         let dir = URL(fileURLWithPath: directory)
         func lines(_ f: String) throws -> TextLines {
             let url = dir.appendingPathComponent(f)
             return try TextLines(DataLocator.readFile(url), file: url.path)
         }
-        let labelLines = try lines("labels.txt")
+        return try parse(name: name ?? dir.lastPathComponent, features: lines("features.txt"), labels: lines("labels.txt"),
+                         split: lines("split.txt"), edges: lines("edges.txt"))
+    }
+
+    /// Checks and assembles the four files; every problem names its file and line.
+    static func parse(name: String, features featureLines: TextLines, labels labelLines: TextLines,
+                      split splitLines: TextLines, edges edgeLines: TextLines) throws -> PlanetoidDataset {
         var labels: [Int32] = []
         try labelLines.forEach { ln, fields in
             guard fields.count == 1 else {
@@ -44,7 +77,6 @@ public struct PlanetoidDataset {
             throw DatasetError(.corrupt, file: labelLines.file, "fewer than two classes among the labelled nodes")
         }
 
-        let featureLines = try lines("features.txt")
         var rowPointers: [Int32] = [0], columns: [Int32] = []
         var maxColumn = -1
         try featureLines.forEach { ln, fields in
@@ -71,7 +103,6 @@ public struct PlanetoidDataset {
         let features = CSRMatrix(rows: n, cols: max(featureCount, 1), rowPointers: rowPointers, columnIndices: columns,
                                  values: [Float](repeating: 1, count: columns.count))
 
-        let splitLines = try lines("split.txt")
         var splits: [DataSplit: [Int32]] = [.train: [], .validation: [], .test: []]
         var splitCount = 0
         try splitLines.forEach { ln, fields in
@@ -91,7 +122,6 @@ public struct PlanetoidDataset {
             throw DatasetError(.truncated, file: splitLines.file, line: splitCount + 1, "\(splitCount) lines for \(n) nodes")
         }
 
-        let edgeLines = try lines("edges.txt")
         var src: [Int32] = [], dst: [Int32] = []
         try edgeLines.forEach { ln, fields in
             guard fields.count == 2 else { throw DatasetError(.corrupt, file: edgeLines.file, line: ln, "expected 'u v'") }
@@ -102,21 +132,18 @@ public struct PlanetoidDataset {
             }
             src.append(Int32(u)); dst.append(Int32(v))
         }
-        return PlanetoidDataset(name: name ?? dir.lastPathComponent, nodeCount: n, featureCount: featureCount,
+        return PlanetoidDataset(name: name, nodeCount: n, featureCount: featureCount,
                                 classCount: classCount, features: features, labels: labels, splits: splits,
                                 edgeSources: src, edgeTargets: dst)
     }
 
-    /// Directory of a named Planetoid dataset: `directory` if given, else `<shared data>/<name>`.
-    public static func directory(for name: String, in directory: String?) -> String {
-        if let directory {
-            let sub = URL(fileURLWithPath: directory).appendingPathComponent(name)
-            var isDir: ObjCBool = false
-            if FileManager.default.fileExists(atPath: sub.appendingPathComponent("labels.txt").path, isDirectory: &isDir) {
-                return sub.path
-            }
-            return directory
+    /// Where the files of dataset `name` are under a user's `directory`: its sub-folder `name`
+    /// when that holds a `labels.txt`, else the directory itself.
+    public static func directory(for name: String, in directory: String) -> String {
+        let sub = URL(fileURLWithPath: directory).appendingPathComponent(name)
+        if FileManager.default.fileExists(atPath: sub.appendingPathComponent("labels.txt").path) {
+            return sub.path
         }
-        return URL(fileURLWithPath: DataLocator.sharedDataDirectory()).appendingPathComponent(name).path
+        return directory
     }
 }

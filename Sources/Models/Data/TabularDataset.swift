@@ -1,5 +1,5 @@
 /// A dense classification set (digits, mnist5k): features scaled to [0, 1], integer labels,
-/// fixed train/test split from ../shared/data/README.md.
+/// fixed train/test split (docs/datasets.md).
 public struct TabularDataset: Sendable {
     public let name: String
     public let featureCount: Int

@@ -62,7 +62,7 @@ public final class CategoricalEmbeddingSum {
     public let dimension: Int
     public let output = Tensor()
 
-    /// OGB `smiles2graph` atom vocabulary sizes (see ../shared/data/README.md).
+    /// OGB `smiles2graph` atom vocabulary sizes (field by field in docs/datasets.md).
     public static let atomVocabularies = [119, 5, 12, 12, 10, 6, 6, 2, 2]
 
     public init(_ store: ParameterStore, name: String, vocabularies: [Int], dimension: Int) {

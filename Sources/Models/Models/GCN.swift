@@ -1,5 +1,5 @@
 /// Hyper-parameters of `GCN`, defaulting to Kipf & Welling (2017) with the hidden width of the
-/// project's reference (../shared/bench/gcn_ref.py).
+/// project's PyTorch reference GCN (docs/models.md).
 public struct GCNConfig: Sendable {
     public var hidden = 64
     public var dropout: Float = 0.5
@@ -48,11 +48,15 @@ public final class GCN: TrainableModel {
         let stream = streamSeed ?? seed
         self.config = config
         self.dataset = dataset
-        // Row-normalise the binary features: x_ij = 1 / (non-zeros of row i).
+        // Row-normalise the features: x_ij / Σ_j |x_ij| (Kipf's preprocessing). For the binary
+        // bag of words of Cora and CiteSeer this is 1 / (non-zeros of row i), bit for bit; the
+        // absolute value keeps a user's signed features from dividing by a sum near zero.
         let x = dataset.features.withSameStructure()
         for i in 0..<x.rows {
             let lo = Int(x.rowPointers[i]), hi = Int(x.rowPointers[i + 1])
-            for k in lo..<hi { x.values[k] = 1 / Float(hi - lo) }
+            var sum: Float = 0
+            for k in lo..<hi { sum += abs(dataset.features.values[k]) }
+            for k in lo..<hi { x.values[k] = dataset.features.values[k] / sum }
         }
         features = x
         var src = dataset.edgeSources, dst = dataset.edgeTargets

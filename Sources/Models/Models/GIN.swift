@@ -1,6 +1,6 @@
 import Foundation
 
-/// Hyper-parameters of `GIN`, defaulting to the reference ../shared/bench/gin_mol_ref.py.
+/// Hyper-parameters of `GIN`, defaulting to the project's reference molecular GIN (docs/models.md).
 public struct GINConfig: Sendable {
     public var layers = 3
     public var hidden = 64
@@ -9,6 +9,9 @@ public struct GINConfig: Sendable {
     public var learningRate: Float = 1e-3
     /// Use the scaffold split instead of the random one.
     public var scaffoldSplit = false
+    /// Graph classification into this many classes (each target a class id, softmax
+    /// cross-entropy, accuracy) instead of regression; nil for regression.
+    public var classes: Int?
 
     public init() {}
 }
@@ -22,7 +25,8 @@ public struct GINConfig: Sendable {
 ///     ŷ = Lin(ReLU(Lin(pool(hᴸ))))                                 (sum or mean pooling)
 ///
 /// trained with MSE on targets standardised by the training split's mean and standard
-/// deviation (the whole split, not the shard, so that every peer trains the same function).
+/// deviation (the whole split, not the shard, so that every peer trains the same function), or,
+/// with `GINConfig.classes`, with softmax cross-entropy on class ids (a user's own graphs).
 public final class GIN: TrainableModel {
     public let config: GINConfig
     public let parameters = ParameterStore()
@@ -40,6 +44,9 @@ public final class GIN: TrainableModel {
     let headActivation = ReLU()
     let head2: Linear
     let loss = MeanSquaredError()
+    let crossEntropy = SoftmaxCrossEntropy()
+    /// Classification: the batch's targets as class ids.
+    var labels: [Int32] = []
     var sampler: BatchSampler
     let batch = MoleculeBatch()
     var evaluationBatches: [DataSplit: MoleculeBatch] = [:]
@@ -59,8 +66,9 @@ public final class GIN: TrainableModel {
         let ys = train.map { Double(dataset.molecules[$0].target) }
         let mean = ys.reduce(0, +) / Double(max(ys.count, 1))
         let variance = ys.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(max(ys.count, 1))
-        targetMean = Float(mean)
-        targetStd = Float(max(variance.squareRoot(), 1e-6))
+        // Class ids pass through unchanged (mean 0, std 1).
+        targetMean = config.classes == nil ? Float(mean) : 0
+        targetStd = config.classes == nil ? Float(max(variance.squareRoot(), 1e-6)) : 1
         let d = config.hidden, store = parameters
         encoder = CategoricalEmbeddingSum(store, name: "gin.atoms", vocabularies: CategoricalEmbeddingSum.atomVocabularies,
                                           dimension: d)
@@ -76,7 +84,7 @@ public final class GIN: TrainableModel {
         act2 = (0..<config.layers).map { _ in ReLU() }
         pooling = GraphPooling(mode: config.pooling)
         head1 = Linear(store, name: "gin.head.fc1", inFeatures: d, outFeatures: d, initialization: .torchDefault)
-        head2 = Linear(store, name: "gin.head.fc2", inFeatures: d, outFeatures: 1, initialization: .torchDefault)
+        head2 = Linear(store, name: "gin.head.fc2", inFeatures: d, outFeatures: config.classes ?? 1, initialization: .torchDefault)
         sampler = BatchSampler(indices: trainIndices ?? train, batchSize: config.batchSize, dropLast: false, seed: streamSeed ?? seed)
         layerInputs = Array(repeating: Matrix(base: combined[0].base, rows: 0, cols: 0), count: config.layers)
         store.seal(seed: seed)
@@ -116,8 +124,9 @@ public final class GIN: TrainableModel {
     func lossAndGradients(_ b: MoleculeBatch) -> Float {
         parameters.zeroGradients()
         let prediction = forward(b, training: true)
-        let l = b.targets.withUnsafeBufferPointer { loss.forward(prediction, targets: $0) }
-        let dPooled = head1.backward(headActivation.backward(head2.backward(loss.predictionGradient.matrix)))
+        let l = objective(prediction, b, computeGradient: true)
+        let dOutput = config.classes == nil ? loss.predictionGradient.matrix : crossEntropy.logitsGradient.matrix
+        let dPooled = head1.backward(headActivation.backward(head2.backward(dOutput)))
         var dh = pooling.backward(dPooled)
         let eps = parameters.value(epsilon).base, dEps = parameters.gradient(epsilon).base
         for l in stride(from: config.layers - 1, through: 0, by: -1) {
@@ -146,11 +155,27 @@ public final class GIN: TrainableModel {
             b.build(dataset.indices(split, scaffold: config.scaffoldSplit), from: graphs, mean: targetMean, std: targetStd)
             evaluationBatches[split] = b
         }
-        guard b.graphCount > 0 else { return Metrics(name: "rmse", value: .nan, loss: .nan, higherIsBetter: false) }
+        let classification = config.classes != nil
+        guard b.graphCount > 0 else {
+            return Metrics(name: classification ? "accuracy" : "rmse", value: .nan, loss: .nan, higherIsBetter: classification)
+        }
         let prediction = forward(b, training: false)
-        let l = b.targets.withUnsafeBufferPointer { loss.forward(prediction, targets: $0, computeGradient: false) }
+        let l = objective(prediction, b, computeGradient: false)
+        if classification {
+            return Metrics(name: "accuracy", value: crossEntropy.accuracy, loss: Double(l), higherIsBetter: true)
+        }
         // MSE on standardised targets → RMSE in the dataset's units.
         let rmse = Double(l).squareRoot() * Double(targetStd)
         return Metrics(name: "rmse", value: rmse, loss: Double(l), higherIsBetter: false)
+    }
+
+    /// The loss of `prediction` on `b`'s targets: MSE, or cross-entropy against class ids.
+    private func objective(_ prediction: Matrix, _ b: MoleculeBatch, computeGradient: Bool) -> Float {
+        guard config.classes != nil else {
+            return b.targets.withUnsafeBufferPointer { loss.forward(prediction, targets: $0, computeGradient: computeGradient) }
+        }
+        labels.removeAll(keepingCapacity: true)
+        for t in b.targets { labels.append(Int32(t)) }
+        return labels.withUnsafeBufferPointer { crossEntropy.forward(prediction, labels: $0, computeGradient: computeGradient) }
     }
 }

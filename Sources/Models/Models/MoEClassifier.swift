@@ -1,4 +1,5 @@
-/// Hyper-parameters of `MoEClassifier`, defaulting to the reference ../shared/bench/moe_ref.py.
+/// Hyper-parameters of `MoEClassifier`, defaulting to the project's reference MoE classifier
+/// (docs/models.md).
 public struct MoEClassifierConfig: Sendable {
     public var moe = MixtureOfExpertsConfig()
     /// Number of stacked MoE blocks (the reference uses one).

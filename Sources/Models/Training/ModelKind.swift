@@ -2,8 +2,7 @@
 public enum ModelKind: String, CaseIterable, Sendable {
     case gcn, gin, moe
 
-    /// The dataset used when none is named: shipped ones where possible (GCN's Cora is read
-    /// from the shared data folder, see `DataLocator.sharedDataDirectory()`).
+    /// The dataset used when none is named (all of them ship with the module).
     public var defaultDataset: String {
         switch self {
         case .gcn: "cora"

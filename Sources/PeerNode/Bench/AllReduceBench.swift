@@ -4,8 +4,8 @@ import Foundation
 
 /// Starts N real `peernode` processes on 127.0.0.1 and times all-reduces among them.
 ///
-/// Output follows ../shared/bench's line format (`impl=... N=... size_mib=...`), so the reference
-/// sweep (`run_all.sh` with `CMD_peernode`) can run it between OpenMPI and Gloo: each op is
+/// Output follows the line format of the project's reference benchmark kit (`impl=... N=...
+/// size_mib=...`), so the kit's sweep (`run_all.sh` with `CMD_peernode`) can run it between OpenMPI and Gloo: each op is
 /// preceded by a barrier, its time is the maximum over ranks, and median/min/max are over REPS.
 struct AllReduceBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
