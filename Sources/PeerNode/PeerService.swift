@@ -269,7 +269,7 @@ final class PeerService: Service, @unchecked Sendable {
         let status = node.status
         let metric = metrics.name.replacingOccurrences(of: " ", with: "_")
         print("outer revision=\(report.revision) loss=\(report.meanInnerLoss) metric=\(metric) \(metric)=\(metrics.value) "
-              + "digest=\(report.digest) peers=\(report.peers) epoch=\(status.view?.epoch ?? 0) line=\(hex(status.line)) role=\(status.role) "
+              + "digest=\(report.digest) peers=\(report.peers) epoch=\(status.view?.epoch ?? 0) line=\(hex(trainer.state.lineage.line)) role=\(status.role) "
               + "retries=\(report.retries) bytes_sent=\(communicator.traffic.bytesSent) bytes_received=\(communicator.traffic.bytesReceived) "
               + "inner_s=\(report.innerSeconds) comm_s=\(report.communicationSeconds) "
               + "joins=\(status.joins) leaves=\(status.leaves) deaths=\(status.deaths) aborts=\(status.aborts)")

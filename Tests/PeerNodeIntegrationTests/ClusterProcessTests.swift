@@ -15,6 +15,11 @@ final class Daemon: @unchecked Sendable {
         lock.withLock { String(decoding: errorText.suffix(20000), as: UTF8.self) }
     }
 
+    /// Everything kept of stderr (the last MiB).
+    var stderrText: String {
+        lock.withLock { String(decoding: errorText, as: UTF8.self) }
+    }
+
     init(_ args: [String], command: String = "run") throws {
         process.executableURL = try peernodeBinary()
         process.arguments = [command] + args
@@ -62,6 +67,18 @@ final class Daemon: @unchecked Sendable {
         while true {
             if let line = lines.first(where: { $0.contains(text) }) { return line }
             guard lock.wait(until: deadline) else { return nil }
+        }
+    }
+
+    /// The key=value fields of every `outer` line so far, in order.
+    var outerLines: [[String: String]] {
+        lock.withLock {
+            lines.filter { $0.hasPrefix("outer ") }.map { line in
+                Dictionary(line.split(separator: " ").dropFirst().compactMap { kv -> (String, String)? in
+                    let p = kv.split(separator: "=", maxSplits: 1)
+                    return p.count == 2 ? (String(p[0]), String(p[1])) : nil
+                }, uniquingKeysWith: { $1 })
+            }
         }
     }
 

@@ -54,7 +54,14 @@ public final class MembershipNode: @unchecked Sendable {
         logger[metadataKey: "node.id"] = "\(hex(localId))"
         self.logger = logger
         group = TransportNode.makeEventLoopGroup(threads: 1)
-        transport = TransportNode(localId: localId, key: key, group: group, options: options.transport, logger: logger)
+        // A control handshake never waits longer than a heartbeat timeout: a frozen candidate or
+        // seed accepts TCP (the kernel does) but never answers, and a failover or a join must
+        // move on to the next address in about the time it takes to notice a silent peer.
+        var transportOptions = options.transport
+        let bound = TimeAmount.nanoseconds(options.heartbeatTimeout.components.seconds * 1_000_000_000
+                                           + options.heartbeatTimeout.components.attoseconds / 1_000_000_000)
+        transportOptions.handshakeTimeout = min(transportOptions.handshakeTimeout, bound)
+        transport = TransportNode(localId: localId, key: key, group: group, options: transportOptions, logger: logger)
         counters = MembershipStatus(localId: localId, role: .idle)
         delegate.node = self
     }

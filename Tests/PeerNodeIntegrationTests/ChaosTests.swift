@@ -1,0 +1,234 @@
+import Foundation
+import Testing
+
+// A chaos driver of the project's own: real `peernode run` processes, driven only from outside
+// (signals, new processes, the status ports), with random SIGKILLs, SIGSTOP for 1-10 s then
+// SIGCONT, coordinator kills, restarts of killed peers and new joiners. CI runs a short
+// fixed-seed form; `scripts/chaos.sh` runs it long (CHAOS_SECONDS, CHAOS_SEED, CHAOS_PEERS).
+
+/// What the run is asked to be, from the environment (the CI form by default).
+private struct ChaosPlan {
+    var seconds = 100.0
+    var seed: UInt64 = 7
+    var peers = 5
+    /// After the events: every process resumed, no new fault, until one view and one state.
+    var quietLimit = 90.0
+    static let heartbeatTimeout = 2.0
+
+    init() {
+        let env = ProcessInfo.processInfo.environment
+        if let s = env["CHAOS_SECONDS"].flatMap(Double.init) { seconds = s }
+        if let s = env["CHAOS_SEED"].flatMap(UInt64.init) { seed = s }
+        if let p = env["CHAOS_PEERS"].flatMap(Int.init) { peers = max(p, 3) }
+    }
+}
+
+/// A seeded generator: the same seed gives the same choice of events (their timing is real).
+private struct ChaosRandom {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(max(n, 1))) }
+    mutating func uniform(_ a: Double, _ b: Double) -> Double { a + (b - a) * Double(next() >> 11) / Double(1 << 53) }
+}
+
+/// One `peernode run` process of the chaos run and what the driver did to it.
+private final class ChaosPeer {
+    let name: String
+    let daemon: Daemon
+    let controlPort: Int
+    let statusPort: Int
+    var killed = false
+    var restarted = false
+    var pausedUntil: Date?
+
+    init(name: String, args: [String]) throws {
+        self.name = name
+        daemon = try Daemon(args)
+        guard let control = daemon.controlPort,
+              let status = daemon.waitFor("ready ", timeout: 60)?.split(separator: " ")
+                  .first(where: { $0.hasPrefix("status_port=") }).flatMap({ Int($0.dropFirst(12)) }) else {
+            daemon.signal(SIGKILL)
+            throw ChaosFailure(description: "\(name) did not start: \(daemon.stderrTail)")
+        }
+        controlPort = control
+        statusPort = status
+    }
+
+    var live: Bool { !killed }
+    var running: Bool { !killed && pausedUntil == nil }
+
+    /// role and line from the status port, nil if it does not answer.
+    func status() -> (role: String, line: String, members: Int)? {
+        guard let response = try? httpRequest("GET", port: statusPort, path: "/status"), response.status == 200,
+              let json = try? JSONSerialization.jsonObject(with: Data(response.body.utf8)) as? [String: Any],
+              let role = json["role"] as? String, let line = json["line"] as? String,
+              let members = json["members"] as? [Any] else { return nil }
+        return (role, line, members.count)
+    }
+}
+
+private struct ChaosFailure: Error, CustomStringConvertible {
+    var description: String
+}
+
+/// (line, revision) -> digest of every `outer` line a process printed.
+private func outerRecords(_ daemon: Daemon) -> [(line: String, revision: Int, digest: String)] {
+    daemon.outerLines.compactMap { fields in
+        guard let line = fields["line"], let revision = fields["revision"].flatMap(Int.init), let digest = fields["digest"] else { return nil }
+        return (line, revision, digest)
+    }
+}
+
+@Test func chaosNeverStallsNeverForksAStateAndConvergesWhenQuiet() throws {
+    let plan = ChaosPlan()
+    var random = ChaosRandom(state: plan.seed)
+    let common = ["--min-peers", "1", "--inner-steps", "4", "--shard-count", "\(plan.peers)",
+                  "--heartbeat-ms", "200", "--heartbeat-timeout-ms", "\(Int(ChaosPlan.heartbeatTimeout * 1000))",
+                  "--fork-after-timeouts", "3", "--log-level", "info"]
+    var peers: [ChaosPeer] = []
+    defer { for p in peers { p.daemon.signal(SIGCONT); p.daemon.signal(SIGKILL) } }
+    func args(_ index: Int, seed: Int?) -> [String] {
+        common + ["--shard-index", "\(index % plan.peers)"] + (seed.map { ["--seed", "127.0.0.1:\($0)"] } ?? [])
+    }
+    peers.append(try ChaosPeer(name: "p0", args: args(0, seed: nil)))
+    for i in 1..<plan.peers { peers.append(try ChaosPeer(name: "p\(i)", args: args(i, seed: peers[0].controlPort))) }
+
+    var events: [String: Int] = ["kill": 0, "pause": 0, "coordinator-kill": 0, "restart": 0, "join": 0]
+    var unexpectedExits: [String] = []
+    var maxRevision = 0
+    var lastProgress = Date()
+    var longestGap = 0.0
+    var longestGapEnd = Date()
+    let start = Date()
+    var nextEvent = start.addingTimeInterval(5)
+    func observe() {
+        let now = Date()
+        for p in peers where p.live && !p.daemon.process.isRunning && !unexpectedExits.contains(p.name) {
+            unexpectedExits.append(p.name)
+            Issue.record("\(p.name) exited without being killed (status \(p.daemon.process.terminationStatus)): \(p.daemon.stderrTail)")
+        }
+        for p in peers where p.pausedUntil.map({ $0 <= now }) == true {
+            p.daemon.signal(SIGCONT)
+            p.pausedUntil = nil
+        }
+        let top = peers.compactMap { $0.daemon.digests.keys.max() }.max() ?? 0
+        if top > maxRevision {
+            maxRevision = top
+            lastProgress = now
+        }
+        if now.timeIntervalSince(lastProgress) > longestGap {
+            longestGap = now.timeIntervalSince(lastProgress)
+            longestGapEnd = now
+        }
+    }
+    func seedPort() -> Int? {
+        let candidates = peers.filter(\.running)
+        return candidates.isEmpty ? nil : candidates[random.below(candidates.count)].controlPort
+    }
+    while Date().timeIntervalSince(start) < plan.seconds {
+        observe()
+        guard Date() >= nextEvent else {
+            Thread.sleep(forTimeInterval: 0.1)
+            continue
+        }
+        nextEvent = Date().addingTimeInterval(random.uniform(0.8, 2.5))
+        let running = peers.filter(\.running)
+        switch random.below(10) {
+        case 0...2 where running.count > 2:
+            let victim = running[random.below(running.count)]
+            victim.daemon.signal(SIGKILL)
+            victim.killed = true
+            events["kill"]! += 1
+        case 3...4 where running.count > 2:
+            let victim = running[random.below(running.count)]
+            victim.daemon.signal(SIGSTOP)
+            victim.pausedUntil = Date().addingTimeInterval(random.uniform(1, 10))
+            events["pause"]! += 1
+        case 5 where running.count > 2:
+            if let coordinator = running.first(where: { $0.status()?.role == "coordinator" }) {
+                coordinator.daemon.signal(SIGKILL)
+                coordinator.killed = true
+                events["coordinator-kill"]! += 1
+            }
+        case 6...7:
+            if let dead = peers.first(where: { $0.killed && !$0.restarted }), let seed = seedPort() {
+                dead.restarted = true
+                peers.append(try ChaosPeer(name: dead.name + "'", args: args(peers.count, seed: seed)))
+                events["restart"]! += 1
+            }
+        default:
+            if peers.filter(\.live).count < plan.peers + 2, let seed = seedPort() {
+                peers.append(try ChaosPeer(name: "p\(peers.count)", args: args(peers.count, seed: seed)))
+                events["join"]! += 1
+            }
+        }
+    }
+    // Quiet: everybody runs; one view, one line, one state.
+    for p in peers where p.pausedUntil != nil {
+        p.daemon.signal(SIGCONT)
+        p.pausedUntil = nil
+    }
+    let quietStart = Date()
+    var converged = false
+    while Date().timeIntervalSince(quietStart) < plan.quietLimit {
+        observe()
+        let live = peers.filter(\.live)
+        let statuses = live.map { $0.status() }
+        if statuses.allSatisfy({ $0 != nil && ["member", "coordinator"].contains($0!.role) }),
+           Set(statuses.map { $0!.line }).count == 1, statuses.allSatisfy({ $0!.members == live.count }) {
+            converged = true
+            break
+        }
+        Thread.sleep(forTimeInterval: 0.5)
+    }
+    let quietSeconds = Date().timeIntervalSince(quietStart)
+    // A step every live process took after converging, then a graceful stop.
+    let live = peers.filter(\.live)
+    let afterQuiet = live.map { $0.daemon.digests.keys.max() ?? 0 }.max() ?? 0
+    let deadline = Date().addingTimeInterval(60)
+    while converged, Date() < deadline, !live.allSatisfy({ ($0.daemon.digests.keys.max() ?? 0) > afterQuiet + 1 }) {
+        observe()
+        Thread.sleep(forTimeInterval: 0.2)
+    }
+    observe()
+    for p in live { p.daemon.signal(SIGTERM) }
+    for p in live {
+        let status = p.daemon.finish(timeout: 60)
+        #expect(status == 0, "\(p.name) did not leave cleanly: \(p.daemon.stderrTail)")
+    }
+    // Within one line, one state per revision, across every process that ever ran.
+    var digests: [String: Set<String>] = [:]
+    for p in peers {
+        for r in outerRecords(p.daemon) { digests["\(r.line)@\(r.revision)", default: []].insert(r.digest) }
+    }
+    let mismatches = digests.filter { $0.value.count > 1 }
+    let finals = live.map { $0.daemon.digests }
+    let lastCommon = finals.dropFirst().reduce(Set(finals[0].keys)) { $0.intersection($1.keys) }.max()
+    let summary = "chaos seconds=\(Int(plan.seconds)) seed=\(plan.seed) peers=\(plan.peers) events=\(events.values.reduce(0, +)) "
+        + events.keys.sorted().map { "\($0)=\(events[$0]!)" }.joined(separator: " ")
+        + " processes=\(peers.count) revisions=\(maxRevision) longest_gap_s=\(String(format: "%.1f", longestGap)) "
+        + "digest_mismatches=\(mismatches.count) unexpected_exits=\(unexpectedExits.count) converged=\(converged) "
+        + "quiet_to_one_view_s=\(String(format: "%.1f", quietSeconds)) lines=\(Set(digests.keys.map { $0.split(separator: "@")[0] }).count)"
+    print(summary)
+    print("chaos longest gap ended at \(ISO8601DateFormatter().string(from: longestGapEnd))")
+    if let dir = ProcessInfo.processInfo.environment["CHAOS_LOG_DIR"] {
+        // Every process's log, for reading a failed run.
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for p in peers { try? p.daemon.stderrText.write(toFile: "\(dir)/\(p.name).log", atomically: true, encoding: .utf8) }
+    }
+    if let path = ProcessInfo.processInfo.environment["CHAOS_SUMMARY"] {
+        try? (summary + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+    }
+    #expect(unexpectedExits.isEmpty)
+    #expect(mismatches.isEmpty, "one line, one revision, two states: \(mismatches.prefix(5))")
+    #expect(longestGap <= ChaosPlan.heartbeatTimeout + 15, "no new revision for \(longestGap) s")
+    #expect(converged, "no single view \(plan.quietLimit) s after the faults stopped: \(live.map { "\($0.name): \(String(describing: $0.status()))" })")
+    let commonRevision = try #require(lastCommon, "no revision every live process reached")
+    #expect(Set(finals.map { $0[commonRevision] }).count == 1, "final states differ at revision \(commonRevision)")
+}
