@@ -132,7 +132,8 @@ final class PeerService: Service, @unchecked Sendable {
             controlPort = try await node.start(controlHost: control.host, controlPort: control.port,
                                                advertiseHost: settings.advertise,
                                                dataHost: settings.announced(settings.dataListen), dataPort: dataPort,
-                                               seed: settings.seed.flatMap(HostPort.init).map { ($0.host, $0.port) })
+                                               seed: settings.seed.flatMap(HostPort.init).map { ($0.host, $0.port) },
+                                               settings: settings.clusterFingerprint(parameters: task.parameters.count, model: kind))
         } catch {
             await node.shutdown()
             await communicator.shutdown()

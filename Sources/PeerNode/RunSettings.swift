@@ -280,6 +280,14 @@ struct RunSettings: Sendable {
         }
     }
 
+    /// What every ring member must share, checked when this node joins: the model and its size
+    /// (the shared state's layout), the pseudo-gradient encoding and the DiLoCo mode (the
+    /// collectives' layout), the ring's stream count, and the outer optimizer (bit-parity).
+    func clusterFingerprint(parameters: Int, model: ModelKind) -> String {
+        "model=\(model.rawValue) parameters=\(parameters) quant=\(quant) mode=\(mode) streams=\(streams) "
+            + "outer_lr=\(outerLr) outer_momentum=\(outerMomentum)"
+    }
+
     /// The host announced to the cluster for an address this node listens on.
     func announced(_ listenAddress: String) -> String {
         advertise ?? HostPort(listenAddress)!.host

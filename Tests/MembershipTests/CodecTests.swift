@@ -7,7 +7,7 @@ private let nodeB = NodeInfo(id: 0xFFFF_FFFF_FFFF_FFFE, controlHost: "host-b.exa
 private let view = MembershipView(epoch: 42, coordinator: 1, nodes: [nodeA, nodeB])
 
 private let samples: [MembershipMessage] = [
-    .join(nodeA),
+    .join(nodeA, settings: "model=moe parameters=42"), .incompatible(reason: "another model"),
     .rejoin(nodeB, epoch: 7, decisions: [.init(key: RoundKey(epoch: 7, tag: 3), commit: true),
                                          .init(key: RoundKey(epoch: 6, tag: 9), commit: false)]),
     .memberHeartbeat(epoch: 3), .updateRequest(epoch: 0),

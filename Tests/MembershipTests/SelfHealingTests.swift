@@ -190,3 +190,27 @@ let forkSoon: MembershipOptions = {
         #expect(nodes.map(\.status.merges).reduce(0, +) == 1)
     }
 }
+
+/// What retrying cannot fix ends `start()` at once with one clear error: a joiner whose settings
+/// differ from the cluster's (another model, say) is refused, and the cluster is not disturbed.
+@Test func aJoinerWithOtherSettingsIsRefusedAtOnce() async throws {
+    let founder = makeNode(0)
+    let fits = makeNode(1)
+    let other = makeNode(2)
+    try await cleanUp({ await shutdownAll([founder, fits, other]) }) {
+        let port = try await founder.start(dataPort: 41200, seed: nil, settings: "model=moe parameters=100")
+        _ = try await fits.start(dataPort: 41201, seed: ("127.0.0.1", port), settings: "model=moe parameters=100")
+        let started = ContinuousClock.now
+        do {
+            _ = try await within(30, "refusal") {
+                try await other.start(dataPort: 41202, seed: ("127.0.0.1", port), settings: "model=gin parameters=7")
+            }
+            Issue.record("a joiner with other settings was registered")
+        } catch let error as MembershipError {
+            #expect(error.code == .incompatible)
+            #expect(error.message.contains("model=gin parameters=7") && error.message.contains("model=moe parameters=100"), "\(error)")
+        }
+        #expect(ContinuousClock.now - started < .seconds(10))
+        try await everyoneInOneRing([founder, fits], coordinator: founder, joiners: 1)
+    }
+}

@@ -52,3 +52,18 @@ private func pausedPeerComesBack(victim: Int, pause: Double) throws {
 @Test func aCoordinatorPausedPastTheTimeoutIsReplacedAndRejoins() throws {
     try pausedPeerComesBack(victim: 0, pause: 6)
 }
+
+/// A peer of another model joining a running cluster: refused with one line, exit status 1, and
+/// the cluster trains on.
+@Test func aPeerWithAnotherModelIsRefusedWithOneLine() throws {
+    let founder = try Daemon(["--min-peers", "1", "--inner-steps", "2", "--log-level", "warning"])
+    defer { founder.signal(SIGKILL) }
+    let port = try #require(founder.controlPort, "the founder did not start: \(founder.stderrTail)")
+    let result = try runPeernode(["run", "--model", "gin", "--seed", "127.0.0.1:\(port)", "--log-level", "error"],
+                                 environment: ["PEERNODE_CLUSTER_KEY": "integration-test-cluster-key-0123456789"], timeout: 60)
+    #expect(result.status == 1)
+    let errors = result.stderr.split(separator: "\n").filter { $0.contains("Error") }
+    #expect(errors.count == 1 && errors[0].contains("incompatible settings") && errors[0].contains("model=gin"), "\(result.stderr)")
+    let before = founder.digests.keys.max() ?? 0
+    #expect(founder.waitFor("revision=\(before + 2) ", timeout: 60) != nil, "the cluster stopped training")
+}

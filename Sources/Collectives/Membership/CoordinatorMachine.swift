@@ -50,6 +50,9 @@ struct CoordinatorMachine {
     let forkAfter: Duration?
 
     private(set) var view: MembershipView
+    /// What every ring member must share: this node's own, or (a coordinate-only node) the first
+    /// ring member's it admits. Empty: not known yet.
+    var settings = ""
     private var lastHeard: [UInt64: ContinuousClock.Instant] = [:]
     private var lastBeat: ContinuousClock.Instant
     private var joiners: [UInt64: Joiner] = [:]
@@ -108,9 +111,16 @@ struct CoordinatorMachine {
         guard !deposed else { return [] }
         if lastHeard[from] != nil || joiners[from] != nil { lastHeard[from] = now }
         switch message {
-        case .join(let node):
+        case .join(let node, let joinerSettings):
             guard node.id == from else { return [.closeLink(from)] }
             if view.contains(from) { return attach(node, epoch: 0, now: now) }
+            if node.inRing {
+                if settings.isEmpty { settings = joinerSettings }
+                if joinerSettings != settings {
+                    return [.send(from, .incompatible(reason: "incompatible settings: this node runs \(joinerSettings), the cluster \(settings)")),
+                            .closeLink(from)]
+                }
+            }
             if joiners[from] == nil { joinOrder.append(from) }
             joiners[from] = Joiner(node: node)
             lastHeard[from] = now
@@ -166,7 +176,7 @@ struct CoordinatorMachine {
             proposal = nil
             return [.deposed(newer)]
 
-        case .redirect, .coordinatorHeartbeat, .propose, .commit, .proceed, .decision, .removed, .merge, .line:
+        case .redirect, .coordinatorHeartbeat, .propose, .commit, .proceed, .decision, .removed, .merge, .line, .incompatible:
             return []
         }
     }

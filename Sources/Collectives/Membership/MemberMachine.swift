@@ -46,6 +46,8 @@ struct MemberMachine {
     }
 
     let me: NodeInfo
+    /// What every ring member must share, sent with `join` (see ``MembershipNode``).
+    var settings = ""
     let interval: Duration
     let timeout: Duration
 
@@ -272,7 +274,7 @@ struct MemberMachine {
         guard let link else { return [] }
         var out: [Action] = []
         if phase == .joining {
-            out.append(.send(link, .join(me)))
+            out.append(.send(link, .join(me, settings: settings)))
         } else {
             let known = decidedOrder.compactMap { key in decided[key].map { MembershipMessage.Decision(key: key, commit: $0) } }
             out.append(.send(link, .rejoin(me, epoch: view?.epoch ?? 0, decisions: known)))
@@ -363,6 +365,12 @@ struct MemberMachine {
                 return [.closeLink(from)] + joinSetback("refused: \(reason)", now: now)
             }
             return rejoin(reason: "removed from the cluster: \(reason)", now: now)
+
+        case .incompatible(let reason):
+            guard from == link, phase == .joining else { return [] }
+            phase = .idle
+            dialing = false
+            return [.closeLink(from), .failed(MembershipError(code: .incompatible, message: reason))]
 
         case .merge(let into):
             guard from == link, phase == .member, let view, into.line != view.line else { return [] }
@@ -575,6 +583,8 @@ public struct MembershipError: Error, Hashable, CustomStringConvertible {
         case stopped
         case timedOut
         case notStarted
+        /// This node's settings do not match the cluster's (another model, say).
+        case incompatible
     }
     public var code: Code
     public var message: String

@@ -2,7 +2,9 @@
 /// M2C member to coordinator, C2M coordinator to member. Layouts: docs/membership.md.
 enum MembershipMessage: Hashable, Sendable {
     /// M2C: a new node asks to be admitted (sent to any member; a non-coordinator redirects).
-    case join(NodeInfo)
+    /// `settings`: what every ring member must share (model, state size, modes), compared by the
+    /// coordinator; empty for a node without a ring position.
+    case join(NodeInfo, settings: String)
     /// M2C: a member (re)attaches to a coordinator: after a failover, a handover, or a redirect.
     /// Carries its epoch and the outcome decisions it knows, so a new coordinator never contradicts them.
     case rejoin(NodeInfo, epoch: UInt64, decisions: [Decision])
@@ -36,6 +38,8 @@ enum MembershipMessage: Hashable, Sendable {
     case decision(RoundKey, commit: Bool)
     /// C2M: the sender is not (or no longer) a member; it must join anew.
     case removed(reason: String)
+    /// C2M: the joiner's settings do not match the cluster's: retrying cannot help.
+    case incompatible(reason: String)
     /// C2M: this node's line merges into `view`'s line (they met again after a split): leave this
     /// line and join that one.
     case merge(MembershipView)
@@ -69,15 +73,15 @@ extension MembershipMessage {
     private enum Kind: UInt8 {
         case join = 1, rejoin = 2, memberHeartbeat = 3, updateRequest = 4, ack = 5, leave = 6, outcome = 7, stale = 8
         case redirect = 16, coordinatorHeartbeat = 17, propose = 18, commit = 19, proceed = 20, decision = 21, removed = 22
-        case merge = 23
+        case merge = 23, incompatible = 24
         case line = 32
     }
 
     func encode() -> [UInt8] {
         var w = Writer()
         switch self {
-        case .join(let node):
-            w.u8(Kind.join.rawValue); w.node(node)
+        case .join(let node, let settings):
+            w.u8(Kind.join.rawValue); w.node(node); w.string(settings)
         case .rejoin(let node, let epoch, let decisions):
             w.u8(Kind.rejoin.rawValue); w.node(node); w.u64(epoch)
             let kept = decisions.suffix(MembershipLimits.maxDecisions)
@@ -98,6 +102,10 @@ extension MembershipMessage {
             w.u8(Kind.stale.rawValue); w.view(view)
         case .merge(let view):
             w.u8(Kind.merge.rawValue); w.view(view)
+        case .incompatible(let reason):
+            w.u8(Kind.incompatible.rawValue)
+            w.string(String(decoding: Array(reason.utf8.prefix(MembershipLimits.maxReason)), as: UTF8.self),
+                     limit: MembershipLimits.maxReason)
         case .line(let view, let reply):
             w.u8(Kind.line.rawValue); w.view(view); w.u8(reply ? 1 : 0)
         case .redirect(let id, let host, let port):
@@ -129,7 +137,7 @@ extension MembershipMessage {
         guard let kind = Kind(rawValue: raw) else { throw MembershipCodecError(message: "unknown membership message kind \(raw)") }
         let message: MembershipMessage
         switch kind {
-        case .join: message = .join(try r.node())
+        case .join: message = .join(try r.node(), settings: try r.string())
         case .rejoin:
             let node = try r.node()
             let epoch = try r.u64()
@@ -151,6 +159,7 @@ extension MembershipMessage {
         case .outcome: message = .outcome(RoundKey(epoch: try r.u64(), tag: try r.u64()), done: try r.bool())
         case .stale: message = .stale(try r.view())
         case .merge: message = .merge(try r.view())
+        case .incompatible: message = .incompatible(reason: try r.string(limit: MembershipLimits.maxReason))
         case .line: message = .line(try r.view(), reply: try r.bool())
         case .redirect: message = .redirect(id: try r.u64(), host: try r.string(), port: Int(try r.u16()))
         case .coordinatorHeartbeat: message = .coordinatorHeartbeat(epoch: try r.u64())

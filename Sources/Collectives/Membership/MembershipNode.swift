@@ -86,9 +86,14 @@ public final class MembershipNode: @unchecked Sendable {
     /// ``updateTopology()``. The control port listens on `controlHost`; the view announces
     /// `advertiseHost` (default: `controlHost`) and `dataHost`, the addresses other nodes dial.
     /// Returns the control port (the one the OS chose when 0 was asked for).
+    ///
+    /// `settings`: what every ring member must share (the caller's model, state size, modes: any
+    /// text up to 255 bytes). A joiner whose settings differ from the cluster's is refused with
+    /// `incompatible`, and `start()` throws: retrying cannot fix that.
     public func start(controlHost: String = "127.0.0.1", controlPort: Int = 0, advertiseHost: String? = nil,
                       dataHost: String = "127.0.0.1",
-                      dataPort: Int, seed: (host: String, port: Int)?, coordinatorOnly: Bool = false) async throws -> Int {
+                      dataPort: Int, seed: (host: String, port: Int)?, coordinatorOnly: Bool = false,
+                      settings: String = "") async throws -> Int {
         let delegate = self.delegate
         if let refusal = lock.withLock({ member != nil ? "start() was already called" : stopped ? "the node is shut down" : nil }) {
             throw MembershipError(code: .notStarted, message: refusal)
@@ -100,7 +105,8 @@ public final class MembershipNode: @unchecked Sendable {
         }
         let me = NodeInfo(id: localId, controlHost: advertiseHost ?? controlHost, controlPort: listener.port,
                           dataHost: dataHost, dataPort: dataPort, inRing: !coordinatorOnly)
-        let machine = MemberMachine(me: me, interval: options.heartbeatInterval, timeout: options.heartbeatTimeout, now: .now)
+        var machine = MemberMachine(me: me, interval: options.heartbeatInterval, timeout: options.heartbeatTimeout, now: .now)
+        machine.settings = String(decoding: Array(settings.utf8.prefix(MembershipLimits.maxHost)), as: UTF8.self)
         if let seed {
             do {
                 try await register(machine, listener: listener, seed: seed)
@@ -458,7 +464,7 @@ public final class MembershipNode: @unchecked Sendable {
     private static func isForCoordinator(_ message: MembershipMessage) -> Bool {
         switch message {
         case .join, .rejoin, .memberHeartbeat, .updateRequest, .ack, .leave, .outcome, .stale: true
-        case .redirect, .coordinatorHeartbeat, .propose, .commit, .proceed, .decision, .removed, .merge, .line: false
+        case .redirect, .coordinatorHeartbeat, .propose, .commit, .proceed, .decision, .removed, .merge, .line, .incompatible: false
         }
     }
 
@@ -510,6 +516,9 @@ public final class MembershipNode: @unchecked Sendable {
             case .coordinator(let action):
                 switch action {
                 case .send(let to, let message):
+                    if case .incompatible(let reason) = message {
+                        logger.warning("refused joiner \(hex(to)): \(reason)", metadata: ["peer.id": "\(hex(to))"])
+                    }
                     if to == localId { queue.append(.toMember(localId, message)) } else { effects += write(message, to: to) }
                 case .closeLink(let id):
                     if let link = links.removeValue(forKey: id) { effects.append(.close(link)) }
@@ -563,6 +572,7 @@ public final class MembershipNode: @unchecked Sendable {
             coordinator = CoordinatorMachine(me: localId, view: view, failover: lost, adopted: adopted,
                                              interval: options.heartbeatInterval, timeout: options.heartbeatTimeout,
                                              forkAfter: options.forkAfter, now: now)
+            coordinator!.settings = member?.settings ?? ""
             if let lost {
                 logger.warning("coordinator \(hex(lost)) lost; taking over as the next in view order", metadata: ["epoch": "\(view.epoch)"])
             } else if view.epoch > 1 {
