@@ -22,12 +22,28 @@ func isRole(_ role: MembershipStatus.Role) -> @Sendable (MembershipEvent) -> Boo
     { if case .roleChanged(role, _) = $0 { true } else { false } }
 }
 
-/// Admits whoever registered, then checks that every node is in one view with one ring.
+/// Every node passes update points until one admits the last of them: members meet at each
+/// point (a barrier), a node still joining waits in its call until admitted, and the point that
+/// admits it returns the full ring to everyone at once. Checks one view, one ring.
 private func everyoneInOneRing(_ nodes: [MembershipNode], coordinator: MembershipNode, joiners: Int) async throws {
-    try await waitUntil(30, "\(joiners) joiner(s) registered") { coordinator.status.pendingJoiners == joiners }
-    let rings = try await updateAll(nodes)
+    let everyone = Set(nodes.map(\.localId))
+    let rings = try await within(60, "one ring of \(nodes.count)") {
+        try await withThrowingTaskGroup(of: (Int, RingView).self) { group in
+            for (i, node) in nodes.enumerated() {
+                group.addTask {
+                    while true {
+                        let ring = try await node.updateTopology()
+                        if Set(ring.members.map(\.id)) == everyone { return (i, ring) }
+                    }
+                }
+            }
+            var out = [RingView?](repeating: nil, count: nodes.count)
+            for try await (i, ring) in group { out[i] = ring }
+            return out.map { $0! }
+        }
+    }
     #expect(rings.allSatisfy { $0 == rings[0] }, "\(rings)")
-    #expect(Set(rings[0].members.map(\.id)) == Set(nodes.map(\.localId)))
+    #expect(coordinator.status.role == .coordinator)
 }
 
 @Test func aMemberRemovedWhileFrozenRejoinsByItselfAfterThawing() async throws {
@@ -50,7 +66,10 @@ private func everyoneInOneRing(_ nodes: [MembershipNode], coordinator: Membershi
     try await cleanUp({ await shutdownAll(nodes) }) {
         nodes[0].freezeForTesting()
         try await waitForEvent(nodes[1], 30, "the successor takes over", isRole(.coordinator))
-        try await waitUntil(30, "the failover view") { nodes[2].status.epoch == 3 && nodes[2].view?.coordinator == nodes[1].localId }
+        // (Under load node 2 may itself be timed out and rejoin on the way: any epoch will do.)
+        try await waitUntil(30, "the failover view") {
+            nodes[2].view?.coordinator == nodes[1].localId && nodes[2].status.role == .member
+        }
         let back = Task { try await waitForEvent(nodes[0], 60, "the old coordinator rejoins", isRole(.rejoining)) }
         nodes[0].thawForTesting()
         try await back.value
