@@ -24,6 +24,9 @@ public final class Communicator: @unchecked Sendable {
     /// for a peer that left. An epoch, not a count: the abort for the view that dropped a member
     /// may run after this peer already started forming that very view's ring, which must go on.
     private var abortedBefore: UInt64 = 0
+    /// Counts ``leaveRings(reason:)`` calls: a ring formation that began before the latest one
+    /// is abandoned, whatever its epoch (the node left that membership).
+    private var departures: UInt64 = 0
     private var stateServer: StateServer?
     /// Bytes this peer's rings sent and received (frames, headers included), for status pages.
     public let traffic = TrafficCounter()
@@ -103,12 +106,12 @@ public final class Communicator: @unchecked Sendable {
         guard let rank = view.rank(of: localId) else {
             throw CollectiveError(code: .invalidArgument, message: "this peer \(hex(localId)) is not in the view")
         }
-        let old = state.withLock { () -> RingEngine? in
+        let (old, generation) = state.withLock { () -> (RingEngine?, UInt64) in
             let old = self.engine
             self.engine = nil
             for (key, socket) in inbound where key.epoch < view.epoch { socket.close() }
             inbound = inbound.filter { $0.key.epoch >= view.epoch }
-            return old
+            return (old, departures)
         }
         old?.breakRing("replaced by the ring of epoch \(view.epoch)", expected: true)
         guard view.count > 1 else {
@@ -125,14 +128,16 @@ public final class Communicator: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(timeout)
         let right = try await runBlocking { [self] in
             try openAll(streams) { stream in
-                try dialWithRetry(rightPeer, link: RingLinkInfo(epoch: view.epoch, stream: stream, streams: streams), deadline: deadline)
+                try dialWithRetry(rightPeer, link: RingLinkInfo(epoch: view.epoch, stream: stream, streams: streams), deadline: deadline,
+                                  generation: generation)
             }
         }
         let left: [BlockingSocket]
         do {
             left = try await runBlocking { [self] in
                 try openAll(streams) { stream in
-                    try waitForInbound(InboundKey(id: leftPeer.id, epoch: view.epoch, stream: stream), deadline: deadline, timeout: timeout)
+                    try waitForInbound(InboundKey(id: leftPeer.id, epoch: view.epoch, stream: stream), deadline: deadline, timeout: timeout,
+                                       generation: generation)
                 }
             }
         } catch {
@@ -171,7 +176,7 @@ public final class Communicator: @unchecked Sendable {
         return sockets
     }
 
-    private func dialWithRetry(_ peer: PeerEndpoint, link: RingLinkInfo, deadline: Date) throws -> BlockingSocket {
+    private func dialWithRetry(_ peer: PeerEndpoint, link: RingLinkInfo, deadline: Date, generation: UInt64) throws -> BlockingSocket {
         let epoch = link.epoch
         var delay = 0.02
         while true {
@@ -185,7 +190,7 @@ public final class Communicator: @unchecked Sendable {
                 logger.error("right neighbour \(peer) refused: \(error)")
                 throw error
             } catch {
-                if state.withLock({ abortedBefore > epoch }) {
+                if state.withLock({ abortedBefore > epoch || departures != generation }) {
                     throw CollectiveError(code: .membershipChanged, message: "ring of epoch \(epoch) abandoned: the membership changed")
                 }
                 guard Date().addingTimeInterval(delay) < deadline, !isStopped else {
@@ -198,13 +203,13 @@ public final class Communicator: @unchecked Sendable {
     }
 
     /// `timeout`: only for the message; `deadline` decides.
-    private func waitForInbound(_ key: InboundKey, deadline: Date, timeout: Double) throws -> BlockingSocket {
+    private func waitForInbound(_ key: InboundKey, deadline: Date, timeout: Double, generation: UInt64) throws -> BlockingSocket {
         state.lock()
         defer { state.unlock() }
-        while inbound[key] == nil, !stopped, abortedBefore <= key.epoch {
+        while inbound[key] == nil, !stopped, abortedBefore <= key.epoch, departures == generation {
             guard state.wait(until: deadline) else { break }
         }
-        if inbound[key] == nil, abortedBefore > key.epoch {
+        if inbound[key] == nil, abortedBefore > key.epoch || departures != generation {
             throw CollectiveError(code: .membershipChanged, message: "ring of epoch \(key.epoch) abandoned: the membership changed")
         }
         guard let socket = inbound.removeValue(forKey: key) else {
@@ -243,6 +248,8 @@ public final class Communicator: @unchecked Sendable {
     public func leaveRings(reason: String) {
         let (current, sockets) = state.withLock { () -> (RingEngine?, [BlockingSocket]) in
             abortedBefore = 0
+            departures &+= 1
+            state.broadcast()
             defer { inbound.removeAll() }
             return (self.engine, Array(inbound.values))
         }

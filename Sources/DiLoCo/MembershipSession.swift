@@ -52,6 +52,9 @@ public final class MembershipSession: ClusterSession, @unchecked Sendable {
         var attempts = 0
         while true {
             let view = try await node.updateTopology()
+            // The update point passed just before this node learned it is out of that view (a
+            // paused peer reads the point and its removal together): meet at the next one.
+            if node.view == nil { continue }
             guard lock.withLock({ ring?.epoch }) != view.epoch || communicator.isRingBroken else { return view.count }
             do {
                 try await communicator.connect(view: view)
@@ -191,7 +194,7 @@ public final class MembershipSession: ClusterSession, @unchecked Sendable {
         try server.lock.withLock { try state.copy(from: merged) }
         lock.withLock { lineMerges += 1 }
         let (_, weights) = LineMerge.weights(parts.map(\.lineage), viewLine: ring.line)
-        let names = parts.map { String($0.lineage.line, radix: 16) }.joined(separator: ", ")
+        let names = parts.map { String(format: "%016llx", $0.lineage.line) }.joined(separator: ", ")
         logger.warning("merged the shared states of lines \(names) (weights by peer-steps since they parted: \(weights.map(String.init).joined(separator: ", "))) into revision \(state.revision)",
                        metadata: ["digest": "\(state.digest().short)"])
     }

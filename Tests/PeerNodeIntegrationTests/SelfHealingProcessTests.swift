@@ -27,8 +27,13 @@ private func pausedPeerComesBack(victim: Int, pause: Double) throws {
     peers[victim].signal(SIGCONT)
     let resumedAt = peers.indices.filter { $0 != victim }.compactMap { peers[$0].digests.keys.max() }.max() ?? 0
     let deadline = Date().addingTimeInterval(120)
-    while (peers[victim].digests.keys.max() ?? 0) <= resumedAt + 2, Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
-    #expect((peers[victim].digests.keys.max() ?? 0) > resumedAt + 2,
+    let survivor = peers[(victim + 1) % peers.count]
+    func back() -> Bool {
+        guard let mine = peers[victim].outerLines.last, let theirs = survivor.outerLines.last else { return false }
+        return mine["line"] == theirs["line"] && (mine["revision"].flatMap(Int.init) ?? 0) > resumedAt + 2
+    }
+    while !back(), Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
+    #expect(back(),
             "the victim did not train with the others again (they were at \(resumedAt) when it resumed): \(peers[victim].stderrTail)")
     for p in peers { p.signal(SIGTERM) }
     for (i, p) in peers.enumerated() {
@@ -36,13 +41,20 @@ private func pausedPeerComesBack(victim: Int, pause: Double) throws {
         #expect(status == 0, "peer \(i) did not finish cleanly: \(p.stderrTail)")
     }
     #expect(peers[victim].logged("joining anew"), "the victim never rejoined: \(peers[victim].stderrTail)")
-    for a in peers.indices {
-        for b in peers.indices where b > a {
-            for (revision, digest) in peers[a].digests where peers[b].digests[revision] != nil {
-                #expect(peers[b].digests[revision] == digest, "peers \(a) and \(b) at revision \(revision)")
+    // Within one line, one state per revision (a peer that could reach nobody for the fork
+    // bound on a loaded machine may have trained alone in a line of its own meanwhile).
+    var states: [String: Set<String>] = [:]
+    for p in peers {
+        for fields in p.outerLines {
+            if let line = fields["line"], let revision = fields["revision"], let digest = fields["digest"] {
+                states["\(line)@\(revision)", default: []].insert(digest)
             }
         }
     }
+    #expect(states.allSatisfy { $0.value.count == 1 }, "\(states.filter { $0.value.count > 1 })")
+    // And all ended in one line with one state.
+    let finals = peers.map { $0.outerLines.last }
+    #expect(Set(finals.map { $0?["line"] }).count == 1, "\(finals)")
 }
 
 @Test func aMemberPausedPastTheTimeoutRejoinsAndTrainsOn() throws {

@@ -171,7 +171,8 @@ struct CoordinatorMachine {
             return outcome(key, done: done, from: from)
 
         case .stale(let newer):
-            guard newer.epoch > view.epoch, !deposed else { return [] }
+            // Only a newer view of this line deposes; another line is met through `line`.
+            guard newer.line == view.line, newer.epoch > view.epoch, !deposed else { return [] }
             deposed = true
             proposal = nil
             return [.deposed(newer)]
@@ -208,9 +209,12 @@ struct CoordinatorMachine {
         for id in lastHeard.keys { lastHeard[id] = now }
         lastBeat = now
         if var p = proposal {
+            // The pause is not time the view change waited for a quorum: no fork for it.
             p.deadline = now + timeout
+            p.began = now
             proposal = p
         }
+        if stalledSince != nil { stalledSince = now }
         if failoverUntil != nil { failoverUntil = now + timeout }
     }
 

@@ -427,6 +427,9 @@ struct MemberMachine {
         guard let view, phase == .member || phase == .electing || phase == .left else {
             return .ack(epoch: epoch, accepted: false, acked: nil)
         }
+        // A proposal of another line (its coordinator still asks the voters of the view it
+        // forked from): never a vote across lines; tell it which line this node is in.
+        guard proposal.line == view.line else { return .line(view, reply: true) }
         if epoch <= view.epoch {
             // Already committed: only the same view is acknowledged again. Anything else comes
             // from a node that missed a newer view (a coordinator that was frozen or cut off):

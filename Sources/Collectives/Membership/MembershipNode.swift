@@ -46,6 +46,11 @@ public final class MembershipNode: @unchecked Sendable {
     private var lastRole: MembershipStatus.Role = .idle
     /// One line probe at a time (a dial to a dead address may take the connect timeout).
     private var probingLine = false
+    /// Probe connections (both ends), apart from `links`: their answers are read, replies may go
+    /// back on them, and closing one is nobody's death.
+    private var probeLinks: [UInt64: Connection] = [:]
+    /// The handshake `info` that marks a control connection as a probe.
+    static let probeInfo: [UInt8] = [0x50]
 
     public init(localId: UInt64, key: ClusterKey, options: MembershipOptions = MembershipOptions(), logger: Logger) {
         self.localId = localId
@@ -334,10 +339,12 @@ public final class MembershipNode: @unchecked Sendable {
     private func accepted(_ connection: Connection) {
         let old = lock.withLock { () -> Connection? in
             let id = connection.remoteId
-            if let mine = links[id], mine !== connection, member?.link == id, id != localId {
-                // The node this one follows (or joins) dialled in too: a coordinator's probe.
-                // The link this node dialled stays; the probe's answer goes back on it.
-                return connection
+            if connection.info == Self.probeInfo {
+                // A probe never takes the place of a link the membership runs on: its close
+                // must not read as that node's death.
+                let old = probeLinks[id]
+                probeLinks[id] = connection
+                return old === connection ? nil : old
             }
             let old = links[id]
             links[id] = connection
@@ -351,7 +358,8 @@ public final class MembershipNode: @unchecked Sendable {
         logger.trace("received \(message) from \(hex(from))")
         let effects = lock.withLock { () -> [Effect] in
             if frozen, deferred.count < 100_000 { deferred.append((connection, message)) }
-            guard !stopped, !frozen, !blocked.contains(from), links[from] === connection else { return [] }
+            guard !stopped, !frozen, !blocked.contains(from),
+                  links[from] === connection || probeLinks[from] === connection else { return [] }
             return route(message, from: from)
         }
         perform(effects)
@@ -369,6 +377,7 @@ public final class MembershipNode: @unchecked Sendable {
                 deferred.append((connection, nil))
                 return []
             }
+            if probeLinks[id] === connection { probeLinks[id] = nil }
             guard links[id] === connection else { return [] }
             links[id] = nil
             guard !stopped else { return [] }
@@ -426,8 +435,8 @@ public final class MembershipNode: @unchecked Sendable {
                 })
             }
             subscribers.removeAll()
-            defer { self.listener = nil; self.links.removeAll(); self.ticker = nil }
-            return (self.listener, Array(self.links.values), self.ticker, effects)
+            defer { self.listener = nil; self.links.removeAll(); self.probeLinks.removeAll(); self.ticker = nil }
+            return (self.listener, Array(self.links.values) + Array(self.probeLinks.values), self.ticker, effects)
         }
         perform(effects)
         ticker?.cancel(promise: nil)
@@ -522,6 +531,7 @@ public final class MembershipNode: @unchecked Sendable {
                     if to == localId { queue.append(.toMember(localId, message)) } else { effects += write(message, to: to) }
                 case .closeLink(let id):
                     if let link = links.removeValue(forKey: id) { effects.append(.close(link)) }
+                    if let link = probeLinks.removeValue(forKey: id) { effects.append(.close(link)) }
                 case .declaredDead(let id, let reason):
                     logger.warning("peer \(hex(id)) declared dead: \(reason); removing it", metadata: ["peer.id": "\(hex(id))"])
                 case .noQuorum(let epoch):
@@ -567,7 +577,7 @@ public final class MembershipNode: @unchecked Sendable {
         case .dial(let host, let port):
             return [.dial(host, port)]
         case .closeLink(let id):
-            return links.removeValue(forKey: id).map { [.close($0)] } ?? []
+            return [links.removeValue(forKey: id), probeLinks.removeValue(forKey: id)].compactMap { $0.map { .close($0) } }
         case .becomeCoordinator(let view, let lost, let adopted):
             coordinator = CoordinatorMachine(me: localId, view: view, failover: lost, adopted: adopted,
                                              interval: options.heartbeatInterval, timeout: options.heartbeatTimeout,
@@ -619,8 +629,9 @@ public final class MembershipNode: @unchecked Sendable {
             counters.rejoins += 1
             logger.warning("out of the cluster; joining anew: \(reason)")
             // Every link belongs to the membership this node just left.
-            var out: [Effect] = links.values.map { .close($0) }
+            var out: [Effect] = (Array(links.values) + Array(probeLinks.values)).map { .close($0) }
             links.removeAll()
+            probeLinks.removeAll()
             if let communicator {
                 out.append(.breakRing(communicator, "this node is out of the view: \(reason)"))
             }
@@ -664,7 +675,7 @@ public final class MembershipNode: @unchecked Sendable {
     }
 
     private func write(_ message: MembershipMessage, to id: UInt64) -> [Effect] {
-        guard !frozen, !blocked.contains(id), let link = links[id] else {
+        guard !frozen, !blocked.contains(id), let link = links[id] ?? probeLinks[id] else {
             logger.trace("not sent to \(hex(id)): \(message)")
             return []
         }
@@ -731,16 +742,18 @@ public final class MembershipNode: @unchecked Sendable {
         Task { [weak self] in
             guard let self else { return }
             defer { if lookingForLines { self.lock.withLock { self.probingLine = false } } }
-            guard let connection = try? await self.transport.dial(host: host, port: port, purpose: .control, delegate: delegate) else {
+            guard let connection = try? await self.transport.dial(host: host, port: port, purpose: .control,
+                                                                   info: Self.probeInfo, delegate: delegate) else {
                 self.logger.debug("probe of \(host):\(port) failed")
                 return
             }
-            let keep = self.lock.withLock { () -> Bool in
-                guard !self.stopped, self.coordinator != nil, self.links[connection.remoteId] == nil,
-                      connection.remoteId != self.localId else { return false }
-                self.links[connection.remoteId] = connection
-                return true
+            let (keep, old) = self.lock.withLock { () -> (Bool, Connection?) in
+                guard !self.stopped, self.coordinator != nil, connection.remoteId != self.localId else { return (false, nil) }
+                let old = self.probeLinks[connection.remoteId]
+                self.probeLinks[connection.remoteId] = connection
+                return (true, old)
             }
+            old?.close()
             if keep { connection.send(.control, bytes: bytes) } else { connection.close() }
         }
     }
