@@ -96,3 +96,31 @@ import Testing
     #expect(!BlockingSocket.sameHost(local: v6([0xFF, 0xFF, 10, 0, 0, 1]), remote: v6([0xFF, 0xFF, 10, 0, 0, 2])))
     #expect(!BlockingSocket.sameHost(local: [0x20, 0x01] + v6([1]).dropFirst(2), remote: [0x20, 0x01] + v6([2]).dropFirst(2)))
 }
+
+/// A peer that trickles (a byte now and then) must not hold a reader with a deadline past it:
+/// the bound is on the whole read, not on the gap between bytes as `SO_RCVTIMEO` would be.
+@Test func aReadWithADeadlineEndsOnTimeAgainstATrickle() throws {
+    var fds: [Int32] = [0, 0]
+    #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
+    let reader = BlockingSocket(fd: fds[0])
+    let writer = BlockingSocket(fd: fds[1])
+    defer { reader.close() }
+    let trickling = Thread {
+        var byte: UInt8 = 1
+        // Stops when the reader closes its end (the send fails).
+        while (try? withUnsafeBytes(of: &byte) { try writer.send([$0]) }) != nil {
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        writer.close()
+    }
+    trickling.start()
+    var buffer = [UInt8](repeating: 0, count: 1000)
+    let started = ContinuousClock.now
+    let error = #expect(throws: BlockingSocket.IOError.self) {
+        try buffer.withUnsafeMutableBytes { try reader.receive(into: $0.baseAddress!, count: 1000, deadline: started + .seconds(1)) }
+    }
+    let took = ContinuousClock.now - started
+    #expect(error?.errno == ETIMEDOUT)
+    #expect(took >= .seconds(1))
+    #expect(took < .seconds(10), "the trickle extended the deadline: \(took)")
+}
