@@ -116,12 +116,19 @@ public struct StateDownloader: Sendable {
         let verified = expected
         let shared = Shared(chunks: chunks, donors: sockets.count)
         shared.rejected = dropped
+        // Every donor's first batch is handed out before any thread starts: a thread the system
+        // starts late still gets its share, instead of finding the queue drained by the others.
+        var firstBatches: [[Int]] = []
+        for _ in sockets {
+            firstBatches.append(Array(shared.queue.prefix(Self.batchChunks)))
+            shared.queue.removeFirst(firstBatches.last!.count)
+        }
         let group = DispatchGroup()
-        for (donor, socket) in sockets {
+        for ((donor, socket), first) in zip(sockets, firstBatches) {
             group.enter()
             let thread = Thread { [self] in
                 defer { group.leave() }
-                work(donor, socket, shared, target, revision, digest, verified, size)
+                work(donor, socket, shared, first, target, revision, digest, verified, size)
             }
             thread.start()
         }
@@ -175,28 +182,33 @@ public struct StateDownloader: Sendable {
         return "\(error)"
     }
 
-    /// One donor's loop: take a few chunks, fetch, verify, write; on any fault give them back.
-    private func work(_ donor: PeerEndpoint, _ socket: BlockingSocket, _ shared: Shared, _ target: SharedState,
+    /// Chunks a donor takes from the queue at a time.
+    private static let batchChunks = 4
+
+    /// One donor's loop: take a few chunks (`first`, then from the queue), fetch, verify, write;
+    /// on any fault give them back.
+    private func work(_ donor: PeerEndpoint, _ socket: BlockingSocket, _ shared: Shared, _ first: [Int], _ target: SharedState,
                       _ revision: UInt64, _ digest: Digest, _ expected: [[UInt8]]?, _ size: Int) {
-        let batch = 4
+        var assigned = first
         let plain = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 64)
         defer { plain.deallocate() }
         var limits = FrameLimits()
         limits.maxControlPayload = max(limits.maxControlPayload, ZSTD_compressBound(chunkSize))
         while true {
             shared.lock.lock()
-            while shared.queue.isEmpty, shared.done < (size + chunkSize - 1) / chunkSize, shared.active > 1 {
+            while assigned.isEmpty, shared.queue.isEmpty, shared.done < (size + chunkSize - 1) / chunkSize, shared.active > 1 {
                 // Another donor still holds chunks: wait in case it fails and gives them back.
                 shared.lock.wait()
             }
-            if shared.queue.isEmpty {
+            if assigned.isEmpty, shared.queue.isEmpty {
                 shared.active -= 1
                 shared.lock.broadcast()
                 shared.lock.unlock()
                 return
             }
-            let mine = Array(shared.queue.prefix(batch))
-            shared.queue.removeFirst(mine.count)
+            let mine = assigned.isEmpty ? Array(shared.queue.prefix(Self.batchChunks)) : assigned
+            if assigned.isEmpty { shared.queue.removeFirst(mine.count) }
+            assigned = []
             shared.lock.unlock()
             var finished = 0
             do {
