@@ -117,8 +117,8 @@ let package = Package(
             dependencies: ["DiLoCo", "Collectives", "Models", "PeerTestSupport", "Transport",
                            .product(name: "Logging", package: "swift-log")]
         ),
-        // Start the built `peernode` binary as real processes.
-        .testTarget(name: "PeerNodeIntegrationTests", dependencies: []),
+        // Start the built `peernode` binary as real processes (Transport: to dial their data ports).
+        .testTarget(name: "PeerNodeIntegrationTests", dependencies: ["Transport"]),
         .testTarget(
             name: "MembershipTests",
             dependencies: [
