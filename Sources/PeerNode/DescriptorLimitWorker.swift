@@ -30,6 +30,9 @@ struct DescriptorLimitWorker: AsyncParsableCommand {
         }
         defer { listener.stop() }
         say("port \(listener.port)")
+        // A first timer, before the squeeze: libdispatch opens the descriptors for its timers at
+        // their first use, and without them the sleep below crashes (SIGILL) or never ends.
+        try await Task.sleep(for: .milliseconds(300))
         let descriptors = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
         var normal = rlimit()
         guard getrlimit(descriptors, &normal) == 0 else { throw CallFailed(call: "getrlimit") }

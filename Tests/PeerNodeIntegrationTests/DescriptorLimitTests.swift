@@ -20,14 +20,10 @@ import Transport
     // Dialed while the worker has no descriptor to spare. Linux reserves the descriptor when
     // `accept` starts waiting, so an accept already waiting may still take this one; the next
     // fails with EMFILE at once, and so does every accept until the limit is back.
-    let (first, _) = try BlockingSocket.dial(host: "127.0.0.1", port: port, localId: 0xa1, key: key,
-                                             purpose: .stateTransfer, info: [], timeout: 30)
-    first.close()
+    try dial(port, id: 0xa1, key: key, worker: worker)
     try #require(worker.waitFor("released", timeout: 60) != nil, "never released; stderr: \(worker.stderrTail)")
     // After the limit is lifted: the accept loop must still be there.
-    let (second, _) = try BlockingSocket.dial(host: "127.0.0.1", port: port, localId: 0xa2, key: key,
-                                              purpose: .stateTransfer, info: [], timeout: 30)
-    second.close()
+    try dial(port, id: 0xa2, key: key, worker: worker)
     #expect(worker.waitFor("authenticated a1", timeout: 30) != nil)
     #expect(worker.waitFor("authenticated a2", timeout: 30) != nil)
 
@@ -37,4 +33,17 @@ import Transport
     #expect(log.components(separatedBy: "data port cannot accept").count - 1 == 1, "\(log)")
     #expect(log.contains("Too many open files"), "\(log)")
     #expect(log.contains("data port accepting again"), "\(log)")
+}
+
+/// Dials and authenticates a connection to `worker`'s data port, and hangs up; a failure says
+/// what the worker logged.
+private func dial(_ port: Int, id: UInt64, key: ClusterKey, worker: Daemon) throws {
+    do {
+        let (socket, _) = try BlockingSocket.dial(host: "127.0.0.1", port: port, localId: id, key: key,
+                                                  purpose: .stateTransfer, info: [], timeout: 30)
+        socket.close()
+    } catch {
+        Issue.record("dial \(String(id, radix: 16)) failed: \(error); the worker logged: \(worker.stderrTail)")
+        throw error
+    }
 }
