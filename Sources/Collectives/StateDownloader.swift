@@ -9,8 +9,9 @@ import Transport
 /// the SHA-256 of every chunk and keeps the list most donors agree on; then every donor serves
 /// chunks from a common queue, on a connection and thread of its own. A chunk that fails its
 /// digest, or a donor that errs, hangs up or stops sending (``chunkDeadline``), puts the donor out
-/// of use for this download and its chunks back in the queue for the others. The whole state is verified against the expected
-/// digest before the call returns; on failure the target holds unspecified bytes.
+/// of use for this download and its chunks back in the queue for the others. The whole state is
+/// verified against the expected digest before the call returns; on failure the target holds
+/// unspecified bytes.
 public struct StateDownloader: Sendable {
     public var chunkSize = 4 << 20
     public var allowZstd = true
