@@ -117,9 +117,9 @@ let package = Package(
             dependencies: ["DiLoCo", "Collectives", "Models", "PeerTestSupport", "Transport",
                            .product(name: "Logging", package: "swift-log")]
         ),
-        // Start the built `peernode` binary as real processes (the libraries only to read what
-        // it wrote, e.g. a checkpoint's θ).
-        .testTarget(name: "PeerNodeIntegrationTests", dependencies: ["DiLoCo", "Models"]),
+        // Start the built `peernode` binary as real processes (the libraries to read what it
+        // wrote, e.g. a checkpoint's θ; Transport to dial their data ports).
+        .testTarget(name: "PeerNodeIntegrationTests", dependencies: ["DiLoCo", "Models", "Transport"]),
         .testTarget(
             name: "MembershipTests",
             dependencies: [

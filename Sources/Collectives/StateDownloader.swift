@@ -8,13 +8,20 @@ import Transport
 /// The canonical encoding is cut into chunks. With several donors the joiner first asks each for
 /// the SHA-256 of every chunk and keeps the list most donors agree on; then every donor serves
 /// chunks from a common queue, on a connection and thread of its own. A chunk that fails its
-/// digest, or a donor that errs or hangs up, puts the donor out of use for this download and its
-/// chunks back in the queue for the others. The whole state is verified against the expected
-/// digest before the call returns; on failure the target holds unspecified bytes.
+/// digest, or a donor that errs, hangs up or stops sending (``chunkDeadline``), puts the donor out
+/// of use for this download and its chunks back in the queue for the others. The whole state is
+/// verified against the expected digest before the call returns; on failure the target holds
+/// unspecified bytes.
 public struct StateDownloader: Sendable {
     public var chunkSize = 4 << 20
     public var allowZstd = true
     public var connectTimeout: Double = 10
+    /// Seconds within which each frame a donor owes (a chunk, or its list of chunk digests) must
+    /// have arrived whole, counted from when the joiner starts waiting for it; a donor that misses
+    /// it is dropped like a dead one. A stopped process (SIGSTOP, a hung host) keeps its TCP
+    /// connection open and sends nothing, and only a bound on the whole frame catches one that
+    /// trickles; 30 s is a 4 MiB chunk at about 1 Mbit/s, or hashing tens of GiB for the digests.
+    public var chunkDeadline: Double = 30
     let localId: UInt64
     let key: ClusterKey
     let logger: Logger
@@ -60,17 +67,9 @@ public struct StateDownloader: Sendable {
         let start = DispatchTime.now().uptimeNanoseconds
         let size = target.encodedSize
         let chunks = (size + chunkSize - 1) / chunkSize
-        var sockets: [(PeerEndpoint, BlockingSocket)] = []
-        for donor in donors {
-            do {
-                let (socket, _) = try BlockingSocket.dial(host: donor.host, port: donor.port, localId: localId, key: key,
-                                                          purpose: .stateTransfer, info: [], timeout: connectTimeout)
-                sockets.append((donor, socket))
-            } catch {
-                logger.warning("state donor \(donor) unreachable: \(error)")
-            }
-        }
+        var sockets = dialAll(donors)
         guard !sockets.isEmpty else { throw StateTransferError("no state donor could be reached") }
+        var dropped: [UInt64] = []
 
         // Per-chunk digests by majority, when there is more than one donor to ask.
         var expected: [[UInt8]]?
@@ -88,13 +87,27 @@ public struct StateDownloader: Sendable {
                     logger.warning("state donor \(donor) did not take the digest request: \(error)")
                 }
             }
+            // One deadline for all: the donors work on the request at the same time.
+            let deadline = ContinuousClock.now + .seconds(chunkDeadline)
+            var answered: Set<UInt64> = []
             for (donor, socket) in asked {
                 do {
-                    let (header, payload) = try socket.receiveFrame()
+                    let (header, payload) = try socket.receiveFrame(deadline: deadline)
                     if header.type == .stateChunk, payload.count == 32 * chunks { lists[payload, default: 0] += 1 }
+                    answered.insert(donor.id)
                 } catch {
-                    logger.warning("state donor \(donor) did not send chunk digests: \(error)")
+                    logger.warning("state donor \(donor) dropped: no chunk digests: \(explain(error))")
                 }
+            }
+            // A donor that did not answer may still send its list later, where a chunk is
+            // expected: its connection is of no more use.
+            for (donor, socket) in sockets where !answered.contains(donor.id) {
+                socket.close()
+                dropped.append(donor.id)
+            }
+            sockets.removeAll { !answered.contains($0.0.id) }
+            guard !sockets.isEmpty else {
+                throw StateTransferError("state download failed: no donor sent the chunk digests within \(chunkDeadline) s (dropped: \(dropped.map(hex)))")
             }
             if let (list, votes) = lists.max(by: { $0.value < $1.value }), votes * 2 > lists.values.reduce(0, +) {
                 expected = (0..<chunks).map { Array(list[($0 * 32)..<($0 * 32 + 32)]) }
@@ -103,19 +116,27 @@ public struct StateDownloader: Sendable {
 
         let verified = expected
         let shared = Shared(chunks: chunks, donors: sockets.count)
+        shared.rejected = dropped
+        // Every donor's first batch is handed out before any thread starts: a thread the system
+        // starts late still gets its share, instead of finding the queue drained by the others.
+        var firstBatches: [[Int]] = []
+        for _ in sockets {
+            firstBatches.append(Array(shared.queue.prefix(Self.batchChunks)))
+            shared.queue.removeFirst(firstBatches.last!.count)
+        }
         let group = DispatchGroup()
-        for (donor, socket) in sockets {
+        for ((donor, socket), first) in zip(sockets, firstBatches) {
             group.enter()
             let thread = Thread { [self] in
                 defer { group.leave() }
-                work(donor, socket, shared, target, revision, digest, verified, size)
+                work(donor, socket, shared, first, target, revision, digest, verified, size)
             }
             thread.start()
         }
         group.wait()
         for (_, socket) in sockets { socket.close() }
         guard shared.done == chunks else {
-            throw StateTransferError("state download incomplete: \(shared.done) of \(chunks) chunks; donors rejected: \(shared.rejected.map(hex))")
+            throw StateTransferError("state download failed: every donor was dropped (failed, hung up, or sent nothing for \(chunkDeadline) s) with \(shared.done) of \(chunks) chunks done; dropped: \(shared.rejected.map(hex))")
         }
         guard target.digest() == digest, target.revision == revision else {
             throw StateTransferError("the downloaded state does not match digest \(digest.short)")
@@ -124,28 +145,71 @@ public struct StateDownloader: Sendable {
         return Report(bytes: size, seconds: seconds, chunksByDonor: shared.served, rejectedDonors: shared.rejected)
     }
 
-    /// One donor's loop: take a few chunks, fetch, verify, write; on any fault give them back.
-    private func work(_ donor: PeerEndpoint, _ socket: BlockingSocket, _ shared: Shared, _ target: SharedState,
+    /// Dials every donor at once (each within ``connectTimeout``), so that stopped donors cost
+    /// one timeout, not one each. Returns the donors reached, in the order given.
+    private func dialAll(_ donors: [PeerEndpoint]) -> [(PeerEndpoint, BlockingSocket)] {
+        final class Dialed: @unchecked Sendable {
+            let lock = NSLock()
+            var sockets: [BlockingSocket?]
+            init(_ count: Int) { sockets = Array(repeating: nil, count: count) }
+        }
+        let dialed = Dialed(donors.count)
+        let group = DispatchGroup()
+        for (i, donor) in donors.enumerated() {
+            group.enter()
+            let thread = Thread { [self] in
+                defer { group.leave() }
+                do {
+                    let (socket, _) = try BlockingSocket.dial(host: donor.host, port: donor.port, localId: localId, key: key,
+                                                              purpose: .stateTransfer, info: [], timeout: connectTimeout)
+                    // Sends are bounded too (requests are small; this only matters with full buffers).
+                    socket.setTimeouts(chunkDeadline)
+                    dialed.lock.withLock { dialed.sockets[i] = socket }
+                } catch {
+                    logger.warning("state donor \(donor) unreachable: \(error)")
+                }
+            }
+            thread.start()
+        }
+        group.wait()
+        return zip(donors, dialed.sockets).compactMap { donor, socket in socket.map { (donor, $0) } }
+    }
+
+    /// A log line's reason: a missed deadline said as such, other errors as they are.
+    private func explain(_ error: any Error) -> String {
+        if let io = error as? BlockingSocket.IOError, io.errno == ETIMEDOUT {
+            return "nothing whole within the chunk deadline of \(chunkDeadline) s (a stopped or stalled donor)"
+        }
+        return "\(error)"
+    }
+
+    /// Chunks a donor takes from the queue at a time.
+    private static let batchChunks = 4
+
+    /// One donor's loop: take a few chunks (`first`, then from the queue), fetch, verify, write;
+    /// on any fault give them back.
+    private func work(_ donor: PeerEndpoint, _ socket: BlockingSocket, _ shared: Shared, _ first: [Int], _ target: SharedState,
                       _ revision: UInt64, _ digest: Digest, _ expected: [[UInt8]]?, _ size: Int) {
-        let batch = 4
+        var assigned = first
         let plain = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 64)
         defer { plain.deallocate() }
         var limits = FrameLimits()
         limits.maxControlPayload = max(limits.maxControlPayload, ZSTD_compressBound(chunkSize))
         while true {
             shared.lock.lock()
-            while shared.queue.isEmpty, shared.done < (size + chunkSize - 1) / chunkSize, shared.active > 1 {
+            while assigned.isEmpty, shared.queue.isEmpty, shared.done < (size + chunkSize - 1) / chunkSize, shared.active > 1 {
                 // Another donor still holds chunks: wait in case it fails and gives them back.
                 shared.lock.wait()
             }
-            if shared.queue.isEmpty {
+            if assigned.isEmpty, shared.queue.isEmpty {
                 shared.active -= 1
                 shared.lock.broadcast()
                 shared.lock.unlock()
                 return
             }
-            let mine = Array(shared.queue.prefix(batch))
-            shared.queue.removeFirst(mine.count)
+            let mine = assigned.isEmpty ? Array(shared.queue.prefix(Self.batchChunks)) : assigned
+            if assigned.isEmpty { shared.queue.removeFirst(mine.count) }
+            assigned = []
             shared.lock.unlock()
             var finished = 0
             do {
@@ -159,7 +223,8 @@ public struct StateDownloader: Sendable {
                                                first: UInt32(first), count: UInt32(count), allowZstd: allowZstd, digestsOnly: false)
                     try socket.sendFrame(.stateRequest, bytes: request.bytes)
                     for c in first..<(first + count) {
-                        let (header, payload) = try socket.receiveFrame(limits: limits)
+                        let deadline = ContinuousClock.now + .seconds(chunkDeadline)
+                        let (header, payload) = try socket.receiveFrame(limits: limits, deadline: deadline)
                         guard header.type == .stateChunk, header.aux == UInt64(c) else {
                             throw StateTransferError(header.type == .stateError
                                 ? String(decoding: payload, as: UTF8.self) : "unexpected \(header.type) frame")
@@ -179,7 +244,7 @@ public struct StateDownloader: Sendable {
                     }
                 }
             } catch {
-                logger.warning("state donor \(donor) dropped: \(error)")
+                logger.warning("state donor \(donor) dropped: \(explain(error))")
                 shared.lock.withLock {
                     shared.queue.append(contentsOf: mine.dropFirst(finished))
                     shared.rejected.append(donor.id)

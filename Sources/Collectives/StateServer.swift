@@ -17,7 +17,11 @@ public final class StateServer: @unchecked Sendable {
     public var corruptChunksForTesting = false
     /// Test hook: hang up after serving this many chunks (a donor that dies mid-transfer).
     public var dieAfterChunksForTesting: Int?
+    /// Chunks sent so far, over every connection (counts for the test hooks).
     private var servedChunks = 0
+    /// While set: a stopped process (SIGSTOP) from this many chunks on (see ``freezeForTesting(afterChunks:)``).
+    private var frozenFromChunk: Int?
+    private let frozenChanged = NSCondition()
     /// The digest of the state at a revision: a full SHA-256 pass costs ~0.15 s per 256 MiB, far
     /// too much per request. The state's owner changes it only together with its revision.
     private var cachedDigest: (revision: UInt64, digest: Digest)?
@@ -27,6 +31,28 @@ public final class StateServer: @unchecked Sendable {
     public init(state: SharedState, logger: Logger) {
         self.state = state
         self.logger = logger
+    }
+
+    /// Test hook: behave like a stopped process (SIGSTOP) once `afterChunks` more chunks have
+    /// been sent: connections stay open, and nothing more is answered or sent until
+    /// ``thawForTesting()``. With 0 even requests for chunk digests go unanswered.
+    public func freezeForTesting(afterChunks: Int = 0) {
+        frozenChanged.withLock { frozenFromChunk = lock.withLock { servedChunks } + afterChunks }
+    }
+
+    /// Test hook: the end of ``freezeForTesting(afterChunks:)`` (SIGCONT): serving goes on where it stopped.
+    public func thawForTesting() {
+        frozenChanged.withLock {
+            frozenFromChunk = nil
+            frozenChanged.broadcast()
+        }
+    }
+
+    /// Blocks while frozen (test hook); never blocks otherwise.
+    private func waitWhileFrozen() {
+        frozenChanged.withLock {
+            while let from = frozenFromChunk, lock.withLock({ servedChunks }) >= from { frozenChanged.wait() }
+        }
     }
 
     /// Answers requests on `socket` until the peer hangs up (runs on a thread of its own).
@@ -56,6 +82,7 @@ public final class StateServer: @unchecked Sendable {
     }
 
     private func answer(_ request: StateRequest, on socket: BlockingSocket) throws {
+        waitWhileFrozen()
         let (revision, digest, size) = lock.withLock { () -> (UInt64, Digest, Int) in
             if cachedDigest?.revision != state.revision { cachedDigest = (state.revision, state.digest()) }
             return (state.revision, cachedDigest!.digest, state.encodedSize)
@@ -102,10 +129,9 @@ public final class StateServer: @unchecked Sendable {
                 return
             }
             if corruptChunksForTesting { buffer[range.count / 2] ^= 0x10 }
-            if let limit = dieAfterChunksForTesting {
-                let n = lock.withLock { () -> Int in servedChunks += 1; return servedChunks }
-                if n > limit { throw StateTransferError("test hook: donor dies") }
-            }
+            waitWhileFrozen()
+            let n = lock.withLock { () -> Int in servedChunks += 1; return servedChunks }
+            if let limit = dieAfterChunksForTesting, n > limit { throw StateTransferError("test hook: donor dies") }
             var payload = UnsafeRawBufferPointer(rebasing: buffer[0..<range.count])
             var flags: UInt16 = 0
             if request.allowZstd {

@@ -7,7 +7,8 @@ struct PeerNodeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "peernode",
         abstract: "A decentralized, fault-tolerant training cluster over plain TCP.",
-        subcommands: [Demo.self, RunCommand.self, CoordinatorCommand.self, StatusCommand.self, TrainCommand.self, ExportCommand.self, Bench.self, DemoWorker.self])
+        subcommands: [Demo.self, RunCommand.self, CoordinatorCommand.self, StatusCommand.self, TrainCommand.self, ExportCommand.self,
+                      Bench.self, DemoWorker.self, DescriptorLimitWorker.self])
 
     static func main() async {
         tuneAllocatorForBulkTransfers()

@@ -23,4 +23,17 @@ extension BlockingSocket {
         }
         return (header, payload)
     }
+
+    /// ``receiveFrame(limits:)`` with the whole frame due by `deadline` (see
+    /// ``receive(into:count:deadline:)``): for peers that may stop without closing the link.
+    public func receiveFrame(limits: FrameLimits = FrameLimits(), deadline: ContinuousClock.Instant) throws -> (FrameHeader, [UInt8]) {
+        var head = [UInt8](repeating: 0, count: FrameHeader.size)
+        try head.withUnsafeMutableBytes { try receive(into: $0.baseAddress!, count: FrameHeader.size, deadline: deadline) }
+        let header = try head.withUnsafeBytes { try FrameHeader.parse($0, limits: limits) }
+        var payload = [UInt8](repeating: 0, count: Int(header.length))
+        if header.length > 0 {
+            try payload.withUnsafeMutableBytes { try receive(into: $0.baseAddress!, count: $0.count, deadline: deadline) }
+        }
+        return (header, payload)
+    }
 }

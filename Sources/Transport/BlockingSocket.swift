@@ -187,6 +187,39 @@ public final class BlockingSocket: @unchecked Sendable {
         }
     }
 
+    /// Reads exactly `count` bytes into `buffer`, all of them by `deadline`; past it, throws
+    /// `IOError` with `ETIMEDOUT`.
+    ///
+    /// A whole-read bound, unlike `SO_RCVTIMEO` (``setTimeouts(_:)``), which every arriving byte
+    /// restarts: a peer that trickles a byte now and then would hold the reader for ever. Waits
+    /// in `poll`, so it costs a system call more per wake-up than ``receive(into:count:)``; meant
+    /// for reads that must not outlast a stopped peer (state transfer), not the ring's hot path.
+    public func receive(into buffer: UnsafeMutableRawPointer, count: Int, deadline: ContinuousClock.Instant) throws {
+        var done = 0
+        while done < count {
+            let left = ContinuousClock.now.duration(to: deadline)
+            guard left > .zero else { throw IOError(operation: "receive (deadline passed)", errno: ETIMEDOUT) }
+            let (seconds, attoseconds) = left.components
+            // Rounded up, so that a wait never ends just before the deadline and spins.
+            let ms = Int32(clamping: seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
+            var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&entry, 1, ms)
+            if ready < 0 {
+                if errno == EINTR { continue }
+                throw IOError(operation: "receive", errno: errno)
+            }
+            if ready == 0 { continue }  // the loop's check throws, or waits out the rest
+            let n = recv(fd, buffer + done, count - done, Int32(MSG_DONTWAIT))
+            if n > 0 {
+                done += n
+            } else if n == 0 {
+                throw IOError(operation: "receive", errno: 0)
+            } else if errno != EINTR, errno != EAGAIN, errno != EWOULDBLOCK {
+                throw IOError(operation: "receive", errno: errno)
+            }
+        }
+    }
+
     /// Unblocks any thread in send or receive on this socket; the fd stays valid until close.
     /// After close it does nothing: the fd number may already belong to another socket.
     public func shutdown() {

@@ -14,16 +14,35 @@ public final class DataListener: @unchecked Sendable {
     private let logger: Logger
     private let handshakeTimeout: Double
     private let onConnection: @Sendable (BlockingSocket, HandshakeResult) -> Void
-    private let state = NSLock()
+    /// `accept(2)` on the listening socket; tests put a function here that fails on demand.
+    private let acceptCall: @Sendable (Int32) -> Int32
+    /// Guards the fields below; signalled by ``stop()``, so that a loop backing off ends at once,
+    /// and by the accept loop when it ends, which ``stop()`` waits for.
+    private let state = NSCondition()
     private var stopped = false
+    private var acceptLoopEnded = false
     /// Connection threads in progress (handshakes, and state downloads served on them); a flood of
     /// connections beyond this is closed at once instead of costing a thread each.
     private var handshaking = 0
     public static let maxConcurrentHandshakes = 64
+    /// Waits after a failed accept, doubling from the first to the longest: a descriptor
+    /// shortage (EMFILE, ENFILE) or a memory shortage passes only when something else lets go,
+    /// and retrying at once would spin a core on an error the loop cannot fix itself.
+    static let acceptBackoff = (first: 0.05, longest: 1.0)
+    /// At most one log line per this many seconds about failing accepts (each says how many).
+    static let acceptErrorLogInterval = 5.0
 
     /// Binds `host:port` (port 0: the OS chooses) and starts accepting on a thread of its own.
-    public init(host: String, port: Int, localId: UInt64, key: ClusterKey, handshakeTimeout: Double = 10,
-                logger: Logger, onConnection: @escaping @Sendable (BlockingSocket, HandshakeResult) -> Void) throws {
+    public convenience init(host: String, port: Int, localId: UInt64, key: ClusterKey, handshakeTimeout: Double = 10,
+                            logger: Logger, onConnection: @escaping @Sendable (BlockingSocket, HandshakeResult) -> Void) throws {
+        try self.init(host: host, port: port, localId: localId, key: key, handshakeTimeout: handshakeTimeout, logger: logger,
+                      acceptCall: { accept($0, nil, nil) }, onConnection: onConnection)
+    }
+
+    init(host: String, port: Int, localId: UInt64, key: ClusterKey, handshakeTimeout: Double = 10, logger: Logger,
+         acceptCall: @escaping @Sendable (Int32) -> Int32,
+         onConnection: @escaping @Sendable (BlockingSocket, HandshakeResult) -> Void) throws {
+        self.acceptCall = acceptCall
         self.key = key
         self.localId = localId
         self.logger = logger
@@ -69,12 +88,49 @@ public final class DataListener: @unchecked Sendable {
         thread.start()
     }
 
+    /// Accepts until ``stop()``, and only until then: any other failure (EMFILE, ENFILE, ENOMEM,
+    /// ENOBUFS, ...) is logged and retried after a backoff, since a node whose data port stopped
+    /// accepting could never again join a ring or serve its state, while looking alive.
     private func acceptLoop() {
+        defer {
+            state.withLock {
+                acceptLoopEnded = true
+                state.broadcast()
+            }
+        }
+        var backoff = Self.acceptBackoff.first
+        var failures = 0  // since the last accept that worked
+        var unlogged = 0  // since the last log line
+        var lastLine: ContinuousClock.Instant?
         while true {
-            let client = accept(fd, nil, nil)
+            let client = acceptCall(fd)
             if client < 0 {
-                if errno == EINTR || errno == ECONNABORTED { continue }
-                return  // closed by stop()
+                let code = errno
+                if state.withLock({ stopped }) { return }  // stop() shut the socket down
+                if code == EINTR || code == ECONNABORTED { continue }
+                failures += 1
+                unlogged += 1
+                let now = ContinuousClock.now
+                if lastLine.map({ $0.duration(to: now) >= .seconds(Self.acceptErrorLogInterval) }) ?? true {
+                    logger.error("data port cannot accept: \(String(cString: strerror(code))); retrying (\(unlogged) failed accepts since the last such line)",
+                                 metadata: ["node.id": "\(hex(localId))"])
+                    lastLine = now
+                    unlogged = 0
+                }
+                let until = Date(timeIntervalSinceNow: backoff)
+                let stopping = state.withLock { () -> Bool in
+                    while !stopped, state.wait(until: until) {}
+                    return stopped
+                }
+                if stopping { return }
+                backoff = min(backoff * 2, Self.acceptBackoff.longest)
+                continue
+            }
+            if failures > 0 {
+                logger.notice("data port accepting again after \(failures) failed accepts", metadata: ["node.id": "\(hex(localId))"])
+                failures = 0
+                unlogged = 0
+                backoff = Self.acceptBackoff.first
             }
             _ = fcntl(client, F_SETFD, FD_CLOEXEC)
             let socket = BlockingSocket(fd: client)
@@ -111,14 +167,22 @@ public final class DataListener: @unchecked Sendable {
         }
     }
 
-    /// Stops accepting; connections already handed on are not affected.
+    /// Stops accepting and returns once the accept thread has ended; connections already handed
+    /// on are not affected. The listening descriptor is closed only then: closed earlier, its
+    /// number could be reused by another socket while the loop still calls `accept` on it.
     public func stop() {
-        state.withLock {
-            guard !stopped else { return }
+        let first = state.withLock { () -> Bool in
+            guard !stopped else { return false }
             stopped = true
-            _ = Glibc.shutdown(fd, Int32(SHUT_RDWR))
-            _ = Glibc.close(fd)
+            state.broadcast()
+            return true
         }
+        // Wakes an accept in progress (it fails with EINVAL), so the loop sees `stopped`.
+        if first { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
+        state.withLock {
+            while !acceptLoopEnded { state.wait() }
+        }
+        if first { _ = Glibc.close(fd) }
     }
 
     deinit { stop() }

@@ -24,6 +24,7 @@ private func quiet() -> Logger {
 private func withDonors<T>(_ count: Int, serving state: SharedState, configure: (Int, StateServer) -> Void = { _, _ in },
                            _ body: ([PeerEndpoint]) async throws -> T) async throws -> T {
     var peers: [Communicator] = []
+    var servers: [StateServer] = []
     var endpoints: [PeerEndpoint] = []
     for i in 0..<count {
         let peer = Communicator(localId: UInt64(100 + i), key: testKey, logger: quiet())
@@ -32,13 +33,17 @@ private func withDonors<T>(_ count: Int, serving state: SharedState, configure: 
         configure(i, server)
         peer.serveState(server)
         peers.append(peer)
+        servers.append(server)
         endpoints.append(PeerEndpoint(id: UInt64(100 + i), host: "127.0.0.1", port: port))
     }
+    // Frozen donors run on at the end, so that no serving thread outlives the test.
     do {
         let result = try await body(endpoints)
+        for s in servers { s.thawForTesting() }
         for p in peers { await p.shutdown() }
         return result
     } catch {
+        for s in servers { s.thawForTesting() }
         for p in peers { await p.shutdown() }
         throw error
     }
@@ -100,5 +105,89 @@ func aJoinerDownloadsTheStateFromEveryDonor(donors: Int) async throws {
         await #expect(throws: StateTransferError.self) {
             _ = try await downloader.download(into: target, revision: 4, digest: source.digest(), donors: endpoints)
         }
+    }
+}
+
+/// The outcome of `work` if it ends within `seconds`, else nil. A download blocked on a socket
+/// cannot be cancelled, so waiting for it without a bound would hang the test run instead of
+/// failing the test.
+private func outcome<T: Sendable>(within seconds: Double,
+                                  _ work: @escaping @Sendable () async throws -> T) async -> Result<T, any Error>? {
+    let box = OutcomeBox<T>()
+    Task {
+        do { box.set(.success(try await work())) } catch { box.set(.failure(error)) }
+    }
+    let deadline = ContinuousClock.now + .seconds(seconds)
+    while ContinuousClock.now < deadline {
+        if let result = box.get() { return result }
+        try? await Task.sleep(for: .milliseconds(20))
+    }
+    return box.get()
+}
+
+private final class OutcomeBox<T: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var result: Result<T, any Error>?
+    func set(_ value: Result<T, any Error>) { lock.withLock { result = value } }
+    func get() -> Result<T, any Error>? { lock.withLock { result } }
+}
+
+/// Far above the download deadline below plus the healthy donor's time, on a busy machine.
+private let frozenDonorBound = 40.0
+
+@Test func aFrozenDonorIsDroppedAfterTheChunkDeadlineAndAnotherFinishes() async throws {
+    let source = try makeState(4, revision: 3, seed: 11)
+    try await withDonors(2, serving: source, configure: { i, server in if i == 0 { server.freezeForTesting(afterChunks: 3) } }) { endpoints in
+        let target = try makeState(4, revision: 0, seed: 12)
+        var downloader = StateDownloader(localId: 1, key: testKey, logger: quiet())
+        downloader.chunkSize = 64 << 10
+        downloader.chunkDeadline = 2
+        let started = ContinuousClock.now
+        let result = await outcome(within: frozenDonorBound) { [downloader] in
+            try await downloader.download(into: target, revision: 3, digest: source.digest(), donors: endpoints)
+        }
+        guard let result else {
+            Issue.record("the download was still waiting on the frozen donor after \(frozenDonorBound) s")
+            return
+        }
+        let report = try result.get()
+        #expect(target.digest() == source.digest())
+        #expect(report.rejectedDonors == [100])
+        #expect(report.chunksByDonor[100, default: 0] <= 3)
+        // Not before the deadline: the frozen donor held chunks the other could only take after it.
+        #expect(ContinuousClock.now - started >= .seconds(2))
+    }
+}
+
+@Test func onlyFrozenDonorsFailTheDownloadWithinTheBound() async throws {
+    let source = try makeState(2, revision: 3, seed: 13)
+    // One freezes before it even sends the chunk digests, the other mid-transfer.
+    try await withDonors(2, serving: source, configure: { i, server in server.freezeForTesting(afterChunks: i == 0 ? 0 : 2) }) { endpoints in
+        let target = try makeState(2, revision: 0, seed: 14)
+        var downloader = StateDownloader(localId: 1, key: testKey, logger: quiet())
+        downloader.chunkSize = 64 << 10
+        downloader.chunkDeadline = 2
+        let result = await outcome(within: frozenDonorBound) { [downloader] in
+            try await downloader.download(into: target, revision: 3, digest: source.digest(), donors: endpoints)
+        }
+        guard let result else {
+            Issue.record("the download was still waiting on frozen donors after \(frozenDonorBound) s")
+            return
+        }
+        #expect(throws: StateTransferError.self) { try result.get() }
+    }
+    // A single donor (no digest round) frozen at once.
+    try await withDonors(1, serving: source, configure: { _, server in server.freezeForTesting() }) { endpoints in
+        let target = try makeState(2, revision: 0, seed: 14)
+        var downloader = StateDownloader(localId: 1, key: testKey, logger: quiet())
+        downloader.chunkDeadline = 2
+        let result = await outcome(within: frozenDonorBound) { [downloader] in
+            try await downloader.download(into: target, revision: 3, digest: source.digest(), donors: endpoints)
+        }
+        guard let result else {
+            Issue.record("the download was still waiting on a frozen donor after \(frozenDonorBound) s")
+            return
+        }
+        #expect(throws: StateTransferError.self) { try result.get() }
     }
 }
