@@ -2,7 +2,8 @@ import Foundation
 import Testing
 
 // Real `peernode run` processes on four hosts of a virtual network (scripts/netkit.sh: a network
-// namespace per host, two bridges joined by a trunk that can be cut), split in two and healed.
+// namespace per host, two bridges joined by a trunk that can be cut, docs/netkit.md), split in two
+// (the trunk, or one host's link) and healed.
 // Both sides train during the split, each in its own line; after the heal the lines meet, merge
 // (each side's training weighted into the result), and all four train on as one cluster with
 // bit-identical state. Needs root (CI runs as root); skipped otherwise.
@@ -93,17 +94,27 @@ private func wait(until deadline: Date, _ condition: () -> Bool) -> Bool {
     return true
 }
 
-/// Four hosts; the hosts in `sideB` are on bridge b, the others on bridge a (host 1, the founder
-/// and coordinator, is on a). The trunk between the bridges is cut once all four train together,
-/// and joined again once each side trained in a line of its own.
-private func splitTrainAndHeal(sideB: [Int], tag: String) throws {
+/// How the network parts: the trunk between the bridges (hosts in `sideB` on bridge b), or the
+/// link of one host (all on bridge a).
+private enum Cut {
+    case trunk(sideB: [Int])
+    case host(Int)
+}
+
+/// Four hosts (host 1, the founder and coordinator, on side a). The network is cut once all four
+/// train together, and healed once each side trained in a line of its own.
+private func splitTrainAndHeal(_ cut: Cut, tag: String) throws {
     let started = Date()
     let deadline = started.addingTimeInterval(85)
     let prefix = "pnpt-\(getpid())-\(tag)"
     let hosts = Array(1...4)
+    let (sideB, onBridgeB, split, heal): ([Int], [Int], [String], [String]) = switch cut {
+    case .trunk(let sideB): (sideB, sideB, ["split", prefix], ["join", prefix])
+    case .host(let host): ([host], [], ["cut", prefix, "\(host)"], ["heal", prefix, "\(host)"])
+    }
     let sideA = hosts.filter { !sideB.contains($0) }
     try netkit(["down", prefix])
-    try netkit(["up", prefix, "4", sideB.map(String.init).joined(separator: ",")])
+    try netkit(["up", prefix, "4"] + (onBridgeB.isEmpty ? [] : [onBridgeB.map(String.init).joined(separator: ",")]))
     var daemons: [Daemon] = []
     defer {
         for d in daemons { d.signal(SIGKILL) }
@@ -149,7 +160,7 @@ private func splitTrainAndHeal(sideB: [Int], tag: String) throws {
     let together = Date()
 
     // 2. Split: each side trains on, in a line of its own.
-    try netkit(["split", prefix])
+    try netkit(split)
     let splitMark = hosts.map { peer($0).output.count }
     /// The line a side trains in, once each of its hosts finished two steps after the split in a
     /// ring of exactly that side, the last ones in one line.
@@ -170,7 +181,7 @@ private func splitTrainAndHeal(sideB: [Int], tag: String) throws {
     let apart = Date()
 
     // 3. Heal: one view again, the two states merged, then steps of all four with equal digests.
-    try netkit(["join", prefix])
+    try netkit(heal)
     let joinMark = hosts.map { peer($0).output.count }
     var common: (revision: Int, line: UInt64, digest: String)?
     let healed = wait(until: deadline) {
@@ -218,16 +229,17 @@ private func splitTrainAndHeal(sideB: [Int], tag: String) throws {
         }
     }
     let seconds = { (d: Date) in String(format: "%.1f", d.timeIntervalSince(started)) }
-    print("partition \(sideA.count)-\(sideB.count): four together at \(seconds(together)) s, both sides in their own lines at \(seconds(apart)) s, one line with equal digests (revision \(common.revision), merge weights \(weights)) at \(seconds(merged)) s")
+    print("partition \(sideA.count)-\(sideB.count) (\(split[0])): four together at \(seconds(together)) s, both sides in their own lines at \(seconds(apart)) s, one line with equal digests (revision \(common.revision), merge weights \(weights)) at \(seconds(merged)) s")
 }
 
 @Suite(.serialized, .enabled(if: getuid() == 0, "needs root: network namespaces for the virtual hosts (CI runs as root)"))
 struct PartitionProcessTests {
     @Test(.timeLimit(.minutes(2))) func aTwoTwoSplitTrainsOnBothSidesAndMergesWhenHealed() throws {
-        try splitTrainAndHeal(sideB: [3, 4], tag: "s22")
+        try splitTrainAndHeal(.trunk(sideB: [3, 4]), tag: "s22")
     }
 
+    /// Host 4's own link is cut: it is alone against the three others.
     @Test(.timeLimit(.minutes(2))) func aThreeOneSplitTrainsOnBothSidesAndMergesWhenHealed() throws {
-        try splitTrainAndHeal(sideB: [4], tag: "s31")
+        try splitTrainAndHeal(.host(4), tag: "s31")
     }
 }
