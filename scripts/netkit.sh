@@ -30,7 +30,7 @@ prefix_ok() {
   [[ $1 =~ ^[a-z][a-z0-9]{0,11}-[0-9]{1,10}(-[a-z0-9]{1,8})?$ ]] || die "bad PREFIX '$1' (FAMILY-PID or FAMILY-PID-TAG, e.g. pnk-$$)"
 }
 host_ok() {
-  [[ $1 =~ ^[1-9][0-9]{0,2}$ ]] && (( $1 <= 200 )) || die "bad host number '$1' (1...200)"
+  if [[ ! $1 =~ ^[1-9][0-9]{0,2}$ ]] || (( $1 > 200 )); then die "bad host number '$1' (1...200)"; fi
 }
 need_root() {
   [[ $(id -u) -eq 0 ]] || die "needs root (network namespaces)"
@@ -70,7 +70,7 @@ delete_namespaces() {
 
 cmd_up() {
   local n=$1 sides=${2:-} i side
-  [[ $n =~ ^[1-9][0-9]{0,2}$ ]] && (( n <= 200 )) || die "bad host count '$n' (1...200)"
+  if [[ ! $n =~ ^[1-9][0-9]{0,2}$ ]] || (( n > 200 )); then die "bad host count '$n' (1...200)"; fi
   [[ -z $sides || $sides =~ ^[0-9]+(,[0-9]+)*$ ]] || die "bad side-b list '$sides' (e.g. 3,4)"
   [[ -z $(own_namespaces) ]] || die "$PREFIX exists already (netkit.sh down $PREFIX first)"
   # A half-built network is taken down again (a failed command ends the script: set -e).
