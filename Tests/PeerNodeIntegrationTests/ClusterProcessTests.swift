@@ -61,6 +61,9 @@ final class Daemon: @unchecked Sendable {
         lock.withLock { String(decoding: errorText, as: UTF8.self).contains(text) }
     }
 
+    /// Everything the daemon logged (the last MiB of its stderr).
+    var stderrText: String { lock.withLock { String(decoding: errorText, as: UTF8.self) } }
+
     /// The stdout lines so far.
     var output: [String] { lock.withLock { lines } }
 
