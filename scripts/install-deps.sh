@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Installs the system libraries peernode links against, only when one is missing.
+# Installs the system libraries peernode links against, and iproute2 for the network tests, only
+# when one is missing.
 # Called by the README's commands and by .ci/run; safe to run again.
 set -euo pipefail
 need=()
 for p in libopenblas-dev libzstd-dev libssl-dev pkg-config; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
+# `ip` for scripts/netkit.sh (the partition tests' virtual network).
+command -v ip >/dev/null || need+=(iproute2)
 if ((${#need[@]})); then
   SUDO=()
   if [[ $(id -u) -ne 0 ]]; then

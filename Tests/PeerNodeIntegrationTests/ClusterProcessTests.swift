@@ -15,14 +15,16 @@ final class Daemon: @unchecked Sendable {
         lock.withLock { String(decoding: errorText.suffix(20000), as: UTF8.self) }
     }
 
-    /// Everything kept of stderr (the last MiB).
-    var stderrText: String {
-        lock.withLock { String(decoding: errorText, as: UTF8.self) }
-    }
-
-    init(_ args: [String], command: String = "run") throws {
-        process.executableURL = try peernodeBinary()
-        process.arguments = [command] + args
+    /// `prefix`: a command that runs the binary, e.g. `["ip", "netns", "exec", NAME]` for a network
+    /// namespace; it must exec the binary (as `ip netns exec` does), so that signals reach it.
+    init(_ args: [String], command: String = "run", prefix: [String] = []) throws {
+        if prefix.isEmpty {
+            process.executableURL = try peernodeBinary()
+            process.arguments = [command] + args
+        } else {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = prefix + [try peernodeBinary().path, command] + args
+        }
         var env = ProcessInfo.processInfo.environment
         env["PEERNODE_CLUSTER_KEY"] = "integration-test-cluster-key-0123456789"
         process.environment = env
@@ -57,6 +59,17 @@ final class Daemon: @unchecked Sendable {
     /// Whether the daemon logged `text` (within the last MiB of its stderr).
     func logged(_ text: String) -> Bool {
         lock.withLock { String(decoding: errorText, as: UTF8.self).contains(text) }
+    }
+
+    /// Everything the daemon logged (the last MiB of its stderr).
+    var stderrText: String { lock.withLock { String(decoding: errorText, as: UTF8.self) } }
+
+    /// The stdout lines so far.
+    var output: [String] { lock.withLock { lines } }
+
+    /// The stderr lines containing `text` (within the last MiB).
+    func loggedLines(_ text: String) -> [String] {
+        lock.withLock { String(decoding: errorText, as: UTF8.self).split(separator: "\n").filter { $0.contains(text) }.map(String.init) }
     }
 
     /// Waits for a line containing `text`; returns it (nil on timeout).
