@@ -49,6 +49,25 @@ public enum Checkpoint {
     /// Loads a checkpoint into `state` (same layout required) after checking its digest, and
     /// returns the local blob. On any error `state` may hold partial data: callers load into a
     /// scratch state and copy on success.
+    /// Reads `path` into `state`, also when the file predates the state's `lineage` tensor (a
+    /// checkpoint of θ and the momentum only): θ, the momentum and the revision are taken, the
+    /// lineage stays blank. Returns the local blob.
+    public static func readAnyVersion(_ path: String, into state: SharedState) throws -> [UInt8] {
+        do {
+            return try read(path, into: state)
+        } catch let current {
+            guard state.index(of: Lineage.spec.name) != nil,
+                  let legacy = try? SharedState(specs: state.specs.filter { $0.name != Lineage.spec.name }),
+                  let local = try? read(path, into: legacy) else { throw current }
+            for spec in legacy.specs {
+                state.bytes(spec.name)!.copyMemory(from: UnsafeRawBufferPointer(legacy.bytes(spec.name)!))
+            }
+            state.lineage = Lineage()
+            state.setRevision(legacy.revision)
+            return local
+        }
+    }
+
     public static func read(_ path: String, into state: SharedState, maxLocalBytes: Int = 1 << 30) throws -> [UInt8] {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw CheckpointError("cannot read checkpoint \(path)")

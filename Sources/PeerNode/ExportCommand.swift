@@ -44,7 +44,7 @@ struct ExportCommand: ParsableCommand {
         let dataset = task.spec.dataset
         let state = try DiLoCoTrainer.sharedState(for: task)
         do {
-            _ = try Checkpoint.read(checkpoint, into: state)
+            _ = try Checkpoint.readAnyVersion(checkpoint, into: state)
         } catch {
             throw RunError("cannot export \(checkpoint) as model \(model) on \(dataset) "
                            + "(\(task.parameters.count) parameters): \(error)")

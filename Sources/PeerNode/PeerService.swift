@@ -90,7 +90,7 @@ final class PeerService: Service, @unchecked Sendable {
             // Resume: load into a scratch state first, so that a bad file changes nothing.
             let loaded = try DiLoCoTrainer.sharedState(for: task)
             do {
-                let local = try Checkpoint.read(checkpoint, into: loaded)
+                let local = try Checkpoint.readAnyVersion(checkpoint, into: loaded)
                 // The local blob is this peer's AdamW state (empty in checkpoints of older versions).
                 if !local.isEmpty { try task.optimizer.restoreState(local) }
             } catch {
@@ -195,8 +195,11 @@ final class PeerService: Service, @unchecked Sendable {
             }
             do {
                 let before = trainer.revision
-                let report = try await trainer.outerStep(topologyUpdated: updated)
+                // The update point passed while waiting for peers belongs to the first step only,
+                // also when that step fails.
+                let passed = updated
                 updated = nil
+                let report = try await trainer.outerStep(topologyUpdated: passed)
                 // (Async mode, after a recovery that left nobody holding a pseudo-gradient: the
                 // step applied no outer update; the trainer logged it. Nothing new to report.)
                 if report.revision == before { continue }

@@ -68,3 +68,23 @@ private func temporaryDirectory() throws -> String {
     _ = try Checkpoint.read(path, into: restored)
     #expect(restored.digest() == first.digest())
 }
+
+/// A checkpoint written before the shared state had a lineage (θ and the momentum only) still
+/// resumes: the tensors and the revision are taken, the lineage is blank.
+@Test func aCheckpointWithoutLineageStillResumes() throws {
+    let dir = try temporaryDirectory()
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let path = dir + "/old.ckpt"
+    let old = try state(0.25)
+    try Checkpoint.write(old, local: [9], to: path)
+    let current = try SharedState(specs: old.specs + [Lineage.spec])
+    current.lineage = Lineage(line: 3, peerSteps: 4)
+    let local = try Checkpoint.readAnyVersion(path, into: current)
+    #expect(local == [9] && current.revision == 5)
+    #expect(Array(current.floats("theta")!) == Array(old.floats("theta")!))
+    #expect(Array(current.floats("momentum")!) == Array(old.floats("momentum")!))
+    #expect(current.lineage == Lineage())
+    // A file of neither layout is still refused.
+    try Data("not a checkpoint".utf8).write(to: URL(fileURLWithPath: dir + "/bad.ckpt"))
+    #expect(throws: (any Error).self) { try Checkpoint.readAnyVersion(dir + "/bad.ckpt", into: current) }
+}

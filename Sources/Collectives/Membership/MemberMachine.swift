@@ -30,8 +30,11 @@ struct MemberMachine {
         case rejoining(reason: String)
         /// A join attempt failed; the next one starts after `delay`.
         case joinRetry(reason: String, delay: Duration)
-        /// Dial this address and send the message (a coordinator looking for other lines).
+        /// Dial this address and send the message (a coordinator looking for other lines); report
+        /// the end with ``lineProbeEnded()``.
         case probeLine(Address, MembershipMessage)
+        /// Close the probe link to this node, if any (never the link membership runs on).
+        case closeProbe(UInt64)
         /// As coordinator: this line merges into `into`'s; tell every member of `view` first.
         case mergeLine(view: MembershipView, into: MembershipView)
         /// Only for what retrying cannot fix (a wrong key, a protocol version mismatch, or the
@@ -89,6 +92,9 @@ struct MemberMachine {
     /// Line discovery (coordinator only): the next address to probe, and when.
     private var probeIndex = 0
     private var nextProbe: ContinuousClock.Instant?
+    /// One line probe at a time: a dial to a dead address may take the connect timeout, and
+    /// the round-robin moves on only when a probe was sent.
+    private var probeInFlight = false
     static let maxAddresses = 256
     /// The longest wait between two rounds of join attempts.
     static let maxJoinBackoff: Duration = .seconds(5)
@@ -347,14 +353,18 @@ struct MemberMachine {
             return [.send(from, acknowledge(proposal))]
 
         case .commit(let next, let departed):
+            // Only from the node this one follows: a probe link of another line's coordinator
+            // (epochs overlap across lines) must not switch this node's view.
+            guard from == link else { return [] }
             return commit(next, departed: departed, from: from, now: now)
 
         case .proceed(let epoch):
-            guard wantsUpdate, let view, view.epoch == epoch, phase == .member else { return [] }
+            guard from == link, wantsUpdate, let view, view.epoch == epoch, phase == .member else { return [] }
             wantsUpdate = false
             return [.updateDone(view)]
 
         case .decision(let key, let commit):
+            guard from == link else { return [] }
             remember(key, commit)
             guard pending.removeValue(forKey: key) != nil else { return [] }
             return [.decided(key, commit)]
@@ -396,7 +406,7 @@ struct MemberMachine {
         var out: [Action] = []
         if !reply { out.append(.send(from, .line(view, reply: true))) }
         guard MembershipRules.wins(other, over: view) else {
-            if reply, !view.contains(from) { out.append(.closeLink(from)) }
+            if reply, !view.contains(from) { out.append(.closeProbe(from)) }
             return out
         }
         if link == me.id {
@@ -411,14 +421,20 @@ struct MemberMachine {
     /// As coordinator, one address outside the view every `interval`: the lines of a cluster
     /// that was split find each other again once the network heals.
     private mutating func probeForLines(now: ContinuousClock.Instant) -> [Action] {
-        guard link == me.id, phase == .member, let view else { return [] }
+        guard link == me.id, phase == .member, let view, !probeInFlight else { return [] }
         if let nextProbe, now < nextProbe { return [] }
         nextProbe = now + interval
         let inView = Set(view.nodes.map { Address(host: $0.controlHost, port: $0.controlPort) })
         let targets = addressBook.filter { !inView.contains($0) }
         guard !targets.isEmpty else { return [] }
         probeIndex = (probeIndex + 1) % targets.count
+        probeInFlight = true
         return [.probeLine(targets[probeIndex], .line(view, reply: false))]
+    }
+
+    /// The line probe sent last has connected and sent, or failed.
+    mutating func lineProbeEnded() {
+        probeInFlight = false
     }
 
     /// The one-view-per-epoch rule.

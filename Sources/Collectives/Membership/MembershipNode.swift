@@ -44,8 +44,6 @@ public final class MembershipNode: @unchecked Sendable {
     private var subscribers: [Int: AsyncStream<MembershipEvent>.Continuation] = [:]
     private var nextSubscriber = 0
     private var lastRole: MembershipStatus.Role = .idle
-    /// One line probe at a time (a dial to a dead address may take the connect timeout).
-    private var probingLine = false
     /// Probe connections (both ends), apart from `links`: their answers are read, replies may go
     /// back on them, and closing one is nobody's death.
     private var probeLinks: [UInt64: Connection] = [:]
@@ -640,9 +638,9 @@ public final class MembershipNode: @unchecked Sendable {
             logger.warning("cannot join yet: \(reason); trying again in \(delay)")
             return []
         case .probeLine(let address, let message):
-            guard !probingLine else { return [] }
-            probingLine = true
             return [.lineProbe(address.host, address.port, message.encode())]
+        case .closeProbe(let id):
+            return probeLinks.removeValue(forKey: id).map { [.close($0)] } ?? []
         case .mergeLine(let view, let into):
             counters.merges += 1
             logger.warning("met line \(hex(into.line)) (\(into.nodes.count) nodes): this line (\(hex(view.line)), \(view.nodes.count) nodes) merges into it")
@@ -741,7 +739,7 @@ public final class MembershipNode: @unchecked Sendable {
         let delegate = self.delegate
         Task { [weak self] in
             guard let self else { return }
-            defer { if lookingForLines { self.lock.withLock { self.probingLine = false } } }
+            defer { if lookingForLines { self.lock.withLock { self.member?.lineProbeEnded() } } }
             guard let connection = try? await self.transport.dial(host: host, port: port, purpose: .control,
                                                                    info: Self.probeInfo, delegate: delegate) else {
                 self.logger.debug("probe of \(host):\(port) failed")
