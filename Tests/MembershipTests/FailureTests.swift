@@ -139,8 +139,10 @@ private let neverFork: MembershipOptions = {
         try await waitUntil(20, "the other half fails to reach a quorum") {
             nodes[2...].contains { $0.status.proposalsWithoutQuorum >= 2 }
         }
-        #expect(nodes[2].status.epoch == 2 && nodes[3].status.epoch == 2, "a second cluster formed")
-        #expect(nodes[2].view?.count == 4)
+        // Neither node of the other half committed a view of its own. (On a loaded machine one of
+        // them may have been timed out before the split took hold and be joining anew: no view.)
+        #expect(nodes[2...].allSatisfy { ($0.view?.epoch ?? 2) == 2 }, "a second cluster formed: \(nodes[2...].map { $0.view })")
+        #expect(nodes[2...].allSatisfy { $0.view.map { $0.count == 4 } ?? true })
     }
 }
 

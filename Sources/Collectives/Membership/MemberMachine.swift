@@ -596,8 +596,6 @@ struct MemberMachine {
 public struct MembershipError: Error, Hashable, CustomStringConvertible {
     public enum Code: Hashable, Sendable {
         case joinFailed
-        /// The cluster removed this node (it was declared dead, or is not in the current view).
-        case removed
         /// This node left or was shut down.
         case stopped
         case timedOut
