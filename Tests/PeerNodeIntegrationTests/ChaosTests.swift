@@ -1,4 +1,5 @@
 import Foundation
+import Models
 import Testing
 
 // A chaos driver of the project's own: real `peernode run` processes, driven only from outside
@@ -23,16 +24,9 @@ private struct ChaosPlan {
     }
 }
 
-/// A seeded generator: the same seed gives the same choice of events (their timing is real).
-private struct ChaosRandom {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+/// The event choices from the project's seeded generator: the same seed gives the same choice
+/// of events (their timing is real).
+private extension SplitMix64 {
     mutating func below(_ n: Int) -> Int { Int(next() % UInt64(max(n, 1))) }
     mutating func uniform(_ a: Double, _ b: Double) -> Double { a + (b - a) * Double(next() >> 11) / Double(1 << 53) }
 }
@@ -87,7 +81,7 @@ private func outerRecords(_ daemon: Daemon) -> [(line: String, revision: Int, di
 
 @Test func chaosNeverStallsNeverForksAStateAndConvergesWhenQuiet() throws {
     let plan = ChaosPlan()
-    var random = ChaosRandom(state: plan.seed)
+    var random = SplitMix64(seed: plan.seed)
     let common = ["--min-peers", "1", "--inner-steps", "4", "--shard-count", "\(plan.peers)",
                   "--heartbeat-ms", "200", "--heartbeat-timeout-ms", "\(Int(ChaosPlan.heartbeatTimeout * 1000))",
                   "--fork-after-timeouts", "3", "--log-level", "info"]
