@@ -2,9 +2,9 @@ import NIOCore
 
 /// Per-call settings of an all-reduce (gloo's `AllreduceOptions` shape).
 public struct AllReduceOptions: Sendable {
-    /// Tells concurrent collectives apart. Must be equal on every peer for one call and unique
-    /// among the collectives running at the same time; may be reused once a call has returned.
-    public var tag: UInt64
+    /// What this collective is: equal on every peer for one call, and run once per ring (a
+    /// second call with the same identity on the same ring is refused).
+    public var id: CollectiveID
     public var op: ReduceOp
     /// Ignored for integer types, which are always sent exactly.
     public var quantization: Quantization
@@ -18,15 +18,23 @@ public struct AllReduceOptions: Sendable {
     /// the caller. Local to this peer (the bytes are the same either way); 0 always, `Int.max` never.
     public var streamResultsFromBytes: Int
 
-    public init(tag: UInt64 = 0, op: ReduceOp = .sum, quantization: Quantization = .none,
+    public init(id: CollectiveID, op: ReduceOp = .sum, quantization: Quantization = .none,
                 timeout: TimeAmount = .seconds(60), segmentBytes: Int = 1 << 20,
                 streamResultsFromBytes: Int = 16 << 20) {
-        self.tag = tag
+        self.id = id
         self.op = op
         self.quantization = quantization
         self.timeout = timeout
         self.segmentBytes = segmentBytes
         self.streamResultsFromBytes = streamResultsFromBytes
+    }
+
+    /// An application collective numbered `tag` by its caller (tests, benchmarks).
+    public init(tag: UInt64 = 0, op: ReduceOp = .sum, quantization: Quantization = .none,
+                timeout: TimeAmount = .seconds(60), segmentBytes: Int = 1 << 20,
+                streamResultsFromBytes: Int = 16 << 20) {
+        self.init(id: CollectiveID(purpose: .application, sequence: tag), op: op, quantization: quantization,
+                  timeout: timeout, segmentBytes: segmentBytes, streamResultsFromBytes: streamResultsFromBytes)
     }
 }
 

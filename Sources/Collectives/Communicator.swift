@@ -326,6 +326,29 @@ public final class Communicator: @unchecked Sendable {
         values = Array(UnsafeBufferPointer(start: buffer.baseAddress!.assumingMemoryBound(to: T.self), count: values.count))
     }
 
+    // MARK: - All-gather
+
+    /// Gathers one block from every member of the ring, in rank order (this peer's own at its
+    /// rank). Every member must pass a block of the same size, at most one data frame; meant for
+    /// small records. On any error nothing is returned and the ring is broken, as for all-reduce.
+    public static let maxGatherBlock = 1 << 20
+
+    public func allGather(_ block: [UInt8], id: CollectiveID, timeout: TimeAmount = .seconds(60)) async throws -> [[UInt8]] {
+        try checkRunning()
+        guard !block.isEmpty, block.count <= Self.maxGatherBlock else {
+            throw CollectiveError(code: .invalidArgument, message: "an all-gather block must be 1...\(Self.maxGatherBlock) bytes, not \(block.count)")
+        }
+        guard let engine = state.withLock({ self.engine }) else { throw notConnected() }
+        if let reason = engine.breakReason {
+            throw CollectiveError(code: .notConnected, message: "the ring is broken (\(reason)); form it again with connect(view:)")
+        }
+        if engine.size == 1 { return [block] }
+        let op = RingAllGatherOp(id: id, block: block, rank: engine.rank, size: engine.size,
+                                 timeout: Double(timeout.nanoseconds) / 1e9, engine: engine)
+        try engine.register(op)
+        return try await op.wait()
+    }
+
     private var isStopped: Bool { state.withLock { stopped } }
 
     private func checkRunning() throws {

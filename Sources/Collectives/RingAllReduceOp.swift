@@ -19,11 +19,10 @@ struct UnsafeSendableMemory: @unchecked Sendable {
 /// Bit-parity: each chunk's final value is computed once, by its owner, in ``finishOwned``;
 /// with quantization the owner replaces its own copy by the decoding of the bytes it sends,
 /// and the all-gather forwards those bytes unchanged, which every peer decodes with the same code.
-final class RingAllReduceOp: @unchecked Sendable {
+final class RingAllReduceOp: RingCollective, @unchecked Sendable {
     let plan: RingPlan
     let options: AllReduceOptions
-    /// Which call with this tag on this ring; set once, by ``RingEngine/register(_:)``.
-    var instance: UInt16 = 0
+    let id: CollectiveID
     private let memory: UnsafeSendableMemory
     // Strong: the sender may still report on this op after the communicator dropped its ring.
     private let engine: RingEngine
@@ -75,6 +74,7 @@ final class RingAllReduceOp: @unchecked Sendable {
     init(plan: RingPlan, options: AllReduceOptions, memory: UnsafeSendableMemory, engine: RingEngine) {
         self.plan = plan
         self.options = options
+        id = options.id.onRing
         self.memory = memory
         self.engine = engine
         streams = engine.streams
@@ -126,7 +126,7 @@ final class RingAllReduceOp: @unchecked Sendable {
         let timeout = Double(options.timeout.nanoseconds) / 1e9
         DispatchQueue.global().asyncAfter(deadline: .now() + timeout) { [weak self] in
             guard let self, !self.isFinished else { return }
-            self.engine.breakRing("all-reduce tag \(self.options.tag) timed out after \(timeout) s", code: .timedOut)
+            self.engine.breakRing("all-reduce \(self.options.id) timed out after \(timeout) s", code: .timedOut)
         }
     }
 
@@ -134,7 +134,7 @@ final class RingAllReduceOp: @unchecked Sendable {
 
     private func send(step: Int, segment: Int, _ bytes: UnsafeRawBufferPointer, owned: UnsafeMutableRawBufferPointer?) {
         lock.withLock { outstandingSends += 1 }
-        let header = FrameHeader(type: .data, flags: instance, length: UInt32(bytes.count), tag: options.tag,
+        let header = FrameHeader(type: .data, flags: id.wireFlags, length: UInt32(bytes.count), tag: id.wireTag,
                                  aux: RingPlan.aux(step: step, segment: segment))
         engine.sender(forSegment: segment).enqueue(.init(priority: step, header: header, pieces: [bytes]) { [self] error in
             owned?.deallocate()
@@ -188,7 +188,7 @@ final class RingAllReduceOp: @unchecked Sendable {
     }
 
     /// Processes a frame whose payload was already read elsewhere.
-    func receive(_ header: FrameHeader, held payload: UnsafeRawBufferPointer, replay: Bool = false) throws {
+    func receive(_ header: FrameHeader, held payload: UnsafeRawBufferPointer, replay: Bool) throws {
         let arrival = try accept(header, replay: replay)
         arrival.destination.copyMemory(from: payload.baseAddress!, byteCount: arrival.length)
         process(arrival)
@@ -210,7 +210,7 @@ final class RingAllReduceOp: @unchecked Sendable {
         guard step < plan.totalSteps, segment == nextSegment[step * streams + stream],
               segment < plan.segmentCount(chunk: plan.receiveChunk(step: step)) else {
             lock.unlock()
-            throw CollectiveError(code: .protocolViolation, message: "unexpected segment \(segment) of step \(step) for tag \(options.tag)")
+            throw CollectiveError(code: .protocolViolation, message: "unexpected segment \(segment) of step \(step) for \(options.id)")
         }
         nextSegment[step * streams + stream] += streams
         let space = receivers[stream]

@@ -9,7 +9,7 @@ import Transport
 ///
 /// A neighbour may start a collective before this peer does: its frames are held (up to
 /// `maxEarlyBytes`; past that the receiver stops reading and TCP pushes back) until the local
-/// call with the same tag registers. Any I/O error, timeout or protocol violation breaks the ring:
+/// call with the same identity (``CollectiveID``) registers. Any I/O error, timeout or protocol violation breaks the ring:
 /// every running collective fails, both links are shut down, and a new ring must be formed.
 final class RingEngine: @unchecked Sendable {
     let rank: Int
@@ -25,13 +25,14 @@ final class RingEngine: @unchecked Sendable {
     private let maxEarlyBytes: Int
 
     private let lock = NSCondition()
-    private var ops: [UInt64: RingAllReduceOp] = [:]
-    /// Calls per tag on this ring: the n-th call with a tag is the same collective on every
-    /// member, and its frames carry n (mod 2¹⁶) in the header's flags, so that frames of the next
-    /// call with a tag are never taken for the current one on a peer that is still finishing it.
-    private var calls: [UInt64: UInt16] = [:]
-    private var early: [EarlyKey: [(FrameHeader, UnsafeMutableRawBufferPointer)]] = [:]
-    private struct EarlyKey: Hashable { var tag: UInt64; var instance: UInt16 }
+    private var ops: [CollectiveID: any RingCollective] = [:]
+    /// Collectives registered on this ring, newest last (at most ``rememberedIdentities``): an
+    /// identity runs once per ring, and a frame of one that already ran is a protocol violation,
+    /// never taken for a later collective.
+    private var ran: Set<CollectiveID> = []
+    private var ranOrder: [CollectiveID] = []
+    static let rememberedIdentities = 4096
+    private var early: [CollectiveID: [(FrameHeader, UnsafeMutableRawBufferPointer)]] = [:]
     private var earlyBytes = 0
     private(set) var brokenReason: String?
 
@@ -65,23 +66,25 @@ final class RingEngine: @unchecked Sendable {
     var breakReason: String? { lock.withLock { brokenReason } }
 
     /// Adds a collective and replays what its neighbour already sent, in order.
-    func register(_ op: RingAllReduceOp) throws {
+    func register(_ op: any RingCollective) throws {
+        let id = op.id
         lock.lock()
         if let reason = brokenReason {
             lock.unlock()
             throw CollectiveError(code: .notConnected, message: "the ring is broken (\(reason)); form it again first")
         }
-        guard ops[op.options.tag] == nil else {
+        guard !ran.contains(id) else {
             lock.unlock()
-            throw CollectiveError(code: .invalidArgument, message: "tag \(op.options.tag) is already in use by a running collective")
+            throw CollectiveError(code: .invalidArgument, message: "collective \(id) already ran on this ring: every collective needs an identity of its own")
         }
-        ops[op.options.tag] = op
-        op.instance = calls[op.options.tag, default: 0]
-        calls[op.options.tag] = op.instance &+ 1
-        let waiting = early.removeValue(forKey: EarlyKey(tag: op.options.tag, instance: op.instance)) ?? []
+        ops[id] = op
+        ran.insert(id)
+        ranOrder.append(id)
+        if ranOrder.count > Self.rememberedIdentities { ran.remove(ranOrder.removeFirst()) }
+        let waiting = early.removeValue(forKey: id) ?? []
         for (_, payload) in waiting { earlyBytes -= payload.count }
         // Set before the engine's lock is released, so that the receiver cannot deliver a newer
-        // frame of this tag before the held ones are replayed.
+        // frame of this collective before the held ones are replayed.
         op.beginReplay()
         lock.broadcast()
         lock.unlock()
@@ -96,9 +99,9 @@ final class RingEngine: @unchecked Sendable {
         }
     }
 
-    func finished(_ op: RingAllReduceOp) {
+    func finished(_ op: any RingCollective) {
         lock.withLock {
-            if ops[op.options.tag] === op { ops[op.options.tag] = nil }
+            if ops[op.id] === op { ops[op.id] = nil }
         }
     }
 
@@ -135,8 +138,13 @@ final class RingEngine: @unchecked Sendable {
     }
 
     private func deliver(_ frame: FrameHeader, from socket: BlockingSocket) throws {
+        let id = CollectiveID(wireTag: frame.tag, wireFlags: frame.flags)
         lock.lock()
-        func current() -> RingAllReduceOp? { ops[frame.tag].flatMap { $0.instance == frame.flags ? $0 : nil } }
+        func current() -> (any RingCollective)? { ops[id] }
+        if current() == nil, ran.contains(id) {
+            lock.unlock()
+            throw CollectiveError(code: .protocolViolation, message: "a frame of collective \(id), which already ran on this ring")
+        }
         var op = current()
         while op == nil, earlyBytes > maxEarlyBytes, brokenReason == nil {
             lock.wait()
@@ -164,7 +172,7 @@ final class RingEngine: @unchecked Sendable {
             // Registered while the payload was being read: hand it over in order.
             lock.unlock()
             defer { payload.deallocate() }
-            try registered.receive(frame, held: UnsafeRawBufferPointer(held))
+            try registered.receive(frame, held: UnsafeRawBufferPointer(held), replay: false)
             return
         }
         if brokenReason != nil {
@@ -173,7 +181,7 @@ final class RingEngine: @unchecked Sendable {
             payload.deallocate()
             throw CollectiveError.aborted("ring broken")
         }
-        early[EarlyKey(tag: frame.tag, instance: frame.flags), default: []].append((frame, held))
+        early[id, default: []].append((frame, held))
         earlyBytes += held.count
         lock.unlock()
     }
@@ -202,4 +210,22 @@ final class RingEngine: @unchecked Sendable {
             logger.log(level: expected ? .debug : .warning, "ring of epoch \(epoch) broken: \(reason)")
         }
     }
+}
+
+/// A collective in flight on a ``RingEngine``: the engine hands it the frames that name its
+/// identity, in the order they arrived, and fails it when the ring breaks.
+protocol RingCollective: AnyObject, Sendable {
+    /// The identity its frames carry (``CollectiveID/onRing``).
+    var id: CollectiveID { get }
+    /// Queues what this peer sends first.
+    func start()
+    /// Holds back the receiver until ``replay(_:)`` has processed the frames that came early.
+    func beginReplay()
+    /// Processes frames that arrived before the collective was registered, in order.
+    func replay(_ frames: [(FrameHeader, UnsafeMutableRawBufferPointer)]) throws
+    /// Reads one frame's payload from the left link and processes it.
+    func receive(_ header: FrameHeader, from socket: BlockingSocket) throws
+    /// Processes a frame whose payload was already read.
+    func receive(_ header: FrameHeader, held payload: UnsafeRawBufferPointer, replay: Bool) throws
+    func fail(_ error: CollectiveError)
 }

@@ -1,3 +1,4 @@
+import Foundation
 import Collectives
 
 /// What DiLoCo needs from the cluster, so that the training loop does not depend on how
@@ -43,9 +44,11 @@ public struct Contributors: Sendable, Equatable {
 /// A ring whose members never change: topology updates are no-ops, and the shared-state sync
 /// checks parity (every member must already hold the same state, e.g. from the same seed or the
 /// same checkpoint) instead of transferring it.
-public final class FixedRingSession: ClusterSession {
+public final class FixedRingSession: ClusterSession, @unchecked Sendable {
     public let communicator: Communicator
     public let size: Int
+    private let lock = NSLock()
+    private var checks: UInt64 = 0
 
     public init(communicator: Communicator, size: Int) {
         self.communicator = communicator
@@ -80,8 +83,14 @@ public final class FixedRingSession: ClusterSession {
         digest.append(contributing ? 1 : 0)
         var low = digest
         var high = digest
-        try await communicator.allReduce(&low, options: AllReduceOptions(tag: Self.syncTag, op: .min))
-        try await communicator.allReduce(&high, options: AllReduceOptions(tag: Self.syncTag, op: .max))
+        // Numbered by the checks so far: every member of a fixed ring runs the same steps, so the
+        // same count, and a member that ran one check more times out instead of mixing them.
+        let sequence = lock.withLock { () -> UInt64 in
+            checks += 1
+            return checks
+        }
+        try await communicator.allReduce(&low, options: AllReduceOptions(id: CollectiveID(purpose: .parityLow, sequence: sequence), op: .min))
+        try await communicator.allReduce(&high, options: AllReduceOptions(id: CollectiveID(purpose: .parityHigh, sequence: sequence), op: .max))
         guard low.dropLast() == high.dropLast() else {
             throw CollectiveError(code: .protocolViolation,
                                   message: "members of the fixed ring hold different shared states (revision \(state.revision), digest \(state.digest().short))")
@@ -96,6 +105,4 @@ public final class FixedRingSession: ClusterSession {
                           options: AllReduceOptions) async throws {
         try await communicator.allReduce(input: input, output: output, type: type, options: options)
     }
-
-    static let syncTag: UInt64 = 0x5359_4E43  // "SYNC"
 }

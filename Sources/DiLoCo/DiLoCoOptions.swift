@@ -34,7 +34,6 @@ public struct DiLoCoOptions: Sendable {
     public var allReduceTimeout: TimeAmount = .seconds(120)
     /// Retries of one outer step's all-reduce after members died or left.
     public var maxRetries = 5
-    public var tag: UInt64 = 0x4449_4C4F  // "DILO"
     public var mode: Mode = .sync
     public var asyncStart: AsyncStart = .rebase
 

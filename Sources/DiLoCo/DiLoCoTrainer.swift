@@ -188,7 +188,8 @@ public final class DiLoCoTrainer {
             // gets θ, and count the contributors again.
             counts = try await delayedSync(&peers, &retries)
             if counts.contributing == 0 { break }
-            failure = try await buffers.allReduce(on: session, options: reduceOptions)
+            // Named by the revision every member holds after that sync.
+            failure = try await buffers.allReduce(on: session, options: allReduceOptions)
         }
         if counts.contributing > 0 {
             applyOuterStep(scale: counts.contributing == counts.members ? nil : Float(counts.members) / Float(counts.contributing),
@@ -220,7 +221,8 @@ public final class DiLoCoTrainer {
     // MARK: - Shared parts
 
     private var allReduceOptions: AllReduceOptions {
-        AllReduceOptions(tag: options.tag, op: .avg, quantization: options.quantization, timeout: options.allReduceTimeout)
+        AllReduceOptions(id: CollectiveID(purpose: .pseudoGradient, sequence: state.revision & CollectiveID.maxSequence),
+                         op: .avg, quantization: options.quantization, timeout: options.allReduceTimeout)
     }
 
     /// H inner steps from `theta − minus` (or `theta`), then `output` = start − θ_local: the

@@ -6,7 +6,8 @@ import Logging
 /// ring (``Communicator``), and shared-state transfer (``StateServer``, ``StateDownloader``).
 ///
 /// - updateTopology: the membership update point, then the ring of the committed view.
-/// - syncSharedState: every member contributes (revision, digest) to an all-gather; all pick the
+/// - syncSharedState: every member contributes a record (revision, digest, lineage) to an
+///   all-gather named by the update point; all pick the
 ///   same canonical state (highest revision, then the digest most members hold, then the
 ///   smallest digest); members that differ download it from those that hold it. In the
 ///   one-step-delayed mode the record also says whether the member holds a pseudo-gradient.
@@ -20,12 +21,11 @@ public final class MembershipSession: ClusterSession, @unchecked Sendable {
     private let logger: Logger
     private let lock = NSLock()
     private var ring: RingView?
-    private var syncs: UInt64 = 0
     private var downloadCount = 0
     private var lineMerges = 0
-    /// Collectives run in the current epoch: outcome rounds are keyed by (epoch, round), and a
-    /// tag alone repeats every outer step.
-    private var rounds: (epoch: UInt64, count: UInt64) = (0, 0)
+    /// The number of the last update point passed, in its view's epoch: collectives until the
+    /// next one carry it in their identity (``CollectiveID/point``).
+    private var point: UInt64 = 0
 
     public init(node: MembershipNode, communicator: Communicator, server: StateServer, downloader: StateDownloader,
                 logger: Logger) {
@@ -51,19 +51,16 @@ public final class MembershipSession: ClusterSession, @unchecked Sendable {
     public func updateTopology() async throws -> Int {
         var attempts = 0
         while true {
-            let view = try await node.updateTopology()
+            let passed = try await node.passUpdatePoint()
+            let view = passed.ring
             // The update point passed just before this node learned it is out of that view (a
             // paused peer reads the point and its removal together): meet at the next one.
             if node.view == nil { continue }
+            lock.withLock { point = passed.point }
             guard lock.withLock({ ring?.epoch }) != view.epoch || communicator.isRingBroken else { return view.count }
             do {
                 try await communicator.connect(view: view)
-                // A new ring counts its collectives from zero on every member, also when its
-                // epoch number is one this peer saw before (in another line of the cluster).
-                lock.withLock {
-                    ring = view
-                    rounds = (view.epoch, 0)
-                }
+                lock.withLock { ring = view }
                 return view.count
             } catch let error as CollectiveError where attempts < 3 && (node.view?.epoch ?? 0) > view.epoch {
                 // A member of that ring left or died while it was being formed; the membership
@@ -84,9 +81,8 @@ public final class MembershipSession: ClusterSession, @unchecked Sendable {
         try await sync(state, contributing: contributing)
     }
 
-    /// One record per rank, 208 bytes: present (1), revision (u64 LE), digest (32), holds a
-    /// pseudo-gradient (0/1), 6 zeros, the state's lineage (160). A u8 sum all-reduce of the
-    /// table is an all-gather.
+    /// One record per member, 208 bytes, gathered in rank order: version (1), revision (u64
+    /// LE), digest (32), holds a pseudo-gradient (0/1), 6 zeros, the state's lineage (160).
     static let recordSize = 48 + Lineage.byteCount
 
     private struct Entry {
@@ -97,11 +93,9 @@ public final class MembershipSession: ClusterSession, @unchecked Sendable {
     }
 
     private func sync(_ state: SharedState, contributing: Bool) async throws -> Contributors {
-        guard let ring = lock.withLock({ ring }), let rank = ring.rank(of: communicator.localId) else {
+        guard let (ring, point) = lock.withLock({ ring.map { ($0, point) } }), ring.rank(of: communicator.localId) != nil else {
             throw CollectiveError(code: .notConnected, message: "no ring: update the topology first")
         }
-        let record = Self.recordSize
-        var table = [UInt8](repeating: 0, count: ring.count * record)
         var mine: [UInt8] = [1]
         withUnsafeBytes(of: state.revision.littleEndian) { mine += $0 }
         let (digest, lineage) = server.lock.withLock { (state.digest(), state.lineage) }
@@ -109,15 +103,14 @@ public final class MembershipSession: ClusterSession, @unchecked Sendable {
         mine.append(contributing ? 1 : 0)
         mine += [UInt8](repeating: 0, count: 48 - mine.count)
         mine += lineage.bytes
-        table.replaceSubrange((rank * record)..<((rank + 1) * record), with: mine)
-        let tag = lock.withLock { () -> UInt64 in syncs += 1; return 0x5359_4E43_0000_0000 }
-        try await communicator.allReduce(&table, options: AllReduceOptions(tag: tag, op: .sum))
+        let rows = try await communicator.allGather(mine, id: CollectiveID(purpose: .syncRecords, point: point))
 
         var entries: [Entry] = []
         var contributors = 0
-        for r in 0..<ring.count {
-            let row = Array(table[(r * record)..<((r + 1) * record)])
-            guard row[0] == 1 else { continue }
+        for (r, row) in rows.enumerated() {
+            guard row.count == Self.recordSize, row[0] == 1 else {
+                throw CollectiveError(code: .protocolViolation, message: "member at rank \(r) sent a sync record of an unknown version \(row.first ?? 0)")
+            }
             let revision = row[1..<9].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
             entries.append(Entry(rank: r, revision: revision, digest: Array(row[9..<41]), lineage: Lineage(bytes: row[48...])))
             if row[41] == 1 { contributors += 1 }
@@ -205,21 +198,20 @@ public final class MembershipSession: ClusterSession, @unchecked Sendable {
 
     public func allReduce(input: UnsafeRawBufferPointer, output: UnsafeMutableRawBufferPointer, type: DType,
                           options: AllReduceOptions) async throws {
-        guard let (epoch, round) = lock.withLock({ () -> (UInt64, UInt64)? in
-            guard let epoch = ring?.epoch else { return nil }
-            if rounds.epoch != epoch { rounds = (epoch, 0) }
-            rounds.count += 1
-            return (epoch, rounds.count)
-        }) else {
+        guard let (epoch, point) = lock.withLock({ ring.map { ($0.epoch, point) } }) else {
             throw CollectiveError(code: .notConnected, message: "no ring: update the topology first")
         }
+        // A collective of this update point: a retry after an abort, past the next one, is
+        // another collective with an outcome round of its own.
+        var options = options
+        options.id.point = point
         var failure: CollectiveError?
         do {
             try await communicator.allReduce(input: input, output: output, type: type, options: options)
         } catch let error as CollectiveError {
             failure = error
         }
-        let keep = try await node.agree(epoch: epoch, tag: options.tag &* 0x1_0000_0001 ^ round, succeeded: failure == nil)
+        let keep = try await node.agree(epoch: epoch, collective: options.id, succeeded: failure == nil)
         if let failure { throw failure }
         if !keep { throw CollectiveError.aborted("another member did not finish the collective; the cluster discards it") }
     }

@@ -266,14 +266,15 @@ func quantizedResultsAreBitIdenticalAndWithinTheBound(n: Int, mode: Quantization
     }
 }
 
-@Test func backToBackCallsWithTheSameTagNeverMix() async throws {
+@Test func backToBackCollectivesNeverMix() async throws {
     try await withCluster(size: 3) { peers in
         let results = try await onEveryPeer(peers) { rank, peer -> [[Float]] in
             var out: [[Float]] = []
             for call in 0..<40 {
                 // Sizes change from call to call, so a frame taken for the wrong call cannot fit.
                 var values = [Float](repeating: Float(rank + call), count: 10 + (call % 5) * 300)
-                try await peer.allReduce(&values, options: AllReduceOptions(tag: 9, op: .sum, segmentBytes: 256))
+                let id = CollectiveID(purpose: .pseudoGradient, sequence: UInt64(call / 2), point: UInt64(call % 2))
+                try await peer.allReduce(&values, options: AllReduceOptions(id: id, op: .sum, segmentBytes: 256))
                 out.append(values)
             }
             return out
@@ -377,4 +378,79 @@ func severalStreamsPerNeighbourGiveTheSameBytesAsOne(n: Int, streams: Int) async
     bad.streams = 0
     let invalid = Communicator(localId: 0xB100, key: testKey, options: bad, logger: logger)
     await #expect(throws: CollectiveError.self) { try await invalid.connect(view: RingView(epoch: 1, members: [members[0]])) }
+}
+
+@Test func aCollectiveIdentityRunsOncePerRing() async throws {
+    try await withCluster(size: 2) { peers in
+        let second = try await onEveryPeer(peers) { rank, peer -> CollectiveError.Code? in
+            var values = [Float](repeating: 1, count: 100)
+            let options = AllReduceOptions(id: CollectiveID(purpose: .pseudoGradient, sequence: 7, point: 1))
+            try await peer.allReduce(&values, options: options)
+            // The same collective again is a caller's bug: refused at once, never paired with
+            // whatever the neighbour runs next.
+            do {
+                try await peer.allReduce(&values, options: options)
+                return nil
+            } catch let error as CollectiveError {
+                return error.code
+            }
+        }
+        #expect(second == [.invalidArgument, .invalidArgument])
+    }
+}
+
+@Test func membersThatNameACollectiveDifferentlyNeverCombineIt() async throws {
+    // Two members a revision apart (one missed a step): their pseudo-gradients must not be
+    // summed. Each waits for frames of its own collective, which never come, and times out.
+    try await withCluster(size: 2) { peers in
+        let outcomes = try await onEveryPeer(peers) { rank, peer -> String in
+            var values = [Float](repeating: Float(rank + 1), count: 1000)
+            let options = AllReduceOptions(id: CollectiveID(purpose: .pseudoGradient, sequence: UInt64(10 + rank)),
+                                           op: .sum, timeout: .milliseconds(600))
+            do {
+                try await peer.allReduce(&values, options: options)
+                return "completed"
+            } catch let error as CollectiveError {
+                return values == [Float](repeating: Float(rank + 1), count: 1000) ? "\(error.code), input intact" : "\(error.code), input changed"
+            }
+        }
+        for outcome in outcomes {
+            #expect(outcome == "timedOut, input intact" || outcome == "membershipChanged, input intact", "\(outcome)")
+        }
+    }
+}
+
+@Test(arguments: [1, 2, 3, 5], [1, 2])
+func allGatherReturnsEveryBlockInRankOrder(n: Int, streams: Int) async throws {
+    var options = CommunicatorOptions()
+    options.streams = streams
+    try await withCluster(size: n, options: options) { peers in
+        let gathered = try await onEveryPeer(peers) { rank, peer -> [[[UInt8]]] in
+            var rounds: [[[UInt8]]] = []
+            for round in 0..<3 {
+                let block = (0..<(200 + round)).map { UInt8(truncatingIfNeeded: rank * 31 + round * 7 + $0) }
+                rounds.append(try await peer.allGather(block, id: CollectiveID(purpose: .syncRecords, point: UInt64(round))))
+            }
+            return rounds
+        }
+        for round in 0..<3 {
+            let want = (0..<n).map { r in (0..<(200 + round)).map { UInt8(truncatingIfNeeded: r * 31 + round * 7 + $0) } }
+            for r in 0..<n { #expect(gathered[r][round] == want, "n=\(n) round \(round) rank \(r)") }
+        }
+    }
+}
+
+@Test func allGatherBlocksOfDifferentSizesAreRefused() async throws {
+    try await withCluster(size: 3) { peers in
+        let outcomes = try await onEveryPeer(peers) { rank, peer -> Bool in
+            do {
+                _ = try await peer.allGather([UInt8](repeating: 1, count: rank == 1 ? 20 : 10),
+                                             id: CollectiveID(purpose: .syncRecords), timeout: .seconds(5))
+                return false
+            } catch is CollectiveError {
+                return true
+            }
+        }
+        #expect(outcomes == [true, true, true])
+    }
 }

@@ -9,14 +9,20 @@ private let view = MembershipView(epoch: 42, coordinator: 1, nodes: [nodeA, node
 private let samples: [MembershipMessage] = [
     .join(nodeA, settings: "model=moe parameters=42"), .incompatible(reason: "another model"),
     .rejoin(nodeB, epoch: 7, decisions: [.init(key: RoundKey(epoch: 7, tag: 3), commit: true),
-                                         .init(key: RoundKey(epoch: 6, tag: 9), commit: false)]),
+                                         .init(key: RoundKey(epoch: 6, collective: CollectiveID(purpose: .syncRecords, point: 4)), commit: false)]),
     .memberHeartbeat(epoch: 3), .updateRequest(epoch: 0),
     .ack(epoch: 43, accepted: true, acked: nil), .ack(epoch: 43, accepted: false, acked: view),
-    .leave, .outcome(RoundKey(epoch: 42, tag: .max), done: false),
+    .leave, .outcome(RoundKey(epoch: 42, collective: CollectiveID(purpose: .pseudoGradient, sequence: CollectiveID.maxSequence, point: .max)), done: false),
     .redirect(id: 1, host: "10.0.0.1", port: 7000), .coordinatorHeartbeat(epoch: 42),
-    .propose(view), .commit(view, departed: [5, 6]), .proceed(epoch: 42),
+    .propose(view), .commit(view, departed: [5, 6]), .proceed(epoch: 42, point: 3),
     .decision(RoundKey(epoch: 42, tag: 1), commit: true), .removed(reason: "not a member of epoch 42"),
 ]
+
+@Test func aCollectiveSequenceBeyond56BitsIsRefused() throws {
+    var bytes = MembershipMessage.outcome(RoundKey(epoch: 1, tag: 1), done: true).encode()
+    bytes[10] = 0x01  // the top byte of the sequence (kind 1, epoch 8, purpose 1)
+    #expect(throws: MembershipCodecError.self) { try MembershipMessage.decode(bytes) }
+}
 
 @Test func everyMessageRoundTrips() throws {
     for message in samples {

@@ -247,3 +247,53 @@ private func acks(_ actions: [MemberMachine.Action]) -> [MembershipMessage] {
     #expect(fork.contains(.send(2, .commit(forked, departed: []))))
     #expect(c.view == forked && line != 7)
 }
+
+@Test func aRoundEveryMemberFinishedCommitsWhenTheCoordinatorThatDecidedItIsLost() {
+    // Coordinator 1 had every report and decided commit, applied it itself, and was cut off
+    // before its decision left. Its successor must not abort what the old coordinator kept:
+    // every member still in the view finished, so the round commits for them too.
+    let key = RoundKey(epoch: 2, collective: CollectiveID(purpose: .pseudoGradient, sequence: 17, point: 3))
+    var c = CoordinatorMachine(me: 2, view: view2, failover: 1, adopted: nil,
+                               interval: .milliseconds(100), timeout: .seconds(1), now: t0)
+    var actions: [CoordinatorMachine.Action] = []
+    for id: UInt64 in [2, 3, 4] {
+        actions += c.receive(.rejoin(node(id), epoch: 2, decisions: []), from: id, now: t0)
+        actions += c.receive(.outcome(key, done: true), from: id, now: t0)
+    }
+    #expect(!actions.contains { if case .send(_, .decision) = $0 { true } else { false } })
+    for id: UInt64 in [2, 3, 4] { actions += c.receive(.ack(epoch: 3, accepted: true, acked: nil), from: id, now: t0) }
+    #expect(c.view.epoch == 3)
+    let decisions = actions.filter { if case .send(_, .decision) = $0 { true } else { false } }
+    #expect(decisions == [2, 3, 4].map { .send($0, .decision(key, commit: true)) })
+}
+
+@Test func aRoundOfAChangedViewWaitsForTheSurvivorsAndAbortsOnAFailure() {
+    var c = CoordinatorMachine(me: 1, view: view2, failover: nil, adopted: nil,
+                               interval: .milliseconds(100), timeout: .seconds(1), now: t0)
+    let finished = RoundKey(epoch: 2, collective: CollectiveID(purpose: .pseudoGradient, sequence: 5, point: 1))
+    let failed = RoundKey(epoch: 2, collective: CollectiveID(purpose: .pseudoGradient, sequence: 5, point: 2))
+    // Members 1 and 2 reported done; node 4 dies; node 3 has not reported yet.
+    for id: UInt64 in [1, 2] {
+        _ = c.receive(.outcome(finished, done: true), from: id, now: t0)
+        _ = c.receive(.outcome(failed, done: true), from: id, now: t0)
+    }
+    var actions = c.disconnected(4, now: t0)
+    for id: UInt64 in [1, 2] { actions += c.receive(.ack(epoch: 3, accepted: true, acked: nil), from: id, now: t0) }
+    #expect(c.view.epoch == 3)
+    #expect(!actions.contains { if case .send(_, .decision) = $0 { true } else { false } })
+    // The survivor's late reports decide: done commits, not done aborts, each for the survivors.
+    #expect(c.receive(.outcome(finished, done: true), from: 3, now: t0) == [1, 2, 3].map { .send($0, .decision(finished, commit: true)) })
+    #expect(c.receive(.outcome(failed, done: false), from: 3, now: t0) == [1, 2, 3].map { .send($0, .decision(failed, commit: false)) })
+    // The dead member, had it a say, would only hear the answer.
+    #expect(c.receive(.outcome(finished, done: true), from: 4, now: t0) == [.send(4, .decision(finished, commit: true))])
+}
+
+@Test func updatePointsAreNumberedWithinTheEpoch() {
+    var c = CoordinatorMachine(me: 1, view: view2, failover: nil, adopted: nil,
+                               interval: .milliseconds(100), timeout: .seconds(1), now: t0)
+    for point: UInt64 in 1...3 {
+        var actions: [CoordinatorMachine.Action] = []
+        for id: UInt64 in 1...4 { actions += c.receive(.updateRequest(epoch: 2), from: id, now: t0) }
+        #expect(actions == (1...4).map { .send($0, .proceed(epoch: 2, point: point)) })
+    }
+}

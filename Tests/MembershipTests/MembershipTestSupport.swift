@@ -98,3 +98,17 @@ func cleanUp<T>(_ cleanup: () async -> Void, _ body: () async throws -> T) async
         throw error
     }
 }
+
+extension RoundKey {
+    /// An application collective numbered `tag` in `epoch`, for tests that need any key.
+    init(epoch: UInt64, tag: UInt64) {
+        self.init(epoch: epoch, collective: CollectiveID(purpose: .application, sequence: tag))
+    }
+}
+
+extension MembershipNode {
+    /// The outcome round of the application collective numbered `tag`.
+    func agree(epoch: UInt64, tag: UInt64, succeeded: Bool) async throws -> Bool {
+        try await agree(epoch: epoch, collective: CollectiveID(purpose: .application, sequence: tag), succeeded: succeeded)
+    }
+}

@@ -131,7 +131,9 @@ private func outerRecords(_ daemon: Daemon) -> [(line: String, revision: Int, di
             Thread.sleep(forTimeInterval: 0.1)
             continue
         }
-        nextEvent = Date().addingTimeInterval(random.uniform(0.8, 2.5))
+        // About one event every 1.25 s: 1000 and more in half an hour, some of them no-ops
+        // (nobody to restart, too few running to kill).
+        nextEvent = Date().addingTimeInterval(random.uniform(0.5, 2.0))
         let running = peers.filter(\.running)
         switch random.below(10) {
         case 0...2 where running.count > 2:
@@ -214,7 +216,14 @@ private func outerRecords(_ daemon: Daemon) -> [(line: String, revision: Int, di
     if let dir = ProcessInfo.processInfo.environment["CHAOS_LOG_DIR"] {
         // Every process's log, for reading a failed run.
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        for p in peers { try? p.daemon.stderrText.write(toFile: "\(dir)/\(p.name).log", atomically: true, encoding: .utf8) }
+        for p in peers {
+            try? p.daemon.stderrText.write(toFile: "\(dir)/\(p.name).log", atomically: true, encoding: .utf8)
+            try? p.daemon.output.joined(separator: "\n").write(toFile: "\(dir)/\(p.name).out", atomically: true, encoding: .utf8)
+        }
+        let listed = mismatches.keys.sorted().map { key in
+            "\(key): " + peers.flatMap { p in outerRecords(p.daemon).filter { "\($0.line)@\($0.revision)" == key }.map { "\(p.name)=\($0.digest)" } }.joined(separator: " ")
+        }
+        try? listed.joined(separator: "\n").write(toFile: "\(dir)/mismatches.txt", atomically: true, encoding: .utf8)
     }
     if let path = ProcessInfo.processInfo.environment["CHAOS_SUMMARY"] {
         try? (summary + "\n").write(toFile: path, atomically: true, encoding: .utf8)

@@ -65,7 +65,16 @@ struct CoordinatorMachine {
     private var failoverUntil: ContinuousClock.Instant?
     private var rejoined: Set<UInt64> = []
     private var adopted: MembershipView?
+    /// Open outcome rounds: the ring members that reported the collective done.
     private var rounds: [RoundKey: Set<UInt64>] = [:]
+    /// Open rounds of an earlier epoch: the members of their ring still in the view, all of
+    /// whom must report done for the round to commit (docs/membership.md, "Outcome rounds").
+    private var late: [RoundKey: Set<UInt64>] = [:]
+    /// The ring of the view before the current one, for a round of its epoch first reported
+    /// after the change.
+    private var previousRing: (epoch: UInt64, ids: Set<UInt64>)?
+    /// The update points of the current epoch so far; the next proceed names the next one.
+    private var points: (epoch: UInt64, count: UInt64) = (0, 0)
     private var decided: [RoundKey: Bool] = [:]
     private var decidedOrder: [RoundKey] = []
     /// Set once a newer view was seen: the machine does nothing more (the node drops it).
@@ -298,7 +307,10 @@ struct CoordinatorMachine {
             return propose(next, departed: [], admitted: Set(ready), now: now)
         }
         guard !waiting.isEmpty else { return [] }
-        let out = waiting.sorted().map { Action.send($0, .proceed(epoch: view.epoch)) }
+        if points.epoch != view.epoch { points = (view.epoch, 0) }
+        points.count += 1
+        let point = points.count
+        let out = waiting.sorted().map { Action.send($0, .proceed(epoch: view.epoch, point: point)) }
         waiting.removeAll()
         return out
     }
@@ -375,10 +387,20 @@ struct CoordinatorMachine {
             leaving.remove(id)
         }
         gone = gone.filter { ids.contains($0) || $0 == me }
-        // A collective of an earlier epoch can no longer complete everywhere.
-        for key in rounds.keys.sorted(by: { $0.tag < $1.tag }) where key.epoch < view.epoch {
-            out += decide(key, false)
+        // A collective of an earlier epoch commits if every member of its ring that is still in
+        // the view finished it; members that left do not hold anything the others need.
+        previousRing = (old.epoch, Set(old.ringIds))
+        for key in Set(rounds.keys).union(late.keys).sorted() where key.epoch < view.epoch {
+            let needed = (late[key] ?? (key.epoch == old.epoch ? Set(old.ringIds) : [])).intersection(ids)
+            if needed.isEmpty {
+                out += decide(key, false)
+            } else if needed.isSubset(of: rounds[key] ?? []) {
+                out += decide(key, true)
+            } else {
+                late[key] = needed
+            }
         }
+        while late.count > MembershipLimits.maxDecisions, let oldest = late.keys.min() { out += decide(oldest, false) }
         if p.view.coordinator != me && !gone.contains(p.view.coordinator) { return out }
         return out + advance(now: now)
     }
@@ -387,21 +409,36 @@ struct CoordinatorMachine {
 
     private mutating func outcome(_ key: RoundKey, done: Bool, from: UInt64) -> [Action] {
         if let known = decided[key] { return [.send(from, .decision(key, commit: known))] }
-        guard key.epoch == view.epoch, view.ringIds.contains(from) else {
-            // An epoch that changed (or not yet committed): not every member of it can report done.
+        let needed: Set<UInt64>
+        if key.epoch == view.epoch {
+            guard view.ringIds.contains(from) else { return decide(key, false, extra: [from]) }
+            needed = Set(view.ringIds)
+        } else if let waiting = late[key] ?? (key.epoch == previousRing?.epoch ? previousRing?.ids.intersection(view.ids) : nil),
+                  !waiting.isEmpty {
+            // The view changed while it ran (see `commit`).
+            guard waiting.contains(from) else {
+                // Not a member of that ring still here: it learns that it keeps nothing, and the
+                // others' round goes on.
+                return [.send(from, .decision(key, commit: false))]
+            }
+            needed = waiting
+            late[key] = waiting
+        } else {
+            // An epoch this coordinator knows nothing of: not every member of it can report done.
             return decide(key, false, extra: [from])
         }
         guard done else { return decide(key, false) }
         rounds[key, default: []].insert(from)
-        guard Set(view.ringIds).isSubset(of: rounds[key]!) else { return [] }
+        guard needed.isSubset(of: rounds[key]!) else { return [] }
         return decide(key, true)
     }
 
     private mutating func decide(_ key: RoundKey, _ commit: Bool, extra: Set<UInt64> = []) -> [Action] {
         let reporters = rounds.removeValue(forKey: key) ?? []
+        let waiting = late.removeValue(forKey: key) ?? []
         if decided.updateValue(commit, forKey: key) == nil { decidedOrder.append(key) }
         if decidedOrder.count > MembershipLimits.maxDecisions { decided[decidedOrder.removeFirst()] = nil }
-        var targets = reporters.union(extra)
+        var targets = reporters.union(extra).union(waiting)
         if key.epoch == view.epoch { targets.formUnion(view.ringIds) }
         return targets.sorted().map { .send($0, .decision(key, commit: commit)) }
     }

@@ -23,7 +23,8 @@ struct MemberMachine {
         /// The coordinator registered this joiner.
         case registered
         case committed(old: MembershipView?, new: MembershipView, departed: [UInt64])
-        case updateDone(MembershipView)
+        /// The update point `point` of the view's epoch passed.
+        case updateDone(MembershipView, point: UInt64)
         case decided(RoundKey, Bool)
         /// This node is out of the view (removed, deposed, or its view is stale): its ring is
         /// void and it joins anew through the addresses it knows.
@@ -149,9 +150,9 @@ struct MemberMachine {
         } else if let link, linkUp || dialing {
             out.append(.closeLink(link))
         }
-        for key in pending.keys.sorted(by: { ($0.epoch, $0.tag) < ($1.epoch, $1.tag) }) { out.append(.decided(key, false)) }
+        for key in pending.keys.sorted() { out.append(.decided(key, false)) }
         pending.removeAll()
-        // Rounds of the membership left behind: the next line may reuse their (epoch, tag).
+        // Rounds of the membership left behind: the next line may reuse their keys.
         decided.removeAll()
         decidedOrder.removeAll()
         var order: [Address] = []
@@ -284,7 +285,7 @@ struct MemberMachine {
         } else {
             let known = decidedOrder.compactMap { key in decided[key].map { MembershipMessage.Decision(key: key, commit: $0) } }
             out.append(.send(link, .rejoin(me, epoch: view?.epoch ?? 0, decisions: known)))
-            for (key, done) in pending.sorted(by: { ($0.key.epoch, $0.key.tag) < ($1.key.epoch, $1.key.tag) }) {
+            for (key, done) in pending.sorted(by: { $0.key < $1.key }) {
                 out.append(.send(link, .outcome(key, done: done)))
             }
         }
@@ -358,10 +359,10 @@ struct MemberMachine {
             guard from == link else { return [] }
             return commit(next, departed: departed, from: from, now: now)
 
-        case .proceed(let epoch):
+        case .proceed(let epoch, let point):
             guard from == link, wantsUpdate, let view, view.epoch == epoch, phase == .member else { return [] }
             wantsUpdate = false
-            return [.updateDone(view)]
+            return [.updateDone(view, point: point)]
 
         case .decision(let key, let commit):
             guard from == link else { return [] }

@@ -33,7 +33,9 @@ enum MembershipMessage: Hashable, Sendable {
     /// left gracefully (other removed nodes died).
     case commit(MembershipView, departed: [UInt64])
     /// C2M: every ring member reached the update point of `epoch`: `updateTopology()` returns.
-    case proceed(epoch: UInt64)
+    /// `point` numbers the update points of the epoch (1, 2, …); collectives run after it carry
+    /// it in their identity, so that a retry after an abort is a collective of its own.
+    case proceed(epoch: UInt64, point: UInt64)
     /// C2M: the agreed outcome of one collective (true: commit, false: abort).
     case decision(RoundKey, commit: Bool)
     /// C2M: the sender is not (or no longer) a member; it must join anew.
@@ -86,7 +88,7 @@ extension MembershipMessage {
             w.u8(Kind.rejoin.rawValue); w.node(node); w.u64(epoch)
             let kept = decisions.suffix(MembershipLimits.maxDecisions)
             w.u16(UInt16(kept.count))
-            for d in kept { w.u64(d.key.epoch); w.u64(d.key.tag); w.u8(d.commit ? 1 : 0) }
+            for d in kept { w.roundKey(d.key); w.u8(d.commit ? 1 : 0) }
         case .memberHeartbeat(let epoch):
             w.u8(Kind.memberHeartbeat.rawValue); w.u64(epoch)
         case .updateRequest(let epoch):
@@ -97,7 +99,7 @@ extension MembershipMessage {
         case .leave:
             w.u8(Kind.leave.rawValue)
         case .outcome(let key, let done):
-            w.u8(Kind.outcome.rawValue); w.u64(key.epoch); w.u64(key.tag); w.u8(done ? 1 : 0)
+            w.u8(Kind.outcome.rawValue); w.roundKey(key); w.u8(done ? 1 : 0)
         case .stale(let view):
             w.u8(Kind.stale.rawValue); w.view(view)
         case .merge(let view):
@@ -118,10 +120,10 @@ extension MembershipMessage {
             w.u8(Kind.commit.rawValue); w.view(view)
             let kept = departed.prefix(MembershipLimits.maxNodes)
             w.u16(UInt16(kept.count)); for id in kept { w.u64(id) }
-        case .proceed(let epoch):
-            w.u8(Kind.proceed.rawValue); w.u64(epoch)
+        case .proceed(let epoch, let point):
+            w.u8(Kind.proceed.rawValue); w.u64(epoch); w.u64(point)
         case .decision(let key, let commit):
-            w.u8(Kind.decision.rawValue); w.u64(key.epoch); w.u64(key.tag); w.u8(commit ? 1 : 0)
+            w.u8(Kind.decision.rawValue); w.roundKey(key); w.u8(commit ? 1 : 0)
         case .removed(let reason):
             w.u8(Kind.removed.rawValue)
             w.string(String(decoding: Array(reason.utf8.prefix(MembershipLimits.maxReason)), as: UTF8.self),
@@ -145,7 +147,7 @@ extension MembershipMessage {
             guard count <= MembershipLimits.maxDecisions else { throw MembershipCodecError(message: "\(count) decisions exceed the limit") }
             var decisions: [Decision] = []
             for _ in 0..<count {
-                decisions.append(Decision(key: RoundKey(epoch: try r.u64(), tag: try r.u64()), commit: try r.bool()))
+                decisions.append(Decision(key: try r.roundKey(), commit: try r.bool()))
             }
             message = .rejoin(node, epoch: epoch, decisions: decisions)
         case .memberHeartbeat: message = .memberHeartbeat(epoch: try r.u64())
@@ -156,7 +158,7 @@ extension MembershipMessage {
             let acked = try r.bool() ? try r.view() : nil
             message = .ack(epoch: epoch, accepted: accepted, acked: acked)
         case .leave: message = .leave
-        case .outcome: message = .outcome(RoundKey(epoch: try r.u64(), tag: try r.u64()), done: try r.bool())
+        case .outcome: message = .outcome(try r.roundKey(), done: try r.bool())
         case .stale: message = .stale(try r.view())
         case .merge: message = .merge(try r.view())
         case .incompatible: message = .incompatible(reason: try r.string(limit: MembershipLimits.maxReason))
@@ -171,8 +173,8 @@ extension MembershipMessage {
             var departed: [UInt64] = []
             for _ in 0..<count { departed.append(try r.u64()) }
             message = .commit(view, departed: departed)
-        case .proceed: message = .proceed(epoch: try r.u64())
-        case .decision: message = .decision(RoundKey(epoch: try r.u64(), tag: try r.u64()), commit: try r.bool())
+        case .proceed: message = .proceed(epoch: try r.u64(), point: try r.u64())
+        case .decision: message = .decision(try r.roundKey(), commit: try r.bool())
         case .removed: message = .removed(reason: try r.string(limit: MembershipLimits.maxReason))
         }
         guard r.remaining == 0 else { throw MembershipCodecError(message: "\(r.remaining) trailing bytes after a \(kind) message") }
@@ -190,6 +192,10 @@ private struct Writer {
         let utf8 = Array(s.utf8.prefix(limit))
         u16(UInt16(utf8.count))
         bytes += utf8
+    }
+    /// Epoch (u64), purpose (u8), sequence (u64), update point (u64): 25 bytes.
+    mutating func roundKey(_ k: RoundKey) {
+        u64(k.epoch); u8(k.collective.purpose.rawValue); u64(k.collective.sequence); u64(k.collective.point)
     }
     mutating func node(_ n: NodeInfo) {
         u64(n.id); string(n.controlHost); u16(UInt16(clamping: n.controlPort))
@@ -226,6 +232,13 @@ private struct Reader {
         guard n <= limit else { throw MembershipCodecError(message: "string of \(n) bytes exceeds \(limit)") }
         guard let s = String(validating: try take(n), as: UTF8.self) else { throw MembershipCodecError(message: "invalid UTF-8") }
         return s
+    }
+    mutating func roundKey() throws -> RoundKey {
+        let epoch = try u64()
+        let purpose = CollectivePurpose(rawValue: try u8())
+        let sequence = try u64()
+        guard sequence <= CollectiveID.maxSequence else { throw MembershipCodecError(message: "collective sequence \(sequence) exceeds 56 bits") }
+        return RoundKey(epoch: epoch, collective: CollectiveID(purpose: purpose, sequence: sequence, point: try u64()))
     }
     mutating func node() throws -> NodeInfo {
         NodeInfo(id: try u64(), controlHost: try string(), controlPort: Int(try u16()),

@@ -28,7 +28,7 @@ public final class MembershipNode: @unchecked Sendable {
     private var failure: MembershipError?
     private var startWaiter: CheckedContinuation<Void, any Error>?
     private var nextWaiter = 0
-    private var updateWaiters: [Int: CheckedContinuation<RingView, any Error>] = [:]
+    private var updateWaiters: [Int: CheckedContinuation<UpdatePoint, any Error>] = [:]
     private var agreeWaiters: [RoundKey: [Int: CheckedContinuation<Bool, any Error>]] = [:]
     private var counters: MembershipStatus
     private var abortedSinceUpdate = false
@@ -155,12 +155,18 @@ public final class MembershipNode: @unchecked Sendable {
     /// The update point: blocks until every ring member reached it and the coordinator admitted
     /// waiting joiners (or committed removals); returns the ring of the view then current.
     public func updateTopology() async throws -> RingView {
+        try await passUpdatePoint().ring
+    }
+
+    /// The update point, with its number in the epoch, which names the collectives run after it
+    /// (``CollectiveID/point``).
+    public func passUpdatePoint() async throws -> UpdatePoint {
         let id = lock.withLock { () -> Int in
             nextWaiter += 1
             return nextWaiter
         }
         return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<RingView, any Error>) in
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<UpdatePoint, any Error>) in
                 let effects = lock.withLock { () -> [Effect] in
                     if let error = refusal() {
                         continuation.resume(throwing: error)
@@ -191,8 +197,8 @@ public final class MembershipNode: @unchecked Sendable {
 
     /// The outcome round of one collective: reports whether it succeeded here and returns the
     /// cluster's answer: true (keep the result) only if every ring member of `epoch` succeeded.
-    public func agree(epoch: UInt64, tag: UInt64, succeeded: Bool) async throws -> Bool {
-        let key = RoundKey(epoch: epoch, tag: tag)
+    public func agree(epoch: UInt64, collective: CollectiveID, succeeded: Bool) async throws -> Bool {
+        let key = RoundKey(epoch: epoch, collective: collective)
         let id = lock.withLock { () -> Int in
             nextWaiter += 1
             return nextWaiter
@@ -611,11 +617,11 @@ public final class MembershipNode: @unchecked Sendable {
                 out.append(.abortRing(communicator, "membership changed: epoch \(new.epoch) dropped a ring member", new.epoch))
             }
             return out
-        case .updateDone(let view):
+        case .updateDone(let view, let point):
             let waiters = updateWaiters.values
             updateWaiters.removeAll()
-            let ring = view.ringView
-            return waiters.map { waiter in .resume { waiter.resume(returning: ring) } }
+            let passed = UpdatePoint(ring: view.ringView, point: point)
+            return waiters.map { waiter in .resume { waiter.resume(returning: passed) } }
         case .decided(let key, let commit):
             if !commit {
                 counters.aborts += 1
@@ -779,4 +785,11 @@ final class ControlLinkDelegate: ConnectionDelegate, @unchecked Sendable {
     func connectionClosed(_ connection: Connection, error: (any Error)?) {
         node?.closed(connection)
     }
+}
+
+/// An update point that passed: the ring of the view then current, and the point's number in
+/// the view's epoch (1 for the first), the same on every member of the ring.
+public struct UpdatePoint: Sendable, Equatable {
+    public var ring: RingView
+    public var point: UInt64
 }

@@ -93,12 +93,19 @@ public enum MembershipRules {
     }
 }
 
-/// One collective's outcome round: the ring epoch it ran on and its tag.
-public struct RoundKey: Hashable, Sendable {
+/// One collective's outcome round: the ring epoch it ran on and the collective's identity.
+public struct RoundKey: Hashable, Sendable, Comparable, CustomStringConvertible {
     public var epoch: UInt64
-    public var tag: UInt64
-    public init(epoch: UInt64, tag: UInt64) {
+    public var collective: CollectiveID
+    public init(epoch: UInt64, collective: CollectiveID) {
         self.epoch = epoch
-        self.tag = tag
+        self.collective = collective
     }
+
+    public static func < (a: RoundKey, b: RoundKey) -> Bool {
+        (a.epoch, a.collective.point, a.collective.purpose.rawValue, a.collective.sequence)
+            < (b.epoch, b.collective.point, b.collective.purpose.rawValue, b.collective.sequence)
+    }
+
+    public var description: String { "epoch \(epoch) \(collective)" }
 }

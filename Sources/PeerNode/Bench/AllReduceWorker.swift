@@ -34,12 +34,14 @@ struct AllReduceWorker: AsyncParsableCommand {
         logger.logLevel = .warning
         let (communicator, _) = try await joinLocalCluster(rank: rank, streams: streams, streamRate: streamRate, logger: logger)
         let quantization = WorkerSettings.quantization(quant)!
-        var barrierTag: UInt64 = 1 << 40
+        var barriers: UInt64 = 0
         func barrier() async throws {
             var one: [Float] = [0]
-            barrierTag += 1
-            try await communicator.allReduce(&one, options: AllReduceOptions(tag: barrierTag))
+            barriers += 1
+            try await communicator.allReduce(&one, options: AllReduceOptions(id: CollectiveID(purpose: .barrier, sequence: barriers)))
         }
+        // Each timed run is a collective of its own: an identity runs once per ring.
+        var runs: UInt64 = 0
 
         for size in sizes {
             let count = Int(size * 1_048_576) / 4
@@ -49,7 +51,7 @@ struct AllReduceWorker: AsyncParsableCommand {
             let (me, quantized) = (rank, quantization != .none)
             for i in 0..<count { input[i] = Self.value(rank: me, index: i, quantized: quantized) }
             output.initialize(repeating: 0)
-            let options = AllReduceOptions(tag: 1, op: .sum, quantization: quantization, timeout: .seconds(300),
+            var options = AllReduceOptions(tag: 0, op: .sum, quantization: quantization, timeout: .seconds(300),
                                            segmentBytes: segmentKiB << 10)
             let inBytes = UnsafeRawBufferPointer(UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(input)[0..<(count * 4)]))
             let outBytes = UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(output)[0..<(count * 4)])
@@ -57,6 +59,8 @@ struct AllReduceWorker: AsyncParsableCommand {
             for rep in 0...reps {
                 try await barrier()
                 let cpuStart = Self.processCPUMilliseconds()
+                runs += 1
+                options.id = CollectiveID(purpose: .application, sequence: runs)
                 let start = DispatchTime.now().uptimeNanoseconds
                 try await communicator.allReduce(input: inBytes, output: outBytes, type: .f32, options: options)
                 let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
