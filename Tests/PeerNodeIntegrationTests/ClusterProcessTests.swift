@@ -348,3 +348,20 @@ private func clusterSurvives(victim: Int, signal sig: Int32, extra: [String] = [
     // Nothing was overwritten.
     #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/garbage.ckpt")) == Data("not a checkpoint at all".utf8))
 }
+
+/// The first pod of a StatefulSet: its seeds (comma-separated, nothing listens there) never
+/// answer; with --found-after-join-timeout it founds the cluster and trains, without it it fails.
+@Test func aNodeWhoseSeedsNeverAnswerFoundsTheClusterWhenToldTo() throws {
+    let env = ["PEERNODE_CLUSTER_KEY": "integration-test-cluster-key-0123456789"]
+    let common = ["run", "--seed", "127.0.0.1:1,127.0.0.1:2", "--join-timeout-s", "1", "--outer-steps", "1", "--inner-steps", "2",
+                  "--log-level", "notice"]
+    let founded = try runPeernode(common + ["--found-after-join-timeout"], environment: env, timeout: 60)
+    #expect(founded.status == 0, "\(founded.stderr)")
+    #expect(founded.stderr.contains("founding the cluster"), "\(founded.stderr)")
+    #expect(founded.stdout.contains("outer revision=1"), "\(founded.stdout)")
+    let failed = try runPeernode(common, environment: env, timeout: 60)
+    #expect(failed.status != 0)
+    #expect(failed.stderr.contains("gave up joining"), "\(failed.stderr)")
+    let coordinator = try runPeernode(["coordinator", "--seed", "127.0.0.1:1", "--join-timeout-s", "1"], environment: env, timeout: 60)
+    #expect(coordinator.status != 0 && coordinator.stderr.contains("gave up joining"), "\(coordinator.stderr)")
+}
