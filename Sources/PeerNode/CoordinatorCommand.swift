@@ -24,7 +24,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     func settings() throws -> RunSettings {
         try node.resolve { s in
             // The data address is never dialled for a coordinate-only node; only check what it uses.
-            s.dataListen = "127.0.0.1:0"
+            s.dataListen = HostPort(host: "127.0.0.1", port: 0)
         }
     }
 
@@ -40,7 +40,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         let settings = try resolved ?? settings()
         settings.bootstrapLogging()
         let key = try settings.clusterKey()
-        let control = HostPort(settings.listen)!
+        let control = settings.listen
         /// A node started with `seeds` (none: it founds the cluster).
         func start(seeds: [(host: String, port: Int)]) async throws -> (MembershipNode, UInt64, Logger, Int) {
             let id = UInt64.random(in: 1...UInt64.max)

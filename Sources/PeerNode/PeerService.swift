@@ -60,8 +60,8 @@ final class PeerService: Service, @unchecked Sendable {
     /// and prints the `ready` line.
     static func start(settings: RunSettings) async throws -> PeerService {
         let key = try settings.clusterKey()
-        let control = HostPort(settings.listen)!
-        let dataAddress = HostPort(settings.dataListen)!
+        let control = settings.listen
+        let dataAddress = settings.dataListen
         let id = UInt64.random(in: 1...UInt64.max)
         var logger = Logger(label: "peernode")
         logger[metadataKey: "node.id"] = "\(hex(id))"

@@ -85,9 +85,16 @@ struct RunError: Error, CustomStringConvertible {
 }
 
 /// HOST:PORT with a numeric port (IPv6 hosts in brackets).
-struct HostPort {
+struct HostPort: Hashable, Sendable, CustomStringConvertible {
     var host: String
     var port: Int
+
+    init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 
     /// Addresses that mean "every interface": fine to listen on, useless to announce.
     static func isWildcard(_ host: String) -> Bool { ["0.0.0.0", "::", "[::]", "*"].contains(host) }

@@ -17,9 +17,9 @@ import Transport
 /// default the operator meant to change. See docs/operations.md ("Config file").
 struct RunSettings: Decodable, Sendable {
     /// Members to join through, tried in order, then again with backoff (empty: found a cluster).
-    var seeds: [String] = []
-    var listen = "127.0.0.1:0"
-    var dataListen = "127.0.0.1:0"
+    var seeds: [HostPort] = []
+    var listen = HostPort(host: "127.0.0.1", port: 0)
+    var dataListen = HostPort(host: "127.0.0.1", port: 0)
     /// The host other nodes dial to reach this one (control and data); the listen host when nil.
     var advertise: String?
     var model = ModelKind.moe
@@ -210,21 +210,19 @@ struct RunSettings: Decodable, Sendable {
         case is Int.Type, is UInt64.Type: "a whole number"
         case is Double.Type: "a number"
         case is String.Type: "a string"
-        case is [String].Type, is SeedList.Type: "a string or a list of strings"
+        case is HostPort.Type: "a string, HOST:PORT"
+        case is SeedList.Type: "a string or a list of strings (HOST:PORT)"
         default: "a value of type \(type)"
         }
     }
 
     /// Checks every value; messages name the option as the user wrote it.
     func validate() throws {
-        for (name, value) in [("listen", listen), ("data-listen", dataListen)] + seeds.map({ ("seed", $0) }) {
-            guard HostPort(value) != nil else { throw RunError("--\(name) must be HOST:PORT, got '\(value)'") }
-        }
         if let advertise, advertise.isEmpty || advertise.contains(" ") || HostPort.isWildcard(advertise) {
             throw RunError("--advertise must be a host name or address other nodes can dial, got '\(advertise)'")
         }
         for (name, value) in [("listen", listen), ("data-listen", dataListen)] where advertise == nil {
-            if HostPort.isWildcard(HostPort(value)!.host) {
+            if HostPort.isWildcard(value.host) {
                 throw RunError("--\(name) \(value) listens on every interface: say with --advertise which address other nodes dial")
             }
         }
@@ -261,10 +259,8 @@ struct RunSettings: Decodable, Sendable {
         }
     }
 
-    /// The seeds as addresses to dial (validated: every one parses).
-    var seedAddresses: [(host: String, port: Int)] {
-        seeds.compactMap(HostPort.init).map { ($0.host, $0.port) }
-    }
+    /// The seeds as the membership layer takes them.
+    var seedAddresses: [(host: String, port: Int)] { seeds.map { ($0.host, $0.port) } }
 
     var communicatorOptions: CommunicatorOptions {
         var options = CommunicatorOptions()
@@ -316,21 +312,24 @@ struct RunSettings: Decodable, Sendable {
     }
 
     /// The host announced to the cluster for an address this node listens on.
-    func announced(_ listenAddress: String) -> String {
-        advertise ?? HostPort(listenAddress)!.host
+    func announced(_ listenAddress: HostPort) -> String {
+        advertise ?? listenAddress.host
     }
 }
 
 /// `"seed"` in a config file: one address, several separated by commas, or a list of them.
 private struct SeedList: Decodable {
-    var addresses: [String]
+    var addresses: [HostPort]
 
     init(from decoder: any Decoder) throws {
         let c = try decoder.singleValueContainer()
-        if let one = try? c.decode(String.self) {
-            addresses = splitSeeds([one])
-        } else {
-            addresses = splitSeeds(try c.decode([String].self))
+        let texts = try (try? c.decode(String.self)).map { [$0] } ?? c.decode([String].self)
+        addresses = try splitSeeds(texts).map { text in
+            guard let address = HostPort(text) else {
+                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
+                                                        debugDescription: "must be HOST:PORT, got '\(text)'"))
+            }
+            return address
         }
     }
 }
@@ -338,6 +337,19 @@ private struct SeedList: Decodable {
 /// `--seed a --seed b,c` → [a, b, c]: both forms, so a manifest can pass one argument.
 func splitSeeds(_ values: [String]) -> [String] {
     values.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+}
+
+/// `--listen`, `--data-listen`, `"listen"`, ...: parsed once, where they are read.
+extension HostPort: ExpressibleByArgument, Decodable {
+    init?(argument: String) { self.init(argument) }
+
+    init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let value = HostPort(text) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "must be HOST:PORT, got '\(text)'"))
+        }
+        self = value
+    }
 }
 
 /// A JSON object key of any name: to find the ones ``RunSettings/CodingKeys`` lacks.

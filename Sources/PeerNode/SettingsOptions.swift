@@ -18,8 +18,9 @@ struct NodeOptions: ParsableArguments {
         "A member to join through, HOST:PORT (its control port). Omit to found a cluster.",
         discussion: "Give it more than once, or comma-separated: the seeds are tried in order, then again with backoff."))
     var seed: [String] = []
-    @Option(help: "Control address to listen on, HOST:PORT (port 0: any). Default \(defaults.listen).")
-    var listen: String?
+    @Option(help: ArgumentHelp("Control address to listen on, HOST:PORT (port 0: any). Default \(defaults.listen).",
+                               valueName: "host:port"))
+    var listen: HostPort?
     @Option(help: "Host other nodes dial to reach this one (needed when listening on 0.0.0.0 or ::). Default: the listen host.")
     var advertise: String?
     @Option(help: "File holding the cluster key (else $PEERNODE_CLUSTER_KEY).")
@@ -37,8 +38,13 @@ struct NodeOptions: ParsableArguments {
     @Option(help: "Log level. Default \(defaults.logLevel.rawValue).")
     var logLevel: LogLevel?
 
-    func apply(to s: inout RunSettings) {
-        if !seed.isEmpty { s.seeds = splitSeeds(seed) }
+    func apply(to s: inout RunSettings) throws {
+        if !seed.isEmpty {
+            s.seeds = try splitSeeds(seed).map { text in
+                guard let address = HostPort(text) else { throw RunError("--seed must be HOST:PORT, got '\(text)'") }
+                return address
+            }
+        }
         if let listen { s.listen = listen }
         if let advertise { s.advertise = advertise }
         if let clusterKeyFile { s.clusterKeyFile = clusterKeyFile }
@@ -53,7 +59,7 @@ struct NodeOptions: ParsableArguments {
     /// Defaults, then the config file (read here, once), then `commandLine`; validated.
     func resolve(_ commandLine: (inout RunSettings) -> Void) throws -> RunSettings {
         var s = try config.map(RunSettings.load(configFile:)) ?? RunSettings()
-        apply(to: &s)
+        try apply(to: &s)
         commandLine(&s)
         try s.validate()
         return s
@@ -82,8 +88,9 @@ struct DataOptions: ParsableArguments {
 /// The training member's own settings (`run` only): data port, shard, DiLoCo, checkpoints, the
 /// ring's streams, shutdown and the status port.
 struct TrainingOptions: ParsableArguments {
-    @Option(help: "Data (collectives) address to listen on, HOST:PORT. Default \(defaults.dataListen).")
-    var dataListen: String?
+    @Option(help: ArgumentHelp("Data (collectives) address to listen on, HOST:PORT. Default \(defaults.dataListen).",
+                               valueName: "host:port"))
+    var dataListen: HostPort?
     @Option(help: "This peer's shard of the training data. Default \(defaults.shardIndex).")
     var shardIndex: Int?
     @Option(help: "Number of shards. Default \(defaults.shardCount).")

@@ -104,7 +104,7 @@ import Testing
         #expect(s.innerSteps == 3)
         #expect(s.outerSteps == 2)
         #expect(s.quant == .none)
-        #expect(s.seeds == ["10.0.0.8:1", "10.0.0.7:1"])
+        #expect(s.seeds.map(\.description) == ["10.0.0.8:1", "10.0.0.7:1"])
         #expect(s.checkpointEvery == RunSettings().checkpointEvery)
     }
 
@@ -117,6 +117,8 @@ import Testing
         (#"{"status": "yes"}"#, #""status" must be true or false"#),
         (#"{"listen": 7700}"#, #""listen" must be a string"#),
         (#"{"seed": 7}"#, #""seed" must be a string or a list of strings"#),
+        (#"{"seed": "10.0.0.1:1,nowhere"}"#, #""seed": must be HOST:PORT, got 'nowhere'"#),
+        (#"{"listen": "nowhere"}"#, #""listen": must be HOST:PORT, got 'nowhere'"#),
         (#"{"model": "bert"}"#, #""model": must be one of gcn, gin, moe, got 'bert'"#),
         (#"{"log-level": "loud"}"#, #""log-level": must be one of"#),
         (#"{"advertise": null}"#, #""advertise" must be a string, not null"#),
