@@ -16,7 +16,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @OptionGroup var node: NodeOptions
 
     /// Resolved once, by `validate()` (which reads the config file), for `run()`.
-    private var resolved: RunSettings?
+    private(set) var resolved: RunSettings?
     private enum CodingKeys: CodingKey { case node }
 
     /// The node settings of `run`, from the same sources; a config file's training settings are

@@ -24,7 +24,7 @@ struct RunCommand: AsyncParsableCommand {
     @OptionGroup(title: "Training") var training: TrainingOptions
 
     /// Resolved once, by `validate()` (which reads the config file), for `run()`.
-    private var resolved: RunSettings?
+    private(set) var resolved: RunSettings?
     private enum CodingKeys: CodingKey { case node, data, training }
 
     /// Defaults, then the config file, then what the command line gave.

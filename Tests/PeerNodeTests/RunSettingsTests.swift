@@ -108,6 +108,18 @@ import Testing
         #expect(s.checkpointEvery == RunSettings().checkpointEvery)
     }
 
+    /// Parsing (which validates) reads the file; `run()` uses what it read, not the file again.
+    @Test func theConfigFileIsReadOnceWhenTheCommandIsParsed() throws {
+        for name in ["run", "coordinator"] {
+            let parsed = try Self.withConfig(#"{"heartbeat-ms": 300}"#) { path in
+                try PeerNodeCommand.parseAsRoot([name, "--config", path])
+            }
+            // The file is gone now.
+            let resolved = (parsed as? RunCommand)?.resolved ?? (parsed as? CoordinatorCommand)?.resolved
+            #expect(resolved?.heartbeatMs == 300, "\(name)")
+        }
+    }
+
     @Test(arguments: [
         (#"{"inner-step": 3}"#, #"unknown setting "inner-step""#),
         (#"{"inner-steps": "3"}"#, #""inner-steps" must be a whole number"#),
