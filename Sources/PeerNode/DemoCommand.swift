@@ -36,7 +36,7 @@ extension PeerNodeCommand {
         func validate() throws {
             guard (1...16).contains(peers) else { throw ValidationError("--peers must be 1...16") }
             guard model != .gcn else {
-                throw ValidationError("--model must be moe or gin (gcn's graph is one piece: train it with `peernode run` or `train`)")
+                throw ValidationError("--model must be moe or gin (the demo's models; train gcn with `peernode run` or `peernode train`)")
             }
             if let data, !model.datasets.contains(data) {
                 throw ValidationError("model \(model.rawValue) trains on \(model.datasets.joined(separator: ", ")), not '\(data)'")
