@@ -15,7 +15,9 @@ export PEERNODE_LOG_DIR=$WORK
 STEPS=6
 deploy/local-cluster.sh 2 --inner-steps 5 --log-level warning >"$WORK/cluster.out" 2>&1 &
 CLUSTER=$!
-stop() { kill -TERM "$CLUSTER" 2>/dev/null || true; wait "$CLUSTER" 2>/dev/null || true; }
+OK=
+# Logs stay for a failure, go after a pass.
+stop() { kill -TERM "$CLUSTER" 2>/dev/null || true; wait "$CLUSTER" 2>/dev/null || true; [[ -z $OK ]] || rm -rf "$WORK"; }
 trap stop EXIT
 fail() { echo "check-status-page: $*; logs in $WORK" >&2; exit 1; }
 
@@ -103,4 +105,5 @@ for p in problems:
     print("check-status-page: " + p, file=sys.stderr)
 sys.exit(1 if problems else 0)
 PY
+OK=1
 echo "check-status-page: the status page of a live peer drew its loss, metric and bandwidth plots (port $PORT)"
