@@ -13,50 +13,59 @@ struct CoordinatorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "coordinator", abstract: "Run a coordinate-only node (founds the cluster, or joins through --seed).")
 
-    @Option(help: "JSON file of settings keyed by long option name (the training settings are ignored).") var config: String?
-    @Option(help: "A member to join through, HOST:PORT. Omit to found a cluster.") var seed: String?
-    @Option(help: "Control address to listen on, HOST:PORT (port 0: any). Default 127.0.0.1:0.") var listen: String?
-    @Option(help: "Host other nodes dial to reach this one (needed when listening on 0.0.0.0 or ::).") var advertise: String?
-    @Option(name: .customLong("cluster-key-file"), help: "File holding the cluster key (else $PEERNODE_CLUSTER_KEY).")
-    var clusterKeyFile: String?
-    @Option(name: .customLong("heartbeat-ms"), help: "Heartbeat interval. Default 500.") var heartbeatMs: Int?
-    @Option(name: .customLong("heartbeat-timeout-ms"), help: "A member silent this long is removed. Default 3000.") var heartbeatTimeoutMs: Int?
-    @Option(name: .customLong("log-level"), help: "trace, debug, info (default), notice, warning, error, critical.") var logLevel: String?
+    @OptionGroup var node: NodeOptions
 
+    /// Resolved once, by `validate()` (which reads the config file), for `run()`.
+    private(set) var resolved: RunSettings?
+    private enum CodingKeys: CodingKey { case node }
+
+    /// The node settings of `run`, from the same sources; a config file's training settings are
+    /// accepted (one file may serve both commands) and ignored.
     func settings() throws -> RunSettings {
-        var s = RunSettings()
-        if let config { try s.apply(configFile: config) }
-        if let seed { s.seed = seed }
-        if let listen { s.listen = listen }
-        if let advertise { s.advertise = advertise }
-        if let clusterKeyFile { s.clusterKeyFile = clusterKeyFile }
-        if let heartbeatMs { s.heartbeatMs = heartbeatMs }
-        if let heartbeatTimeoutMs { s.heartbeatTimeoutMs = heartbeatTimeoutMs }
-        if let logLevel { s.logLevel = logLevel }
-        // The data address is never dialled for a coordinate-only node; only check what it uses.
-        s.dataListen = "127.0.0.1:0"
-        try s.validate()
-        return s
+        try node.resolve { s in
+            // The data address is never dialled for a coordinate-only node; only check what it uses.
+            s.dataListen = HostPort(host: "127.0.0.1", port: 0)
+        }
     }
 
-    func validate() throws { try RunSettings.validate(settings) }
+    mutating func validate() throws {
+        do {
+            resolved = try settings()
+        } catch let error as RunError {
+            throw ValidationError(error.description)
+        }
+    }
 
     func run() async throws {
-        let settings = try settings()
+        let settings = try resolved ?? settings()
         settings.bootstrapLogging()
         let key = try settings.clusterKey()
-        let id = UInt64.random(in: 1...UInt64.max)
-        var logger = Logger(label: "peernode")
-        logger[metadataKey: "node.id"] = "\(hex(id))"
-        let node = MembershipNode(localId: id, key: key, options: settings.membershipOptions, logger: logger)
-        let control = HostPort(settings.listen)!
-        let port: Int
+        let control = settings.listen
+        /// A node started with `seeds` (none: it founds the cluster).
+        func start(seeds: [(host: String, port: Int)]) async throws -> (MembershipNode, UInt64, Logger, Int) {
+            let id = UInt64.random(in: 1...UInt64.max)
+            var logger = Logger(label: "peernode")
+            logger[metadataKey: "node.id"] = "\(hex(id))"
+            let node = MembershipNode(localId: id, key: key, options: settings.membershipOptions, logger: logger)
+            do {
+                let port = try await node.start(controlHost: control.host, controlPort: control.port, advertiseHost: settings.advertise,
+                                                dataPort: 0, seeds: seeds, coordinatorOnly: true)
+                return (node, id, logger, port)
+            } catch {
+                await node.shutdown()
+                throw error
+            }
+        }
+        let (node, id, logger, port): (MembershipNode, UInt64, Logger, Int)
         do {
-            port = try await node.start(controlHost: control.host, controlPort: control.port, advertiseHost: settings.advertise,
-                                        dataPort: 0, seed: settings.seed.flatMap(HostPort.init).map { ($0.host, $0.port) },
-                                        coordinatorOnly: true)
+            do {
+                (node, id, logger, port) = try await start(seeds: settings.seedAddresses)
+            } catch let error as MembershipError where error.code == .joinTimedOut && settings.foundAfterJoinTimeout {
+                Logger(label: "peernode").notice("no seed registered this node in time: founding the cluster",
+                                                 metadata: ["reason": "\(error)"])
+                (node, id, logger, port) = try await start(seeds: [])
+            }
         } catch {
-            await node.shutdown()
             throw RunError("cannot start: \(error)")
         }
         print("ready id=\(hex(id)) control_port=\(port) role=coordinate-only")

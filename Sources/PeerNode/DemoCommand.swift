@@ -21,11 +21,11 @@ extension PeerNodeCommand {
             abstract: "Train the default model on a local peernode cluster (loopback): a peer leaves and one joins mid-run.")
 
         @Option(help: "Number of peer processes at the start.") var peers = 3
-        @Option(help: "Model: moe (digits, default), gin (molecules), gcn (needs --data-dir with Cora).") var model = "moe"
+        @Option(help: "Model: moe (digits, default) or gin (molecules).") var model = ModelKind.moe
         @Option(help: "Dataset (default: the model's shipped default).") var data: String?
         @Option(name: .customLong("outer-steps"), help: "DiLoCo outer steps.") var outerSteps = 30
         @Option(name: .customLong("inner-steps"), help: "Inner AdamW steps per outer step (H).") var innerSteps = 40
-        @Option(help: "Pseudo-gradient encoding: int8, int8-zp or none.") var quant = "int8"
+        @Option(help: "Pseudo-gradient encoding.") var quant = PseudoGradientEncoding.int8
         @Option(help: "Seed shared by all peers.") var seed: UInt64 = 1
         @Option(name: .customLong("outer-lr"), help: "Outer Nesterov learning rate.") var outerLr = 0.7
         @Option(name: .customLong("outer-momentum"), help: "Outer Nesterov momentum.") var outerMomentum = 0.9
@@ -35,37 +35,35 @@ extension PeerNodeCommand {
 
         func validate() throws {
             guard (1...16).contains(peers) else { throw ValidationError("--peers must be 1...16") }
-            guard let kind = ModelKind(rawValue: model), kind != .gcn else {
-                throw ValidationError("--model must be moe or gin (gcn needs Cora, which is not shipped)")
+            guard model != .gcn else {
+                throw ValidationError("--model must be moe or gin (the demo's models; train gcn with `peernode run` or `peernode train`)")
             }
-            if let data, !kind.datasets.contains(data) {
-                throw ValidationError("model \(model) trains on \(kind.datasets.joined(separator: ", ")), not '\(data)'")
+            if let data, !model.datasets.contains(data) {
+                throw ValidationError("model \(model.rawValue) trains on \(model.datasets.joined(separator: ", ")), not '\(data)'")
             }
             guard outerSteps >= 1, innerSteps >= 1 else { throw ValidationError("--outer-steps and --inner-steps must be positive") }
-            guard WorkerSettings.quantization(quant) != nil else { throw ValidationError("--quant must be int8, int8-zp or none") }
             guard outerLr.isFinite, outerLr > 0, outerMomentum.isFinite, (0..<1).contains(outerMomentum) else {
                 throw ValidationError("--outer-lr must be positive and --outer-momentum in [0, 1)")
             }
         }
 
         func run() async throws {
-            let kind = ModelKind(rawValue: model)!
-            let dataset = data ?? kind.defaultDataset
+            let dataset = data ?? model.defaultDataset
             let deadline = Date().addingTimeInterval(900)
             // Churn needs a peer to spare and room for the join to show.
             let churn = !noChurn && peers >= 2 && outerSteps >= 6
             let leaveAt = outerSteps / 3
             let joinAt = outerSteps / 2
-            print("peernode demo: \(peers) peers on 127.0.0.1 train \(model) on \(dataset) with DiLoCo "
-                  + "(H=\(innerSteps) inner steps, \(outerSteps) outer steps, \(quant) all-reduce, \(mode.rawValue) mode)")
+            print("peernode demo: \(peers) peers on 127.0.0.1 train \(model.rawValue) on \(dataset) with DiLoCo "
+                  + "(H=\(innerSteps) inner steps, \(outerSteps) outer steps, \(quant.rawValue) all-reduce, \(mode.rawValue) mode)")
             if churn {
                 print("peer \(peers - 1) leaves after outer step \(leaveAt); a new peer joins after step \(joinAt) and takes over its shard")
             }
             let cluster = try DemoCluster(deadline: deadline)
             defer { cluster.terminate() }
             func arguments(shard: Int, seedAddress: String?, minPeers: Int) -> [String] {
-                ["run", "--model", model, "--data", dataset, "--outer-steps", "\(outerSteps)", "--inner-steps", "\(innerSteps)",
-                 "--quant", quant, "--seed-value", "\(seed)", "--outer-lr", "\(outerLr)", "--outer-momentum", "\(outerMomentum)", "--mode", mode.rawValue, "--shard-count", "\(peers)", "--shard-index", "\(shard)",
+                ["run", "--model", model.rawValue, "--data", dataset, "--outer-steps", "\(outerSteps)", "--inner-steps", "\(innerSteps)",
+                 "--quant", quant.rawValue, "--seed-value", "\(seed)", "--outer-lr", "\(outerLr)", "--outer-momentum", "\(outerMomentum)", "--mode", mode.rawValue, "--shard-count", "\(peers)", "--shard-index", "\(shard)",
                  "--min-peers", "\(minPeers)", "--heartbeat-ms", "200", "--heartbeat-timeout-ms", "2000", "--log-level", "warning"]
                     + (seedAddress.map { ["--seed", $0] } ?? [])
             }

@@ -13,11 +13,11 @@ struct DemoWorker: AsyncParsableCommand {
 
     @Option var rank: Int
     @Option var peers: Int
-    @Option var model: String
+    @Option var model: ModelKind
     @Option var data: String
     @Option(name: .customLong("outer-steps")) var outerSteps: Int
     @Option(name: .customLong("inner-steps")) var innerSteps: Int
-    @Option var quant: String
+    @Option var quant: PseudoGradientEncoding
     @Option var seed: UInt64
     @Option var mode: DiLoCoOptions.Mode = .sync
     @Option(name: .customLong("async-start")) var asyncStart: DiLoCoOptions.AsyncStart = .rebase
@@ -28,12 +28,11 @@ struct DemoWorker: AsyncParsableCommand {
         var logger = Logger(label: "peernode.demo")
         logger.logLevel = .warning
         logger[metadataKey: "peer.rank"] = "\(rank)"
-        guard let kind = ModelKind(rawValue: model) else { throw BenchError("unknown model \(model)") }
-        let task = try TrainingTask.make(TaskSpec(model: kind, dataset: data, shard: Shard(index: rank, count: peers), seed: seed))
+        let task = try TrainingTask.make(TaskSpec(model: model, dataset: data, shard: Shard(index: rank, count: peers), seed: seed))
         let (communicator, view) = try await joinLocalCluster(rank: rank, logger: logger)
         var options = DiLoCoOptions()
         options.innerSteps = innerSteps
-        options.quantization = WorkerSettings.quantization(quant) ?? .int8MinMax
+        options.quantization = quant.quantization
         options.mode = mode
         options.asyncStart = asyncStart
         let ring = FixedRingSession(communicator: communicator, size: view.count)

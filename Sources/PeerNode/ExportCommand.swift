@@ -17,39 +17,32 @@ struct ExportCommand: ParsableCommand {
 
     @Option(help: "Checkpoint written by `peernode run --checkpoint`.") var checkpoint: String
     @Option(help: "Output file (conventionally *.safetensors); replaced atomically.") var out: String
-    @Option(help: "Model the checkpoint was trained with: \(ModelKind.allCases.map(\.rawValue).joined(separator: "|")).")
-    var model: String
-    @Option(help: "Dataset it was trained on (default: the model's); fixes input and output sizes.") var data: String?
-    @Option(name: .customLong("data-dir"), help: "Directory the dataset was read from, if not the shipped copy.") var dataDir: String?
-    @Option(name: .customLong("data-format"), help: "Layout of your own data in --data-dir, as given to run.") var dataFormat: String?
+    @OptionGroup(title: "The model and data the checkpoint was trained with (--model is required)") var data: DataOptions
 
     func validate() throws {
-        guard ModelKind(rawValue: model) != nil else {
-            throw ValidationError("--model must be one of \(ModelKind.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
-        if let dataFormat, DataFormat(rawValue: dataFormat) == nil {
-            throw ValidationError("--data-format must be one of \(DataFormat.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
+        // No default here: a checkpoint of another model would be refused anyway, but with a
+        // less helpful message (its parameter count).
+        guard data.model != nil else { throw ValidationError("Missing expected argument '--model <model>'") }
     }
 
     func run() throws {
-        let spec = TaskSpec(model: ModelKind(rawValue: model)!, dataset: data, dataDirectory: dataDir,
-                            dataFormat: dataFormat.flatMap(DataFormat.init(rawValue:)))
+        let model = data.model ?? RunSettings().model
+        let spec = TaskSpec(model: model, dataset: data.data, dataDirectory: data.dataDir, dataFormat: data.dataFormat)
         let task: TrainingTask
         do {
             task = try TrainingTask.make(spec)
         } catch {
-            throw RunError("cannot build model \(model) on \(spec.dataset): \(error)")
+            throw RunError("cannot build model \(model.rawValue) on \(spec.dataset): \(error)")
         }
         let dataset = task.spec.dataset
         let state = try DiLoCoTrainer.sharedState(for: task)
         do {
             _ = try Checkpoint.readAnyVersion(checkpoint, into: state)
         } catch {
-            throw RunError("cannot export \(checkpoint) as model \(model) on \(dataset) "
+            throw RunError("cannot export \(checkpoint) as model \(model.rawValue) on \(dataset) "
                            + "(\(task.parameters.count) parameters): \(error)")
         }
-        let metadata = ["model": model, "dataset": dataset, "revision": "\(state.revision)"]
+        let metadata = ["model": model.rawValue, "dataset": dataset, "revision": "\(state.revision)"]
         let bytes = try ModelWeights.encode(UnsafeBufferPointer(state.floats("theta")!), infos: task.parameters.infos,
                                             metadata: metadata)
         do {
@@ -58,6 +51,6 @@ struct ExportCommand: ParsableCommand {
             throw RunError("cannot write \(out): \((error as NSError).localizedDescription)")
         }
         print("wrote \(out): \(task.parameters.infos.count) tensors, \(task.parameters.count) parameters, "
-              + "model \(model), dataset \(dataset), revision \(state.revision)")
+              + "model \(model.rawValue), dataset \(dataset), revision \(state.revision)")
     }
 }

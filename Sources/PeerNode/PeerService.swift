@@ -60,19 +60,19 @@ final class PeerService: Service, @unchecked Sendable {
     /// and prints the `ready` line.
     static func start(settings: RunSettings) async throws -> PeerService {
         let key = try settings.clusterKey()
-        let control = HostPort(settings.listen)!
-        let dataAddress = HostPort(settings.dataListen)!
+        let control = settings.listen
+        let dataAddress = settings.dataListen
         let id = UInt64.random(in: 1...UInt64.max)
         var logger = Logger(label: "peernode")
         logger[metadataKey: "node.id"] = "\(hex(id))"
 
-        let kind = ModelKind(rawValue: settings.model)!
+        let kind = settings.model
         let task: TrainingTask
         do {
             task = try TrainingTask.make(TaskSpec(model: kind, dataset: settings.data, dataDirectory: settings.dataDir,
                                                   shard: Shard(index: settings.shardIndex, count: settings.shardCount),
                                                   seed: settings.seedValue,
-                                                  dataFormat: settings.dataFormat.flatMap(DataFormat.init(rawValue:))))
+                                                  dataFormat: settings.dataFormat))
         } catch {
             throw RunError("cannot load the training data: \(error)")
         }
@@ -106,8 +106,8 @@ final class PeerService: Service, @unchecked Sendable {
                                         downloader: StateDownloader(localId: id, key: key, logger: logger), logger: logger)
         var options = DiLoCoOptions()
         options.innerSteps = settings.innerSteps
-        options.quantization = WorkerSettings.quantization(settings.quant)!
-        options.mode = DiLoCoOptions.Mode(rawValue: settings.mode)!
+        options.quantization = settings.quant.quantization
+        options.mode = settings.mode
         options.outerLearningRate = Float(settings.outerLr)
         options.outerMomentum = Float(settings.outerMomentum)
         let trainer = try DiLoCoTrainer(task: task, state: state, session: session, options: options, logger: logger)
@@ -132,12 +132,13 @@ final class PeerService: Service, @unchecked Sendable {
             controlPort = try await node.start(controlHost: control.host, controlPort: control.port,
                                                advertiseHost: settings.advertise,
                                                dataHost: settings.announced(settings.dataListen), dataPort: dataPort,
-                                               seed: settings.seed.flatMap(HostPort.init).map { ($0.host, $0.port) },
-                                               settings: settings.clusterFingerprint(parameters: task.parameters.count, model: kind))
+                                               seeds: settings.seedAddresses,
+                                               settings: settings.clusterFingerprint(parameters: task.parameters.count))
         } catch {
             await node.shutdown()
             await communicator.shutdown()
             await statusServer?.shutdown()
+            if let error = error as? MembershipError, error.code == .joinTimedOut { throw JoinTimedOut(reason: "\(error)") }
             throw RunError("cannot start: \(error)")
         }
         print("ready id=\(hex(id)) revision=\(state.revision) control_port=\(controlPort) data_port=\(dataPort) parameters=\(task.parameters.count) "

@@ -9,23 +9,16 @@ struct TrainCommand: AsyncParsableCommand {
         commandName: "train",
         abstract: "Train a model locally (no cluster) and report loss, metric and step time.")
 
-    @Option(help: "Model: \(ModelKind.allCases.map(\.rawValue).joined(separator: "|")).")
-    var model: String
-
-    @Option(help: "Dataset (gcn: cora|citeseer, gin: esol|freesolv|lipophilicity, moe: digits|mnist5k). Default: the model's.")
-    var data: String?
-
-    @Option(help: "Read the dataset from this directory instead of the shipped copy, or train on your own data there (layouts: docs/datasets.md).")
-    var dataDir: String?
-
-    @Option(help: "Layout of your own data in --data-dir, where the files cannot tell: \(DataFormat.allCases.map(\.rawValue).joined(separator: "|")).")
-    var dataFormat: String?
+    @OptionGroup(title: "Model and data") var data: DataOptions
 
     @Option(name: .customLong("init-from"), help: "Start from the weights in this safetensors file (names, shapes and dtypes must match the model).")
     var initFrom: String?
 
-    @Option(help: "Number of training steps (one step = one batch; GCN: the full graph).")
-    var steps: Int
+    @Option(help: ArgumentHelp(
+        "Number of training steps (one step = one batch; GCN: the full graph).",
+        discussion: "Default: the model's standard schedule, \(ModelKind.standardScheduleSummary); "
+            + "the first output line says how many steps that is."))
+    var steps: Int?
 
     @Option(help: "Seed for initial parameters, batch order and dropout.")
     var seed: UInt64 = 0
@@ -45,34 +38,34 @@ struct TrainCommand: AsyncParsableCommand {
     @Flag(help: "Benchmark: print one machine-readable line with ms/step median/min/max.")
     var bench = false
 
+    /// The model, as `run` picks it: the one named, else the default.
+    private var model: ModelKind { data.model ?? RunSettings().model }
+
     func validate() throws {
-        guard ModelKind(rawValue: model) != nil else {
-            throw ValidationError("--model must be one of \(ModelKind.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
-        guard steps > 0 else { throw ValidationError("--steps must be positive") }
+        if let steps, steps <= 0 { throw ValidationError("--steps must be positive") }
         guard threads > 0 else { throw ValidationError("--threads must be positive") }
         guard logEvery > 0 else { throw ValidationError("--log-every must be positive") }
-        if let dataFormat, DataFormat(rawValue: dataFormat) == nil {
-            throw ValidationError("--data-format must be one of \(DataFormat.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
-        if scaffoldSplit && model != ModelKind.gin.rawValue {
+        if scaffoldSplit && model != .gin {
             throw ValidationError("--scaffold-split applies to --model gin only")
         }
     }
 
     func run() async throws {
-        let kind = ModelKind(rawValue: model)!
+        let kind = model
         BLAS.setThreads(threads)
-        let spec = TaskSpec(model: kind, dataset: data, dataDirectory: dataDir, seed: seed, scaffoldSplit: scaffoldSplit,
-                            dataFormat: dataFormat.flatMap(DataFormat.init(rawValue:)))
+        let spec = TaskSpec(model: kind, dataset: data.data, dataDirectory: data.dataDir, seed: seed, scaffoldSplit: scaffoldSplit,
+                            dataFormat: data.dataFormat)
         // Dataset and task errors describe themselves (file, line, reason); exit status 1.
         let task = try TrainingTask.make(spec)
         let dataset = task.spec.dataset
         if let initFrom { try ModelWeights.load(initFrom, into: task.parameters) }
         let tty = isatty(STDOUT_FILENO) != 0
+        let standardEpochs = kind.standardEpochs(dataset: dataset)
+        let steps = self.steps ?? standardEpochs * task.model.stepsPerEpoch
         print("training \(kind.rawValue) on \(dataset): \(task.parameters.count) parameters, "
               + "\(task.model.trainingExampleCount) training examples, \(task.model.stepsPerEpoch) steps/epoch, "
-              + "\(threads) thread(s)" + (initFrom.map { ", weights from \($0)" } ?? ""))
+              + "\(threads) thread(s)" + (initFrom.map { ", weights from \($0)" } ?? "")
+              + (self.steps == nil ? "; \(steps) steps (the standard schedule: \(standardEpochs) epochs)" : ""))
         var lastMetric = "-"
         let summary = Trainer.run(task, steps: steps, evaluateEvery: evalEvery) { p in
             if let e = p.evaluation {

@@ -208,4 +208,33 @@ import Testing
         let dh = withMatrix(8, 6, r) { moe.backward($0) }
         expectGradientsMatch([.input("h", h, gradient: dh), .parameters(store)]) { total() }
     }
+
+    /// A NaN token (say, a diverged input) used to index expert −1 and crash the process; now it
+    /// routes to the lowest experts with NaN gates, its output row is NaN, and the other tokens
+    /// are routed and computed exactly as without it.
+    @Test func mixtureOfExpertsRoutesNaNTokensWithoutCrashing() {
+        var config = MixtureOfExpertsConfig()
+        config.experts = 4
+        config.topK = 2
+        config.dModel = 3
+        config.hidden = 4
+        let store = ParameterStore()
+        let moe = MixtureOfExperts(store, name: "moe", config: config)
+        store.seal(seed: 7)
+        var values = randomValues(12, seed: 8)
+        let clean = moe.forward(Tensor(rows: 4, cols: 3, values: values).matrix)
+        let cleanRows = (1..<4).map { t in (0..<3).map { clean[t, $0] } }
+        let cleanLoad = moe.expertLoad
+        values[0] = .nan  // token 0
+        let h = Tensor(rows: 4, cols: 3, values: values)
+        let y = moe.forward(h.matrix)
+        #expect((0..<3).allSatisfy { y[0, $0].isNaN })
+        // Not bit-equal: an expert's sgemm over a different row count may sum in another order.
+        for t in 1..<4 {
+            for c in 0..<3 { #expect(abs(y[t, c] - cleanRows[t - 1][c]) <= 1e-5, "token \(t) changed") }
+        }
+        #expect(moe.expertLoad.reduce(0, +) == cleanLoad.reduce(0, +), "every token still takes k experts")
+        let dh = moe.backward(Tensor(rows: 4, cols: 3, values: randomValues(12, seed: 9)).matrix)
+        #expect(dh.rows == 4)
+    }
 }

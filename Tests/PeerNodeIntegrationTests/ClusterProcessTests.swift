@@ -348,3 +348,38 @@ private func clusterSurvives(victim: Int, signal sig: Int32, extra: [String] = [
     // Nothing was overwritten.
     #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/garbage.ckpt")) == Data("not a checkpoint at all".utf8))
 }
+
+/// The first pod of a StatefulSet: its seeds (comma-separated, nothing listens there) never
+/// answer; with --found-after-join-timeout it founds the cluster and trains, without it it fails.
+@Test func aNodeWhoseSeedsNeverAnswerFoundsTheClusterWhenToldTo() throws {
+    let env = ["PEERNODE_CLUSTER_KEY": "integration-test-cluster-key-0123456789"]
+    let common = ["run", "--seed", "127.0.0.1:1,127.0.0.1:2", "--join-timeout-s", "1", "--outer-steps", "1", "--inner-steps", "2",
+                  "--log-level", "notice"]
+    let founded = try runPeernode(common + ["--found-after-join-timeout"], environment: env, timeout: 60)
+    #expect(founded.status == 0, "\(founded.stderr)")
+    #expect(founded.stderr.contains("founding the cluster"), "\(founded.stderr)")
+    #expect(founded.stdout.contains("outer revision=1"), "\(founded.stdout)")
+    let failed = try runPeernode(common, environment: env, timeout: 60)
+    #expect(failed.status != 0)
+    #expect(failed.stderr.contains("gave up joining"), "\(failed.stderr)")
+    let coordinator = try runPeernode(["coordinator", "--seed", "127.0.0.1:1", "--join-timeout-s", "1"], environment: env, timeout: 60)
+    #expect(coordinator.status != 0 && coordinator.stderr.contains("gave up joining"), "\(coordinator.stderr)")
+}
+
+/// The same node restarted while the cluster runs: the first seed is dead, the second a member;
+/// it joins through the second and does not found a cluster of its own.
+@Test func aNodeThatMayFoundJoinsARunningClusterThroughItsSecondSeed() throws {
+    let common = ["--min-peers", "2", "--inner-steps", "2", "--outer-steps", "6", "--shard-count", "2",
+                  "--heartbeat-ms", "200", "--heartbeat-timeout-ms", "2000", "--log-level", "notice"]
+    let member = try Daemon(common + ["--shard-index", "1"])
+    defer { member.signal(SIGKILL) }
+    let port = try #require(member.controlPort)
+    let restarted = try Daemon(common + ["--shard-index", "0", "--seed", "127.0.0.1:1,127.0.0.1:\(port)", "--join-timeout-s", "20",
+                                         "--found-after-join-timeout"])
+    defer { restarted.signal(SIGKILL) }
+    #expect(restarted.finish(timeout: 120) == 0, "\(restarted.stderrTail)")
+    #expect(member.finish(timeout: 60) == 0, "\(member.stderrTail)")
+    #expect(!restarted.stderrText.contains("founding the cluster"), "\(restarted.stderrTail)")
+    #expect(restarted.outerLines.last?["peers"] == "2", "\(restarted.output.suffix(3))")
+    #expect(restarted.digests[6] != nil && restarted.digests[6] == member.digests[6])
+}

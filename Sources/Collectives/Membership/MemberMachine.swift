@@ -206,7 +206,7 @@ struct MemberMachine {
         link = nil
         if let giveUpAt, now >= giveUpAt {
             phase = .idle
-            return [.failed(MembershipError(code: .joinFailed, message: "gave up joining: \(reason)"))]
+            return [.failed(MembershipError(code: .joinTimedOut, message: "gave up joining: \(reason)"))]
         }
         if joinIndex % max(joinAddresses.count, 1) != 0 {
             joinRetryAt = now + interval / 10
@@ -556,7 +556,7 @@ struct MemberMachine {
             if let giveUpAt, now >= giveUpAt, !linkUp {
                 phase = .idle
                 dialing = false
-                return [.failed(MembershipError(code: .joinFailed, message: "gave up joining: no member answered in time"))]
+                return [.failed(MembershipError(code: .joinTimedOut, message: "gave up joining: no member answered in time"))]
             }
             if let retryAt = joinRetryAt, !dialing, !linkUp {
                 guard now >= retryAt else { return [] }
@@ -596,7 +596,10 @@ struct MemberMachine {
 /// Why a membership call failed.
 public struct MembershipError: Error, Hashable, CustomStringConvertible {
     public enum Code: Hashable, Sendable {
+        /// A seed refused this node for good (another key or protocol version).
         case joinFailed
+        /// No seed registered this node within `MembershipOptions.joinTimeout`.
+        case joinTimedOut
         /// This node left or was shut down.
         case stopped
         case timedOut

@@ -97,6 +97,17 @@ public final class MembershipNode: @unchecked Sendable {
                       dataHost: String = "127.0.0.1",
                       dataPort: Int, seed: (host: String, port: Int)?, coordinatorOnly: Bool = false,
                       settings: String = "") async throws -> Int {
+        try await start(controlHost: controlHost, controlPort: controlPort, advertiseHost: advertiseHost, dataHost: dataHost,
+                        dataPort: dataPort, seeds: seed.map { [$0] } ?? [], coordinatorOnly: coordinatorOnly, settings: settings)
+    }
+
+    /// ``start(controlHost:controlPort:advertiseHost:dataHost:dataPort:seed:coordinatorOnly:settings:)``
+    /// with several seeds: tried in order, round after round with backoff, until one of them
+    /// (or a node it redirects to) registers this node. No seeds: found a cluster.
+    public func start(controlHost: String = "127.0.0.1", controlPort: Int = 0, advertiseHost: String? = nil,
+                      dataHost: String = "127.0.0.1",
+                      dataPort: Int, seeds: [(host: String, port: Int)], coordinatorOnly: Bool = false,
+                      settings: String = "") async throws -> Int {
         let delegate = self.delegate
         if let refusal = lock.withLock({ member != nil ? "start() was already called" : stopped ? "the node is shut down" : nil }) {
             throw MembershipError(code: .notStarted, message: refusal)
@@ -110,9 +121,9 @@ public final class MembershipNode: @unchecked Sendable {
                           dataHost: dataHost, dataPort: dataPort, inRing: !coordinatorOnly)
         var machine = MemberMachine(me: me, interval: options.heartbeatInterval, timeout: options.heartbeatTimeout, now: .now)
         machine.settings = String(decoding: Array(settings.utf8.prefix(MembershipLimits.maxHost)), as: UTF8.self)
-        if let seed {
+        if !seeds.isEmpty {
             do {
-                try await register(machine, listener: listener, seed: seed)
+                try await register(machine, listener: listener, seeds: seeds)
             } catch {
                 await close(reason: MembershipError(code: .stopped, message: "could not join: \(error)"))
                 throw error
@@ -133,16 +144,16 @@ public final class MembershipNode: @unchecked Sendable {
         return listener.port
     }
 
-    /// Asks the seed to be admitted and waits until the coordinator registered this node: through
-    /// restarts of the seed and closed connections, with backoff, until `joinTimeout` (if set).
+    /// Asks the seeds to be admitted and waits until the coordinator registered this node: through
+    /// restarts of the seeds and closed connections, with backoff, until `joinTimeout` (if set).
     private func register(_ machine: MemberMachine, listener: TransportNode.Listener,
-                          seed: (host: String, port: Int)) async throws {
+                          seeds: [(host: String, port: Int)]) async throws {
         var joining = machine
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let effects = lock.withLock { () -> [Effect] in
                 self.listener = listener
                 startWaiter = continuation
-                let actions = joining.join(seeds: [MemberMachine.Address(host: seed.host, port: seed.port)],
+                let actions = joining.join(seeds: seeds.map { MemberMachine.Address(host: $0.host, port: $0.port) },
                                            giveUpAfter: options.joinTimeout, now: .now)
                 member = joining
                 return run(member: actions)

@@ -81,6 +81,14 @@ public final class MixtureOfExperts {
                 for c in 0..<e where pr[c] > bestV && !alreadyPicked(c, t, j) {
                     best = c; bestV = pr[c]
                 }
+                if best < 0 {
+                    // Only NaN is left (a NaN input or router weight makes the whole softmax
+                    // row NaN, and NaN compares false): route to the lowest unpicked expert and
+                    // let its NaN gate carry through to the output and the loss, where the
+                    // trainer sees it, instead of indexing expert −1.
+                    best = (0..<e).first { !alreadyPicked($0, t, j) }!
+                    bestV = pr[best]
+                }
                 topIndex[t * k + j] = Int32(best)
                 topGate[t * k + j] = bestV
                 sum += bestV

@@ -16,7 +16,7 @@ struct AllReduceBench: AsyncParsableCommand {
     @Option(name: .customLong("size-mib"), parsing: .upToNextOption, help: "Buffer sizes in MiB of f32 per peer.")
     var sizes: [Double] = [1, 16, 64, 256]
     @Option(help: "Timed operations per size (after one warm-up).") var reps = 10
-    @Option(help: "Wire encoding: none, int8 (min-max) or int8-zp (zero-point/scale).") var quant = "none"
+    @Option(help: "Wire encoding: none, int8 (min-max) or int8-zp (zero-point/scale).") var quant = PseudoGradientEncoding.none
     @Option(name: .customLong("segment-kib"), help: "Pipelining segment size in KiB.") var segmentKiB = 1024
     @Option(help: "TCP streams between ring neighbours.") var streams = 1
     @Option(name: .customLong("stream-rate-mbps"),
@@ -31,7 +31,6 @@ struct AllReduceBench: AsyncParsableCommand {
             throw ValidationError("--size-mib takes sizes in (0, 4096]")
         }
         guard reps >= 1 else { throw ValidationError("--reps must be at least 1") }
-        guard WorkerSettings.quantization(quant) != nil else { throw ValidationError("--quant must be none, int8 or int8-zp") }
         guard segmentKiB >= 1 else { throw ValidationError("--segment-kib must be positive") }
         if let problem = RunSettings.streamProblem(streams: streams, rateMbps: streamRateMbps) { throw ValidationError(problem) }
     }
@@ -46,7 +45,7 @@ struct AllReduceBench: AsyncParsableCommand {
         defer { cluster.terminate() }
         let workers = cluster.workers
 
-        print("# peernode bench allreduce: peers=\(peers) quant=\(quant) segment_kib=\(segmentKiB) streams=\(streams) stream_rate_mbps=\(streamRateMbps) reps=\(reps) kernels=\(Kernels.instructionSet.rawValue) host=\(ProcessInfo.processInfo.hostName)")
+        print("# peernode bench allreduce: peers=\(peers) quant=\(quant.rawValue) segment_kib=\(segmentKiB) streams=\(streams) stream_rate_mbps=\(streamRateMbps) reps=\(reps) kernels=\(Kernels.instructionSet.rawValue) host=\(ProcessInfo.processInfo.hostName)")
         for size in sizes {
             var times: [[Double]] = [], cpuTimes: [[Double]] = []
             var digests: [String] = []
@@ -72,7 +71,7 @@ struct AllReduceBench: AsyncParsableCommand {
             let parity = Set(digests).count == 1
             var line = "impl=\(impl) N=\(peers) size_mib=\(size == size.rounded() ? String(Int(size)) : fmt(size)) reps=\(reps) median_ms=\(fmt(medianMs)) "
                 + "min_ms=\(fmt(perOp.first!)) max_ms=\(fmt(perOp.last!)) algbw_GBps=\(fmt(algbw)) busbw_GBps=\(fmt(busbw)) "
-                + "cpu_ms=\(fmt(cpuPerOp)) quant=\(quant) digest=\(digests[0].prefix(16)) parity=\(parity ? "equal" : "DIFFERENT")"
+                + "cpu_ms=\(fmt(cpuPerOp)) quant=\(quant.rawValue) digest=\(digests[0].prefix(16)) parity=\(parity ? "equal" : "DIFFERENT")"
             if !parity || checks.contains(false) { line += " CHECK=FAIL" }
             print(line)
             fflush(nil)
@@ -101,7 +100,7 @@ struct BenchError: Error, CustomStringConvertible {
 struct WorkerSettings {
     var sizes: [Double]
     var reps: Int
-    var quant: String
+    var quant: PseudoGradientEncoding
     var segmentKiB: Int
     var streams: Int
     /// Bytes per second per stream; 0: no cap.
@@ -109,7 +108,7 @@ struct WorkerSettings {
 
     var arguments: [String] {
         ["--size-mib"] + sizes.map { "\($0)" }
-            + ["--reps", "\(reps)", "--quant", quant, "--segment-kib", "\(segmentKiB)", "--streams", "\(streams)", "--stream-rate", "\(streamRate)"]
+            + ["--reps", "\(reps)", "--quant", quant.rawValue, "--segment-kib", "\(segmentKiB)", "--streams", "\(streams)", "--stream-rate", "\(streamRate)"]
     }
 }
 

@@ -4,17 +4,6 @@ import Foundation
 import Logging
 import Transport
 
-extension WorkerSettings {
-    static func quantization(_ name: String) -> Quantization? {
-        switch name {
-        case "none": Quantization.none
-        case "int8": .int8MinMax
-        case "int8-zp": .int8ZeroPoint
-        default: nil
-        }
-    }
-}
-
 /// One rank of `peernode bench allreduce` (started by it; not for direct use).
 struct AllReduceWorker: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -24,7 +13,7 @@ struct AllReduceWorker: AsyncParsableCommand {
     @Option var peers: Int
     @Option(name: .customLong("size-mib"), parsing: .upToNextOption) var sizes: [Double]
     @Option var reps: Int
-    @Option var quant: String
+    @Option var quant: PseudoGradientEncoding
     @Option(name: .customLong("segment-kib")) var segmentKiB: Int
     @Option var streams: Int
     @Option(name: .customLong("stream-rate")) var streamRate: UInt64 = 0
@@ -33,7 +22,7 @@ struct AllReduceWorker: AsyncParsableCommand {
         var logger = Logger(label: "peernode.bench")
         logger.logLevel = .warning
         let (communicator, _) = try await joinLocalCluster(rank: rank, streams: streams, streamRate: streamRate, logger: logger)
-        let quantization = WorkerSettings.quantization(quant)!
+        let quantization = quant.quantization
         var barriers: UInt64 = 0
         func barrier() async throws {
             var one: [Float] = [0]

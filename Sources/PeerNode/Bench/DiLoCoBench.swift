@@ -17,11 +17,11 @@ struct DiLoCoBench: AsyncParsableCommand {
         abstract: "Overhead of DiLoCo outer steps in sync and async mode on a local cluster.")
 
     @Option(help: "Number of peer processes.") var peers = 3
-    @Option(help: "Model: moe or gin.") var model = "moe"
+    @Option(help: "Model: moe or gin.") var model = ModelKind.moe
     @Option(help: "Dataset (default: the model's shipped default).") var data: String?
     @Option(name: .customLong("outer-steps"), help: "Outer steps per run.") var outerSteps = 20
     @Option(name: .customLong("inner-steps"), help: "Inner steps per outer step (H).") var innerSteps = 20
-    @Option(help: "Pseudo-gradient encoding: int8, int8-zp or none.") var quant = "int8"
+    @Option(help: "Pseudo-gradient encoding.") var quant = PseudoGradientEncoding.int8
     @Option(help: "Seed shared by all peers (the same in every mode).") var seed: UInt64 = 1
     @Option(parsing: .upToNextOption, help: "Modes to run, in this order: sync, async, async-restart.")
     var modes: [String] = ["sync", "async"]
@@ -33,12 +33,11 @@ struct DiLoCoBench: AsyncParsableCommand {
 
     func validate() throws {
         guard (1...16).contains(peers) else { throw ValidationError("--peers must be 1...16") }
-        guard let kind = ModelKind(rawValue: model), kind != .gcn else { throw ValidationError("--model must be moe or gin") }
-        if let data, !kind.datasets.contains(data) { throw ValidationError("model \(model) does not train on '\(data)'") }
+        guard model != .gcn else { throw ValidationError("--model must be moe or gin") }
+        if let data, !model.datasets.contains(data) { throw ValidationError("model \(model.rawValue) does not train on '\(data)'") }
         guard outerSteps >= 2, innerSteps >= 1, rounds >= 1, emulateAllReduceMs >= 0 else {
             throw ValidationError("need --outer-steps ≥ 2, --inner-steps ≥ 1, --rounds ≥ 1, --emulate-allreduce-ms ≥ 0")
         }
-        guard WorkerSettings.quantization(quant) != nil else { throw ValidationError("--quant must be int8, int8-zp or none") }
         for m in modes where Self.arguments(for: m) == nil {
             throw ValidationError("unknown mode '\(m)' (sync, async, async-restart)")
         }
@@ -54,10 +53,10 @@ struct DiLoCoBench: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let dataset = data ?? ModelKind(rawValue: model)!.defaultDataset
+        let dataset = data ?? model.defaultDataset
         let deadline = Date().addingTimeInterval(TimeInterval(timeout))
-        print("# peernode bench diloco: peers=\(peers) model=\(model) data=\(dataset) H=\(innerSteps) T=\(outerSteps) "
-              + "quant=\(quant) seed=\(seed) emulate_allreduce_ms=\(emulateAllReduceMs) host=\(ProcessInfo.processInfo.hostName)")
+        print("# peernode bench diloco: peers=\(peers) model=\(model.rawValue) data=\(dataset) H=\(innerSteps) T=\(outerSteps) "
+              + "quant=\(quant.rawValue) seed=\(seed) emulate_allreduce_ms=\(emulateAllReduceMs) host=\(ProcessInfo.processInfo.hostName)")
         var results: [String: [RunResult]] = [:]
         for _ in 0..<rounds {
             for mode in modes {
@@ -92,8 +91,8 @@ struct DiLoCoBench: AsyncParsableCommand {
 
     private func runOnce(mode: String, dataset: String, deadline: Date) throws -> RunResult {
         let cluster = try LocalCluster(peers: peers, deadline: deadline) { rank in
-            ["demo-worker", "--rank", "\(rank)", "--peers", "\(peers)", "--model", model, "--data", dataset,
-             "--outer-steps", "\(outerSteps)", "--inner-steps", "\(innerSteps)", "--quant", quant, "--seed", "\(seed)",
+            ["demo-worker", "--rank", "\(rank)", "--peers", "\(peers)", "--model", model.rawValue, "--data", dataset,
+             "--outer-steps", "\(outerSteps)", "--inner-steps", "\(innerSteps)", "--quant", quant.rawValue, "--seed", "\(seed)",
              "--emulate-allreduce-ms", "\(emulateAllReduceMs)"] + Self.arguments(for: mode)!
         }
         defer { cluster.terminate() }

@@ -114,6 +114,8 @@ enum StatusPage {
       g.setTransform(ratio, 0, 0, ratio, 0, 0);
       g.clearRect(0, 0, w, h);
       const pts = series.flatMap((s) => s.values).filter((p) => isFinite(p[1]));
+      // What the chart shows, for scripts that load the page (scripts/check-status-page.sh).
+      canvas.dataset.points = String(pts.length);
       g.font = "11px system-ui, sans-serif";
       g.fillStyle = "#6b7280";
       if (pts.length === 0) { g.fillText("waiting for the first outer step…", 12, h / 2); return; }
