@@ -115,6 +115,8 @@ private final class CoordinatorService: Service, @unchecked Sendable {
                 case .viewCommitted(let view):
                     print("view epoch=\(view.epoch) line=\(hex(view.line)) coordinator=\(hex(view.coordinator)) members=\(view.nodes.count) ring=\(view.ringIds.count) role=\(role)")
                     fflush(nil)
+                case .joinersWaiting, .noQuorum:
+                    break
                 }
             }
         }

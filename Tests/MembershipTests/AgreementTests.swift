@@ -67,12 +67,12 @@ private func agreeAll(_ nodes: [MembershipNode], epoch: UInt64, tag: UInt64, fai
         _ = try await members[0].start(dataPort: 42001, seed: ("127.0.0.1", port))
         _ = try await updateAll([members[0]])
         for m in members[1...] { _ = try await m.start(dataPort: 42001, seed: ("127.0.0.1", port)) }
-        try await waitUntil(15, "joiners queued") { coordinator.status.pendingJoiners == 2 }
+        try await waitUntil(15, "joiners queued", watching: [coordinator]) { coordinator.status.pendingJoiners == 2 }
         _ = try await updateAll(members)
         let epoch = members[0].status.epoch
         #expect(try await agreeAll(members, epoch: epoch, tag: 3) == [true, true, true])
         await coordinator.shutdown()
-        try await waitUntil(15, "failover") { members.allSatisfy { $0.view?.coordinator == members[0].localId } }
+        try await waitUntil(15, "failover", watching: members) { members.allSatisfy { $0.view?.coordinator == members[0].localId } }
         // Asked again after the failover (from the members' caches or the new coordinator): same answer.
         #expect(try await agreeAll(members, epoch: epoch, tag: 3) == [true, true, true])
     }

@@ -9,7 +9,7 @@ import Testing
     try await cleanUp({ await shutdownAll(nodes) }) {
         let started = ContinuousClock.now
         await nodes[2].leave()
-        try await waitUntil(15, "the others commit the view without the leaver") {
+        try await waitUntil(15, "the others commit the view without the leaver", watching: nodes) {
             nodes[0].status.epoch == 3 && nodes[1].status.epoch == 3
         }
         #expect(ContinuousClock.now - started < .seconds(3))
@@ -38,7 +38,7 @@ import Testing
     let (nodes, _) = try await makeCluster(3)
     try await cleanUp({ await shutdownAll(nodes) }) {
         await nodes[0].leave()
-        try await waitUntil(15, "handover") {
+        try await waitUntil(15, "handover", watching: nodes) {
             nodes[1].status.role == .coordinator && nodes[2].view?.coordinator == nodes[1].localId
         }
         #expect(nodes[1].status.epoch == 3 && nodes[1].status.leaves == 1)
@@ -55,7 +55,7 @@ import Testing
     let (nodes, _) = try await makeCluster(3, options: slow)
     try await cleanUp({ await shutdownAll(nodes) }) {
         await nodes[1].shutdown()
-        try await waitUntil(15, "removal of the crashed member") { nodes[0].status.epoch == 3 && nodes[2].status.epoch == 3 }
+        try await waitUntil(15, "removal of the crashed member", watching: nodes) { nodes[0].status.epoch == 3 && nodes[2].status.epoch == 3 }
         #expect(nodes[2].view?.ids == [nodes[0].localId, nodes[2].localId])
         #expect(nodes[0].status.deaths == 1 && nodes[2].status.deaths == 1 && nodes[0].status.leaves == 0)
     }
@@ -66,7 +66,7 @@ import Testing
     try await cleanUp({ await shutdownAll(nodes) }) {
         let started = ContinuousClock.now
         nodes[2].freezeForTesting()   // links stay open, as with SIGSTOP
-        try await waitUntil(15, "removal of the frozen member") { nodes[0].status.epoch == 3 && nodes[1].status.epoch == 3 }
+        try await waitUntil(15, "removal of the frozen member", watching: nodes) { nodes[0].status.epoch == 3 && nodes[1].status.epoch == 3 }
         let took = ContinuousClock.now - started
         // 2 s of silence, plus up to one tick and the vote.
         #expect(took >= .milliseconds(1900) && took < .seconds(20), "took \(took)")
@@ -79,7 +79,7 @@ import Testing
     let (nodes, _) = try await makeCluster(4)
     try await cleanUp({ await shutdownAll(nodes) }) {
         await nodes[0].shutdown()
-        try await waitUntil(15, "failover") {
+        try await waitUntil(15, "failover", watching: nodes) {
             nodes[1...].allSatisfy { $0.view?.coordinator == nodes[1].localId && $0.status.epoch == 3 }
         }
         #expect(nodes[1].status.role == .coordinator)
@@ -96,7 +96,7 @@ import Testing
         let late = makeNode(9)
         try await cleanUp({ await late.shutdown() }) {
             _ = try await late.start(dataPort: 41009, seed: ("127.0.0.1", nodes[3].view!.node(nodes[3].localId)!.controlPort))
-            try await waitUntil(15, "joiner queued") { nodes[1].status.pendingJoiners == 1 }
+            try await waitUntil(15, "joiner queued", watching: nodes) { nodes[1].status.pendingJoiners == 1 }
             let after = try await updateAll(Array(nodes[1...]) + [late])
             #expect(after.allSatisfy { $0 == after[0] } && after[0].count == 4)
         }
@@ -108,7 +108,7 @@ import Testing
     try await cleanUp({ await shutdownAll(nodes) }) {
         nodes[0].freezeForTesting()
         // (On a loaded machine node 2 may be timed out too and join anew on the way.)
-        try await waitUntil(30, "failover") {
+        try await waitUntil(30, "failover", watching: nodes) {
             nodes[1...].allSatisfy { $0.view?.coordinator == nodes[1].localId && $0.status.role != .rejoining }
                 && nodes[1].view?.ids == [nodes[1].localId, nodes[2].localId]
         }
@@ -133,10 +133,10 @@ private let neverFork: MembershipOptions = {
         // The coordinator's half holds exactly half of view 2 including its coordinator: it goes on.
         // (The two silent nodes may be removed in one view change or in two.)
         let half = Array(nodes[0..<2].map(\.localId))
-        try await waitUntil(15, "the coordinator's half commits") { nodes[0].view?.ids == half && nodes[1].view?.ids == half }
+        try await waitUntil(15, "the coordinator's half commits", watching: nodes) { nodes[0].view?.ids == half && nodes[1].view?.ids == half }
         #expect(nodes[0].view == nodes[1].view)
         // The other half elects a coordinator of its own, whose proposal finds no quorum.
-        try await waitUntil(20, "the other half fails to reach a quorum") {
+        try await waitUntil(20, "the other half fails to reach a quorum", watching: nodes) {
             nodes[2...].contains { $0.status.proposalsWithoutQuorum >= 2 }
         }
         // Neither node of the other half committed a view of its own. (On a loaded machine one of
@@ -153,11 +153,11 @@ private let neverFork: MembershipOptions = {
         let rest = Set(nodes[1...].map(\.localId))
         nodes[0].dropTrafficForTesting(with: rest)
         for node in nodes[1...] { node.dropTrafficForTesting(with: [nodes[0].localId]) }
-        try await waitUntil(20, "the majority commits") {
+        try await waitUntil(20, "the majority commits", watching: nodes) {
             nodes[1...].allSatisfy { $0.status.epoch == 3 && $0.view?.coordinator == nodes[1].localId }
         }
         #expect(nodes[3].view?.ids == nodes[1...].map(\.localId))
-        try await waitUntil(20, "the lone coordinator finds no quorum") { nodes[0].status.proposalsWithoutQuorum >= 1 }
+        try await waitUntil(20, "the lone coordinator finds no quorum", watching: nodes) { nodes[0].status.proposalsWithoutQuorum >= 1 }
         #expect(nodes[0].status.epoch == 2)
     }
 }

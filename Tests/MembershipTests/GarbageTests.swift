@@ -7,12 +7,12 @@ import PeerTestSupport
 import Testing
 import Transport
 
-/// Records whether the node closed the link on us.
+/// Tells when the node closed the link on us.
 private final class ClosedRecorder: ConnectionDelegate, @unchecked Sendable {
-    let closed = NIOLockedValueBox(false)
+    let (closed, closing) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     func connection(_ connection: Connection, received event: FrameEvent) {}
     func connectionWritabilityChanged(_ connection: Connection) {}
-    func connectionClosed(_ connection: Connection, error: (any Error)?) { closed.withLockedValue { $0 = true } }
+    func connectionClosed(_ connection: Connection, error: (any Error)?) { closing.yield() }
 }
 
 @Test(arguments: [[UInt8]([99]), [1, 0, 0], [3, 0, 0, 0, 0, 0, 0, 0, 1, 0xFF], [18] + [UInt8](repeating: 0xFF, count: 18)])
@@ -26,7 +26,9 @@ func garbageOnAControlLinkClosesItWithALogLine(payload: [UInt8]) async throws {
     let recorder = ClosedRecorder()
     let connection = try await raw.dial(host: "127.0.0.1", port: port, purpose: .control, delegate: recorder)
     try await connection.send(.control, bytes: payload).get()
-    try await waitUntil(15, "the node closes the link") { recorder.closed.withLockedValue { $0 } }
+    try await within(15, "the node closes the link") {
+        for await _ in recorder.closed { return }
+    }
     #expect(logs.entries.contains { "\($0.message)".contains("malformed message") })
     // The node is unharmed: still the coordinator of its one-node cluster.
     #expect(node.status.role == .coordinator && node.status.epoch == 1)

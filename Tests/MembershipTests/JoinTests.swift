@@ -14,7 +14,7 @@ import Testing
         _ = try await a.start(dataPort: 41001, seed: ("127.0.0.1", port))
         _ = try await b.start(dataPort: 41002, seed: ("127.0.0.1", port))
         // Registered but not admitted: the view is unchanged until the update point.
-        try await waitUntil(15, "both joiners queued") { founder.status.pendingJoiners == 2 }
+        try await waitUntil(15, "both joiners queued", watching: [founder]) { founder.status.pendingJoiners == 2 }
         #expect(founder.status.epoch == 1)
         #expect(a.status.role == .joining)
 
@@ -42,7 +42,7 @@ import Testing
     try await cleanUp({ await shutdownAll(nodes + [late]) }) {
         // Seed: the non-coordinator member.
         _ = try await late.start(dataPort: 41007, seed: ("127.0.0.1", ports[1]))
-        try await waitUntil(15, "joiner queued at the coordinator") { nodes[0].status.pendingJoiners == 1 }
+        try await waitUntil(15, "joiner queued at the coordinator", watching: nodes) { nodes[0].status.pendingJoiners == 1 }
         let rings = try await updateAll(nodes + [late])
         #expect(rings.allSatisfy { $0 == rings[0] })
         #expect(rings[0].members.map(\.id) == nodes.map(\.localId) + [late.localId])
@@ -63,7 +63,7 @@ import Testing
         #expect(first[0].members.map(\.id) == [a.localId])
         // The next joiner waits for the ring's update point; the coordinator never calls it.
         _ = try await b.start(dataPort: 41102, seed: ("127.0.0.1", port))
-        try await waitUntil(15, "second joiner queued") { coordinator.status.pendingJoiners == 1 }
+        try await waitUntil(15, "second joiner queued", watching: [coordinator]) { coordinator.status.pendingJoiners == 1 }
         let rings = try await updateAll([a, b])
         #expect(rings[0] == rings[1])
         #expect(rings[0].members.map(\.id) == [a.localId, b.localId])

@@ -40,12 +40,21 @@ func within<T: Sendable>(_ seconds: Double, _ what: String = "operation",
     }
 }
 
-/// Polls a node's status until `condition` holds (membership has no event stream to await).
-func waitUntil(_ seconds: Double, _ what: String, _ condition: @escaping @Sendable () -> Bool) async throws {
-    let deadline = ContinuousClock.now + .seconds(seconds)
-    while !condition() {
-        guard ContinuousClock.now < deadline else { throw TimedOut(what: what) }
-        try await Task.sleep(for: .milliseconds(10))
+/// Waits until `condition` holds: checked at once and after every membership event of `nodes`
+/// (a view committed, a role changed, joiners waiting, a view without a quorum), never polled.
+func waitUntil(_ seconds: Double, _ what: String, watching nodes: [MembershipNode],
+               _ condition: @escaping @Sendable () -> Bool) async throws {
+    try await within(seconds, what) {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            let (changes, changed) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+            for node in nodes {
+                // Each subscription starts with the node's current role: the first check.
+                let events = node.events()
+                group.addTask { for await _ in events { changed.yield() } }
+            }
+            defer { group.cancelAll() }
+            for await _ in changes where condition() { return }
+        }
     }
 }
 

@@ -51,7 +51,7 @@ private func everyoneInOneRing(_ nodes: [MembershipNode], coordinator: Membershi
     try await cleanUp({ await shutdownAll(nodes) }) {
         let rejoining = Task { try await waitForEvent(nodes[2], 60, "rejoining", isRole(.rejoining)) }
         nodes[2].freezeForTesting()
-        try await waitUntil(30, "removal of the frozen member") { nodes[0].status.epoch == 3 && nodes[1].status.epoch == 3 }
+        try await waitUntil(30, "removal of the frozen member", watching: nodes) { nodes[0].status.epoch == 3 && nodes[1].status.epoch == 3 }
         nodes[2].thawForTesting()
         try await rejoining.value
         #expect(nodes[2].status.rejoins == 1)
@@ -67,7 +67,7 @@ private func everyoneInOneRing(_ nodes: [MembershipNode], coordinator: Membershi
         nodes[0].freezeForTesting()
         try await waitForEvent(nodes[1], 30, "the successor takes over", isRole(.coordinator))
         // (Under load node 2 may itself be timed out and rejoin on the way: any epoch will do.)
-        try await waitUntil(30, "the failover view") {
+        try await waitUntil(30, "the failover view", watching: nodes) {
             nodes[2].view?.coordinator == nodes[1].localId && nodes[2].status.role == .member
         }
         let back = Task { try await waitForEvent(nodes[0], 60, "the old coordinator rejoins", isRole(.rejoining)) }
@@ -86,7 +86,7 @@ private func everyoneInOneRing(_ nodes: [MembershipNode], coordinator: Membershi
     try await cleanUp({ await shutdownAll(nodes + [joiner]) }) {
         // Through a member: redirected to the coordinator, which registers it.
         _ = try await joiner.start(dataPort: 41009, seed: ("127.0.0.1", ports[1]))
-        try await waitUntil(15, "the joiner registered") { nodes[0].status.pendingJoiners == 1 }
+        try await waitUntil(15, "the joiner registered", watching: nodes) { nodes[0].status.pendingJoiners == 1 }
         await nodes[0].shutdown()
         try await waitForEvent(nodes[1], 30, "the successor takes over", isRole(.coordinator))
         let survivors = [nodes[1], nodes[2], joiner]
@@ -187,7 +187,7 @@ let forkSoon: MembershipOptions = {
         let right = Set(nodes[2..<4].map(\.localId))
         for node in nodes[0..<2] { node.dropTrafficForTesting(with: right) }
         for node in nodes[2..<4] { node.dropTrafficForTesting(with: left) }
-        try await waitUntil(30, "both halves commit a view of their own") {
+        try await waitUntil(30, "both halves commit a view of their own", watching: nodes) {
             nodes[0].view?.count == 2 && nodes[1].view == nodes[0].view
                 && nodes[2].view?.count == 2 && nodes[3].view == nodes[2].view
         }
@@ -201,7 +201,7 @@ let forkSoon: MembershipOptions = {
         for node in nodes { node.dropTrafficForTesting(with: []) }
         // The loser's two nodes register at the winner's coordinator, and one update point later
         // all four share one view of one line.
-        try await waitUntil(60, "the lines meet") { nodes.contains { $0.status.pendingJoiners == 2 } }
+        try await waitUntil(60, "the lines meet", watching: nodes) { nodes.contains { $0.status.pendingJoiners == 2 } }
         let rings = try await updateAll(nodes)
         #expect(rings.allSatisfy { $0 == rings[0] } && rings[0].count == 4, "\(rings)")
         let lines = Set(nodes.compactMap { $0.view?.line })

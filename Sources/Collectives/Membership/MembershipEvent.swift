@@ -5,4 +5,9 @@ public enum MembershipEvent: Sendable, Hashable {
     case viewCommitted(MembershipView)
     /// The node's role changed; `reason` says why it is rejoining, with role `rejoining`.
     case roleChanged(MembershipStatus.Role, reason: String?)
+    /// As coordinator: the number of joiners registered and waiting for the next update point changed.
+    case joinersWaiting(Int)
+    /// As coordinator: a proposed view found no quorum within a heartbeat timeout; asking again
+    /// (a fork follows after `forkAfter`).
+    case noQuorum(epoch: UInt64)
 }

@@ -44,6 +44,7 @@ public final class MembershipNode: @unchecked Sendable {
     private var subscribers: [Int: AsyncStream<MembershipEvent>.Continuation] = [:]
     private var nextSubscriber = 0
     private var lastRole: MembershipStatus.Role = .idle
+    private var lastJoinersWaiting = 0
     /// Probe connections (both ends), apart from `links`: their answers are read, replies may go
     /// back on them, and closing one is nobody's death.
     private var probeLinks: [UInt64: Connection] = [:]
@@ -551,6 +552,7 @@ public final class MembershipNode: @unchecked Sendable {
                     logger.warning("peer \(hex(id)) declared dead: \(reason); removing it", metadata: ["peer.id": "\(hex(id))"])
                 case .noQuorum(let epoch):
                     counters.proposalsWithoutQuorum += 1
+                    effects.append(.event(.noQuorum(epoch: epoch)))
                     logger.warning("no quorum for the view of epoch \(epoch) yet; asking again")
                 case .probe(let node, let message):
                     if let link = links[node.id] {
@@ -577,6 +579,11 @@ public final class MembershipNode: @unchecked Sendable {
         if role != lastRole {
             lastRole = role
             effects.append(.event(.roleChanged(role, reason: member?.rejoinReason)))
+        }
+        let joiners = coordinator?.pendingJoiners ?? 0
+        if joiners != lastJoinersWaiting {
+            lastJoinersWaiting = joiners
+            effects.append(.event(.joinersWaiting(joiners)))
         }
         return effects
     }
