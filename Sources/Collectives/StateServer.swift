@@ -28,8 +28,18 @@ public final class StateServer: @unchecked Sendable {
     /// Per-chunk digests at a revision and chunk size, shared by every joiner that asks.
     private var cachedChunkDigests: (revision: UInt64, chunkSize: Int, bytes: [UInt8])?
 
-    public init(state: SharedState, logger: Logger) {
+    /// How long one send to a joiner, or the wait for its next request, may block: a joiner that
+    /// stops reading (frozen with SIGSTOP, or gone without a FIN) releases the serving thread and
+    /// its descriptor after this, instead of holding them until the process ends.
+    public let peerTimeout: Double
+    private var active = 0
+
+    /// Joiners being served now, each on a thread of its own.
+    public var activeTransfers: Int { lock.withLock { active } }
+
+    public init(state: SharedState, peerTimeout: Double = 30, logger: Logger) {
         self.state = state
+        self.peerTimeout = peerTimeout
         self.logger = logger
     }
 
@@ -57,7 +67,12 @@ public final class StateServer: @unchecked Sendable {
 
     /// Answers requests on `socket` until the peer hangs up (runs on a thread of its own).
     func serve(_ socket: BlockingSocket, peer: UInt64) {
-        defer { socket.close() }
+        lock.withLock { active += 1 }
+        defer {
+            socket.close()
+            lock.withLock { active -= 1 }
+        }
+        socket.setTimeouts(peerTimeout)
         var limits = FrameLimits()
         limits.maxControlPayload = 1024
         while true {
