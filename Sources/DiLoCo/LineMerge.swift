@@ -17,17 +17,42 @@ public enum LineMerge {
         }
     }
 
-    /// Each part's weight: its peer-steps since the latest point any of the parts parted (for
-    /// one fork, exactly the training each side did apart). If no part trained since, the part
-    /// of `viewLine` (else the first) alone.
+    /// Each part's weight: its peer-steps since it parted from the nearest of the other parts
+    /// (for one fork, exactly the training each side did apart). Parts that share a stretch of
+    /// history after parting from a third (two forks of one fork, say) each count only what they
+    /// did after parting from each other, so the third's own training is not cut short and the
+    /// shared stretch, already inside both, is not counted twice. `base`: the latest parting point.
+    /// If no part trained since, the part of `viewLine` (else the first) alone.
     public static func weights(_ lineages: [Lineage], viewLine: UInt64) -> (base: UInt64, weights: [UInt64]) {
-        let base = lineages.map(\.forkBase).max() ?? 0
-        var weights = lineages.map { $0.peerSteps > base ? $0.peerSteps - base : 0 }
+        var (base, weights) = apart(lineages)
         if weights.allSatisfy({ $0 == 0 }) {
             let keep = lineages.firstIndex { $0.line == viewLine } ?? 0
             weights = weights.indices.map { $0 == keep ? 1 : 0 }
         }
         return (base, weights)
+    }
+
+    /// Each part's peer-steps since it parted from the nearest other part, and the latest parting.
+    static func apart(_ lineages: [Lineage]) -> (base: UInt64, steps: [UInt64]) {
+        let bases = lineages.indices.map { i in
+            lineages.indices.filter { $0 != i }.map { parting(lineages[i], lineages[$0]) }.max() ?? lineages[i].forkBase
+        }
+        return (bases.max() ?? 0, zip(lineages, bases).map { $0.peerSteps > $1 ? $0.peerSteps - $1 : 0 })
+    }
+
+    /// The peer-steps up to which two histories are one: over every line both went through
+    /// (a history's own line counts at its current peer-steps, an ancestor at the peer-steps it
+    /// had when the history left it), the latest point both still shared.
+    static func parting(_ a: Lineage, _ b: Lineage) -> UInt64 {
+        func reach(_ l: Lineage) -> [UInt64: UInt64] {
+            var out = [l.line: l.peerSteps]
+            for ancestor in l.ancestors { out[ancestor.line] = max(out[ancestor.line] ?? 0, ancestor.peerSteps) }
+            return out
+        }
+        let (ra, rb) = (reach(a), reach(b))
+        // Histories with no line in common (their records of it were dropped, or they never
+        // met): the later of their last partings, as before lines were tracked.
+        return ra.compactMap { line, steps in rb[line].map { min(steps, $0) } }.max() ?? max(a.forkBase, b.forkBase)
     }
 
     /// Writes the merge of `parts` (sorted by line id here) into `out`, which has their layout:
@@ -58,8 +83,8 @@ public enum LineMerge {
         var ancestors = sorted.flatMap(\.lineage.ancestors)
         ancestors += sorted.filter { $0.lineage.line != viewLine && !$0.lineage.isBlank }
             .map { Lineage.Ancestor(line: $0.lineage.line, peerSteps: $0.lineage.peerSteps) }
-        // The merged history holds all the training of every part since the base.
-        let trained = sorted.reduce(UInt64(0)) { $0 + ($1.lineage.peerSteps > base ? $1.lineage.peerSteps - base : 0) }
+        // The merged history holds all the training of every part since it parted from the others.
+        let trained = apart(sorted.map(\.lineage)).steps.reduce(UInt64(0), +)
         out.lineage = Lineage(line: viewLine, peerSteps: base + trained, forkBase: base,
                               ancestors: Lineage.newest(ancestors.filter { $0.line != viewLine }))
         out.setRevision((sorted.map(\.state.revision).max() ?? 0) + 1)

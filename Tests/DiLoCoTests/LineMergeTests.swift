@@ -168,3 +168,18 @@ private struct TimeoutError: Error, CustomStringConvertible {
     #expect(loser.peerSteps - lineage.forkBase >= 4, "the losing side's two peers trained two steps at least")
     #expect(lineage.peerSteps - lineage.forkBase - (loser.peerSteps - lineage.forkBase) >= 4, "the winning side trained too")
 }
+
+@Test func threeLinesMergeWithoutCountingASharedStretchTwiceOrCuttingTheThirdShort() throws {
+    // Line 1 ran on to 150 peer-steps; line 2 forked from it at 100 and reached 130; line 3
+    // forked from line 2 at 120 and reached 140. Line 1 trained 50 apart from both, line 2 ten
+    // apart from line 3, line 3 twenty; the stretch 100-120 that lines 2 and 3 share is in both
+    // of their states already. One base for all (120) would give line 1 only 30.
+    let one = Lineage(line: 1, peerSteps: 150)
+    let two = Lineage(line: 2, peerSteps: 130, forkBase: 100, ancestors: [.init(line: 1, peerSteps: 100)])
+    let three = Lineage(line: 3, peerSteps: 140, forkBase: 120, ancestors: [.init(line: 2, peerSteps: 120), .init(line: 1, peerSteps: 100)])
+    #expect(LineMerge.weights([one, two, three], viewLine: 1).weights == [50, 10, 20])
+    // The order of the parts changes nothing but the order of the weights.
+    #expect(LineMerge.weights([three, one, two], viewLine: 1).weights == [20, 50, 10])
+    // Two lines: exactly what each trained apart since the fork.
+    #expect(LineMerge.weights([one, two], viewLine: 1).weights == [50, 30])
+}
