@@ -152,6 +152,10 @@ final class PeerService: Service, @unchecked Sendable {
     func run() async throws {
         let node = self.node
         let communicator = self.communicator
+        // The status port follows the node's membership events for as long as the service runs.
+        let events = node.events()
+        let recorder = self.recorder
+        let following = Task { await recorder.follow(events) }
         await withTaskCancellationHandler {
             await withGracefulShutdownHandler {
                 await train()
@@ -169,6 +173,8 @@ final class PeerService: Service, @unchecked Sendable {
             }
         }
         await close()
+        following.cancel()
+        await following.value
     }
 
     private func train() async {

@@ -64,6 +64,15 @@ private func digests(_ status: [String: Any]) -> [Int: String] {
             #expect(status[key] != nil, "peer \(i): /status has no \(key)")
         }
     }
+    // The membership events the status port followed: the joiner's admission is a view of two
+    // on both; the joiner also saw its own role change to member.
+    for (i, status) in statuses.enumerated() {
+        let log = status["membership_log"] as? [[String: Any]] ?? []
+        #expect(log.contains { $0["kind"] as? String == "view" && ($0["detail"] as? String ?? "").hasSuffix("members 2") },
+                "peer \(i): \(log)")
+    }
+    #expect((statuses[1]["membership_log"] as? [[String: Any]] ?? []).contains {
+        $0["kind"] as? String == "role" && $0["detail"] as? String == "member" })
     #expect(statuses[0]["id"] as? String == founderId)
     #expect(statuses[0]["role"] as? String == "coordinator")
     #expect(statuses[1]["role"] as? String == "member")

@@ -34,6 +34,8 @@ final class StatusRecorder: @unchecked Sendable {
     private var metricName: String?
     private var higherIsBetter: Bool?
     private var stopping: String?
+    private var membershipLog: [StatusReport.MembershipLogEntry] = []
+    static let membershipLogCapacity = 64
 
     init(identity: Identity, capacity: Int = 500, membership: @escaping MembershipProvider,
          traffic: @escaping TrafficProvider) {
@@ -77,6 +79,34 @@ final class StatusRecorder: @unchecked Sendable {
         }
     }
 
+    /// Records the node's membership events until the stream ends (the node stopped) or the
+    /// calling task is cancelled: the status port subscribes instead of asking the node.
+    func follow(_ events: AsyncStream<MembershipEvent>) async {
+        for await event in events { record(event) }
+    }
+
+    func record(_ event: MembershipEvent, at time: Date = Date()) {
+        let (kind, detail): (String, String)
+        switch event {
+        case .viewCommitted(let view):
+            kind = "view"
+            detail = "epoch \(view.epoch) line \(hex(view.line)) coordinator \(hex(view.coordinator)) members \(view.nodes.count)"
+        case .roleChanged(let role, let reason):
+            kind = "role"
+            detail = role.rawValue + (reason.map { ": \($0)" } ?? "")
+        case .joinersWaiting(let count):
+            kind = "joiners-waiting"
+            detail = "\(count)"
+        case .noQuorum(let epoch):
+            kind = "no-quorum"
+            detail = "epoch \(epoch)"
+        }
+        lock.withLock {
+            membershipLog.append(.init(time: time.timeIntervalSince1970, kind: kind, detail: detail))
+            if membershipLog.count > Self.membershipLogCapacity { membershipLog.removeFirst(membershipLog.count - Self.membershipLogCapacity) }
+        }
+    }
+
     /// The daemon is on its way out (leaving, or failed): `/healthz` answers 503 from now on.
     func markStopping(_ reason: String) {
         lock.withLock { stopping = reason }
@@ -89,8 +119,8 @@ final class StatusRecorder: @unchecked Sendable {
         let status = membership()
         let bytes = traffic()
         let uptime = max(Self.seconds(self.uptime), 1e-6)
-        let (steps, metricName, higherIsBetter, stopping) = lock.withLock {
-            (self.steps, self.metricName, self.higherIsBetter, self.stopping)
+        let (steps, metricName, higherIsBetter, stopping, membershipLog) = lock.withLock {
+            (self.steps, self.metricName, self.higherIsBetter, self.stopping, self.membershipLog)
         }
         let facts = Self.viewFacts(status)
         let nodes = facts.nodes, coordinatorId = facts.coordinator, ringCount = facts.ringCount
@@ -118,6 +148,7 @@ final class StatusRecorder: @unchecked Sendable {
                 overallReceivedBytesPerSecond: Double(bytes.received) / uptime),
             events: StatusReport.Events(joins: status.joins, leaves: status.leaves, deaths: status.deaths,
                                         aborts: status.aborts, retries: status.retries),
+            membershipLog: membershipLog,
             history: since.map { since in steps.filter { $0.revision > since } } ?? steps,
             historyCapacity: capacity)
     }

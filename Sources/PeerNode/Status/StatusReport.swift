@@ -45,6 +45,16 @@ struct StatusReport: Codable, Sendable {
         var retries: Int
     }
 
+    /// One membership event as the node published it (``MembershipEvent``), for operators who
+    /// want to know what happened between two looks at the page: views, roles, rejoins, forks.
+    struct MembershipLogEntry: Codable, Sendable, Equatable {
+        /// Seconds since 1970.
+        var time: Double
+        /// view, role, joiners-waiting or no-quorum.
+        var kind: String
+        var detail: String
+    }
+
     struct Throughput: Codable, Sendable {
         var lastStepSentBytesPerSecond: Double
         var lastStepReceivedBytesPerSecond: Double
@@ -76,6 +86,9 @@ struct StatusReport: Codable, Sendable {
     var bytesReceived: UInt64
     var throughput: Throughput
     var events: Events
+    /// The newest membership events, oldest first (at most ``StatusRecorder/membershipLogCapacity``);
+    /// absent in the answers of older versions.
+    var membershipLog: [MembershipLogEntry]?
     /// The last steps, oldest first: all that are kept, or those after `?since=REVISION`.
     var history: [Step]
     /// How many steps the node keeps; older ones are dropped.
