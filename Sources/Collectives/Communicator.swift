@@ -113,7 +113,7 @@ public final class Communicator: @unchecked Sendable {
             inbound = inbound.filter { $0.key.epoch >= view.epoch }
             return (old, departures)
         }
-        old?.breakRing("replaced by the ring of epoch \(view.epoch)", expected: true)
+        if let old { await close(old, "replaced by the ring of epoch \(view.epoch)") }
         guard view.count > 1 else {
             let single = RingEngine(rank: 0, size: 1, epoch: view.epoch, left: [], right: [],
                                     maxEarlyBytes: options.maxEarlyBytes, logger: logger)
@@ -162,6 +162,32 @@ public final class Communicator: @unchecked Sendable {
         state.withLock { self.engine = formed }
         logger.info("ring formed", metadata: ["epoch": "\(view.epoch)", "rank": "\(rank)", "size": "\(view.count)", "streams": "\(streams)",
                                               "left": "\(hex(leftPeer.id))", "right": "\(hex(rightPeer.id))"])
+    }
+
+    /// Forms a ring on links made elsewhere, `left[k]` and `right[k]` carrying stream k (for
+    /// example ``MemoryLink`` pairs: collective tests without ports or handshakes). Replaces any
+    /// previous ring, like ``connect(view:)``; the links must already be authenticated.
+    public func connect(epoch: UInt64, rank: Int, size: Int, left: [any Link], right: [any Link]) async throws {
+        try checkRunning()
+        guard size >= 1, (0..<size).contains(rank), left.count == right.count, (size == 1) == left.isEmpty,
+              left.count <= CommunicatorOptions.maxStreams else {
+            throw CollectiveError(code: .invalidArgument, message: "a ring of \(size) needs rank 0..<\(size) and one left and one right link per stream")
+        }
+        let old = state.withLock { () -> RingEngine? in
+            defer { engine = nil }
+            return engine
+        }
+        if let old { await close(old, "replaced by the ring of epoch \(epoch)") }
+        let formed = RingEngine(rank: rank, size: size, epoch: epoch, left: left, right: right,
+                                maxEarlyBytes: options.maxEarlyBytes, traffic: traffic, logger: logger)
+        state.withLock { engine = formed }
+    }
+
+    /// Breaks `engine` (an orderly close) and joins its threads.
+    private func close(_ engine: RingEngine, _ reason: String) async {
+        engine.breakRing(reason, expected: true)
+        let joined = (try? await runBlocking { engine.waitForThreads(timeout: 30) }) ?? false
+        if !joined { logger.warning("a thread of the ring of epoch \(engine.epoch) did not end within 30 s of its close") }
     }
 
     /// One socket per stream, in order; on a failure the ones already open are closed.
@@ -269,7 +295,7 @@ public final class Communicator: @unchecked Sendable {
             return (self.engine, self.listener, Array(inbound.values))
         }
         listener?.stop()
-        engine?.breakRing("communicator shut down", expected: true)
+        if let engine { await close(engine, "communicator shut down") }
         for socket in sockets { socket.close() }
     }
 

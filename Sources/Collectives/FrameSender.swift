@@ -1,7 +1,7 @@
 import Foundation
 import Transport
 
-/// Writes frames to one socket on a thread of its own, later ring steps first.
+/// Writes frames to one link on a thread of its own, later ring steps first.
 ///
 /// A collective queues its whole first step at once; partial sums and all-gather frames made
 /// later are on the ring's critical path (the neighbour waits for them to go on), so the queue
@@ -18,7 +18,7 @@ final class FrameSender: @unchecked Sendable {
         var done: (Error?) -> Void
     }
 
-    private let socket: BlockingSocket
+    private let link: any Link
     private let condition = NSCondition()
     /// Queues by priority; `heads[p]` is the next item of `queues[p]`.
     private var queues: [[Item]] = []
@@ -28,10 +28,15 @@ final class FrameSender: @unchecked Sendable {
 
     private let traffic: TrafficCounter
 
-    init(socket: BlockingSocket, traffic: TrafficCounter, name: String) {
-        self.socket = socket
+    /// `threads`: the owner's group, which this sender's thread is part of until it ends.
+    init(link: any Link, traffic: TrafficCounter, name: String, threads: DispatchGroup) {
+        self.link = link
         self.traffic = traffic
-        let thread = Thread { [self] in run() }
+        threads.enter()
+        let thread = Thread { [self] in
+            defer { threads.leave() }
+            run()
+        }
         thread.name = name
         thread.start()
     }
@@ -54,7 +59,7 @@ final class FrameSender: @unchecked Sendable {
         condition.unlock()
     }
 
-    /// Fails what is queued and ends the thread; the socket is shut down by the caller.
+    /// Fails what is queued and ends the thread; the link is shut down by the caller.
     func stop(_ error: Error) {
         condition.lock()
         if failure == nil { failure = error }
@@ -87,7 +92,7 @@ final class FrameSender: @unchecked Sendable {
             condition.unlock()
             do {
                 let header = item.header.bytes
-                try header.withUnsafeBytes { try socket.send([$0] + item.pieces) }
+                try header.withUnsafeBytes { try link.send([$0] + item.pieces) }
                 traffic.addSent(header.count + item.pieces.reduce(0) { $0 + $1.count })
                 item.done(nil)
             } catch {

@@ -97,7 +97,7 @@ final class RingAllGatherOp: RingCollective, @unchecked Sendable {
         }
     }
 
-    func receive(_ header: FrameHeader, from socket: BlockingSocket) throws {
+    func receive(_ header: FrameHeader, from socket: any Link) throws {
         let step = try accept(header, replay: false)
         do {
             try socket.receive(into: blocks.baseAddress! + arriving(step: step) * blockBytes, count: blockBytes)

@@ -158,7 +158,7 @@ final class RingAllReduceOp: RingCollective, @unchecked Sendable {
     // MARK: Receiving
 
     /// Reads one frame of this collective from the left link and processes it.
-    func receive(_ header: FrameHeader, from socket: BlockingSocket) throws {
+    func receive(_ header: FrameHeader, from socket: any Link) throws {
         let arrival = try accept(header)
         do {
             try socket.receive(into: arrival.destination, count: arrival.length)

@@ -18,8 +18,8 @@ final class RingEngine: @unchecked Sendable {
     /// TCP streams per neighbour.
     let streams: Int
     private let senders: [FrameSender]
-    private let left: [BlockingSocket]
-    private let right: [BlockingSocket]
+    private let left: [any Link]
+    private let right: [any Link]
     private let limits = FrameLimits()
     private let logger: Logger
     private let maxEarlyBytes: Int
@@ -38,10 +38,14 @@ final class RingEngine: @unchecked Sendable {
 
     let traffic: TrafficCounter
 
-    /// `left` and `right`: one socket per stream (the same count), or none for a ring of one.
-    init(rank: Int, size: Int, epoch: UInt64, left: [BlockingSocket], right: [BlockingSocket], maxEarlyBytes: Int,
+    /// The ring's threads (a receiver per left link, a sender per right link): the ring owns
+    /// them, and ``waitForThreads(timeout:)`` joins them once the ring is broken.
+    private let threads = DispatchGroup()
+
+    /// `left` and `right`: one link per stream (the same count), or none for a ring of one.
+    init(rank: Int, size: Int, epoch: UInt64, left: [any Link], right: [any Link], maxEarlyBytes: Int,
          traffic: TrafficCounter = TrafficCounter(), logger: Logger) {
-        precondition(left.count == right.count, "one socket per stream on each side")
+        precondition(left.count == right.count, "one link per stream on each side")
         self.traffic = traffic
         self.rank = rank
         self.size = size
@@ -51,12 +55,23 @@ final class RingEngine: @unchecked Sendable {
         self.maxEarlyBytes = maxEarlyBytes
         self.logger = logger
         streams = max(left.count, 1)
-        senders = right.map { FrameSender(socket: $0, traffic: traffic, name: "peernode-ring-send") }
-        for (stream, socket) in left.enumerated() {
-            let thread = Thread { [self] in receiveLoop(socket, stream: stream) }
+        let group = threads
+        senders = right.map { FrameSender(link: $0, traffic: traffic, name: "peernode-ring-send", threads: group) }
+        for (stream, link) in left.enumerated() {
+            group.enter()
+            let thread = Thread { [self] in
+                defer { group.leave() }
+                receiveLoop(link, stream: stream)
+            }
             thread.name = "peernode-ring-receive"
             thread.start()
         }
+    }
+
+    /// Waits until every thread of this ring has ended (they end once the ring is broken: the
+    /// links are shut down and the senders stopped). False if some still run after `timeout`.
+    func waitForThreads(timeout: Double) -> Bool {
+        threads.wait(timeout: .now() + timeout) == .success
     }
 
     /// The sender of the stream that carries `segment`.
@@ -105,13 +120,10 @@ final class RingEngine: @unchecked Sendable {
         }
     }
 
-    private func receiveLoop(_ left: BlockingSocket, stream: Int) {
-        let header = UnsafeMutableRawBufferPointer.allocate(byteCount: FrameHeader.size, alignment: 8)
-        defer { header.deallocate() }
+    private func receiveLoop(_ left: any Link, stream: Int) {
         while true {
             do {
-                try left.receive(into: header.baseAddress!, count: FrameHeader.size)
-                let frame = try FrameHeader.parse(UnsafeRawBufferPointer(header), limits: limits)
+                let frame = try left.receiveHeader(limits: limits)
                 traffic.addReceived(FrameHeader.size + Int(frame.length))
                 guard frame.type == .data else {
                     throw CollectiveError(code: .protocolViolation, message: "unexpected \(frame.type) frame on a ring link")
@@ -137,7 +149,7 @@ final class RingEngine: @unchecked Sendable {
         }
     }
 
-    private func deliver(_ frame: FrameHeader, from socket: BlockingSocket) throws {
+    private func deliver(_ frame: FrameHeader, from socket: any Link) throws {
         let id = CollectiveID(wireTag: frame.tag, wireFlags: frame.flags)
         lock.lock()
         func current() -> (any RingCollective)? { ops[id] }
@@ -204,7 +216,7 @@ final class RingEngine: @unchecked Sendable {
         lock.unlock()
         let error = CollectiveError(code: code, message: reason)
         for sender in senders { sender.stop(error) }
-        for socket in left + right { socket.shutdown() }
+        for link in left + right { link.shutdown() }
         for op in running { op.fail(error) }
         if !reason.isEmpty {
             logger.log(level: expected ? .debug : .warning, "ring of epoch \(epoch) broken: \(reason)")
@@ -224,7 +236,7 @@ protocol RingCollective: AnyObject, Sendable {
     /// Processes frames that arrived before the collective was registered, in order.
     func replay(_ frames: [(FrameHeader, UnsafeMutableRawBufferPointer)]) throws
     /// Reads one frame's payload from the left link and processes it.
-    func receive(_ header: FrameHeader, from socket: BlockingSocket) throws
+    func receive(_ header: FrameHeader, from link: any Link) throws
     /// Processes a frame whose payload was already read.
     func receive(_ header: FrameHeader, held payload: UnsafeRawBufferPointer, replay: Bool) throws
     func fail(_ error: CollectiveError)

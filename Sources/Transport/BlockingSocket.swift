@@ -9,7 +9,7 @@ import Foundation
 /// input, receive into the result) instead of through NIO's buffers, which measured three extra
 /// full-buffer copies per all-reduce (docs/benchmarks.md). Each socket is used by at most one
 /// sending and one receiving thread.
-public final class BlockingSocket: @unchecked Sendable {
+public final class BlockingSocket: Link, @unchecked Sendable {
     public let fd: Int32
     private let closed = NSLock()
     private var isClosed = false

@@ -454,3 +454,23 @@ func allGatherReturnsEveryBlockInRankOrder(n: Int, streams: Int) async throws {
         #expect(outcomes == [true, true, true])
     }
 }
+
+/// The collectives are the same over every kind of link: TCP on loopback (two streams) gives the
+/// bytes the in-memory links give.
+@Test func socketsAndInMemoryLinksGiveTheSameBytes() async throws {
+    let n = 3
+    let inputs = (0..<n).map { randomFloats(20_011, seed: UInt64($0 + 5) * 7) }
+    @Sendable func run(_ peers: [Communicator]) async throws -> [[UInt32]] {
+        try await onEveryPeer(peers) { rank, peer in
+            var values = inputs[rank]
+            try await peer.allReduce(&values, options: AllReduceOptions(tag: 3, op: .avg, quantization: .int8MinMax, segmentBytes: 8 << 10))
+            return values.map(\.bitPattern)
+        }
+    }
+    let memory = try await withCluster(size: n) { try await run($0) }
+    var options = CommunicatorOptions()
+    options.streams = 2
+    let sockets = try await withSocketCluster(size: n, options: options) { try await run($0) }
+    #expect(sockets == memory)
+    #expect(Set(memory.map { $0 }).count == 1)
+}

@@ -5,9 +5,46 @@ import Transport
 /// The cluster key every test peer shares.
 public let testKey = try! ClusterKey(string: "peernode test cluster key 0123456789")
 
-/// Runs `body` with `size` communicators on 127.0.0.1 (ports chosen by the OS) joined in one
-/// ring, then shuts them down (gloo's `spawn`, in-process).
+/// Runs `body` with `size` communicators joined in one ring over in-memory links, then shuts
+/// them down (gloo's `spawn`, in-process).
 public func withCluster<T: Sendable>(
+    size: Int, options: CommunicatorOptions = CommunicatorOptions(),
+    _ body: @Sendable ([Communicator]) async throws -> T
+) async throws -> T {
+    var logger = Logger(label: "test")
+    logger.logLevel = .warning
+    let peers = (0..<size).map { i in
+        Communicator(localId: UInt64(0xA000 + i), key: testKey, options: options, logger: logger)
+    }
+    do {
+        // One in-memory link per stream from each rank to the next: the same frames as on TCP,
+        // without ports, handshakes or the kernel.
+        var left = [[any Link]](repeating: [], count: size)
+        var right = [[any Link]](repeating: [], count: size)
+        if size > 1 {
+            for rank in 0..<size {
+                for _ in 0..<max(options.streams, 1) {
+                    let (out, into) = MemoryLink.pair()
+                    right[rank].append(out)
+                    left[(rank + 1) % size].append(into)
+                }
+            }
+        }
+        for (rank, peer) in peers.enumerated() {
+            try await peer.connect(epoch: 1, rank: rank, size: size, left: left[rank], right: right[rank])
+        }
+        let result = try await body(peers)
+        for peer in peers { await peer.shutdown() }
+        return result
+    } catch {
+        for peer in peers { await peer.shutdown() }
+        throw error
+    }
+}
+
+/// ``withCluster(size:options:_:)`` over real TCP links on loopback: each peer listens on a data
+/// port, dials its right neighbour and is authenticated, as in the daemon.
+public func withSocketCluster<T: Sendable>(
     size: Int, options: CommunicatorOptions = CommunicatorOptions(),
     _ body: @Sendable ([Communicator]) async throws -> T
 ) async throws -> T {
