@@ -1,3 +1,5 @@
+import Transport
+
 /// Membership messages, carried one per `control` frame (type 32). Names say who sends:
 /// M2C member to coordinator, C2M coordinator to member. Layouts: docs/membership.md.
 enum MembershipMessage: Hashable, Sendable {
@@ -53,6 +55,32 @@ enum MembershipMessage: Hashable, Sendable {
     struct Decision: Hashable, Sendable {
         var key: RoundKey
         var commit: Bool
+    }
+}
+
+extension MembershipMessage {
+    /// The message's name in docs/membership.md, for log lines.
+    var kindName: String {
+        switch self {
+        case .join: "join"
+        case .rejoin: "rejoin"
+        case .memberHeartbeat: "member heartbeat"
+        case .updateRequest: "update request"
+        case .ack: "ack"
+        case .leave: "leave"
+        case .outcome: "outcome"
+        case .stale: "stale"
+        case .redirect: "redirect"
+        case .coordinatorHeartbeat: "coordinator heartbeat"
+        case .propose: "propose"
+        case .commit: "commit"
+        case .proceed: "proceed"
+        case .decision: "decision"
+        case .removed: "removed"
+        case .incompatible: "incompatible"
+        case .merge: "merge"
+        case .line: "line"
+        }
     }
 }
 
@@ -161,7 +189,7 @@ extension MembershipMessage {
         case .merge: message = .merge(try r.view())
         case .incompatible: message = .incompatible(reason: try r.string(limit: MembershipLimits.maxReason))
         case .line: message = .line(try r.view(), reply: try r.bool())
-        case .redirect: message = .redirect(id: try r.u64(), host: try r.string(), port: Int(try r.u16()))
+        case .redirect: message = .redirect(id: try r.u64(), host: try r.host(), port: Int(try r.u16()))
         case .coordinatorHeartbeat: message = .coordinatorHeartbeat(epoch: try r.u64())
         case .propose: message = .propose(try r.view())
         case .commit:
@@ -228,8 +256,16 @@ private struct Reader {
         return s
     }
     mutating func node() throws -> NodeInfo {
-        NodeInfo(id: try u64(), controlHost: try string(), controlPort: Int(try u16()),
-                 dataHost: try string(), dataPort: Int(try u16()), inRing: try bool())
+        NodeInfo(id: try u64(), controlHost: try host(), controlPort: Int(try u16()),
+                 dataHost: try host(), dataPort: Int(try u16()), inRing: try bool())
+    }
+    /// A host name or address: printable ASCII without spaces (it is dialled and logged).
+    mutating func host() throws -> String {
+        let s = try string()
+        guard s.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
+            throw MembershipCodecError(message: "host \(escapedForLog(s, limit: 64)) has characters a host cannot have")
+        }
+        return s
     }
     mutating func view() throws -> MembershipView {
         let epoch = try u64()
