@@ -55,7 +55,8 @@ for target in "${targets[@]}"; do
   log=.build-fuzz/$target.log
   t0=$(date +%s)
   set +e
-  PEERNODE_FUZZ_TARGET=$target "$binary" "${limit[@]}" -max_len=4096 -timeout=10 -rss_limit_mb=1024 \
+  # (The Swift runtime's backtracer off: libFuzzer's own handler then saves the crashing input.)
+  SWIFT_BACKTRACE=enable=no PEERNODE_FUZZ_TARGET=$target "$binary" "${limit[@]}" -max_len=4096 -timeout=10 -rss_limit_mb=1024 \
     -print_final_stats=1 -artifact_prefix="$artifacts/" "$work" > "$log" 2>&1
   status=$?
   set -e
@@ -64,6 +65,8 @@ for target in "${targets[@]}"; do
   coverage=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | awk '{print $2}' || true)
   features=$(grep -oE 'ft: [0-9]+' "$log" | tail -1 | awk '{print $2}' || true)
   crashes=$(find "$artifacts" -type f | wc -l)
+  # (A crash that left no input behind still counts.)
+  [[ $status -eq 0 || $crashes -gt 0 ]] || crashes=1
   corpus=$(find "$work" -type f | wc -l)
   echo "$target inputs=${inputs:-0} crashes=$crashes coverage=${coverage:-?} features=${features:-?} corpus=$corpus seconds=$(( $(date +%s) - t0 ))"
   if [[ $status -ne 0 || $crashes -ne 0 ]]; then

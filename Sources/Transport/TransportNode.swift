@@ -11,7 +11,7 @@ public struct TransportOptions: Sendable {
     public var handshakeTimeout: TimeAmount = .seconds(10)
     /// Connections of one listening port that have not finished the handshake: at most this
     /// many, and at most ``maxPendingHandshakesPerAddress`` from one source address; the excess
-    /// is closed at accept (docs/protocol.md, "Limits").
+    /// is closed at accept (docs/protocol.md §2).
     public var maxPendingHandshakes = 64
     public var maxPendingHandshakesPerAddress = 32
     public var connectTimeout: TimeAmount = .seconds(5)

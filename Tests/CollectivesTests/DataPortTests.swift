@@ -210,7 +210,7 @@ private final class Closings: @unchecked Sendable {
     await trickle.value
     let closedAt = closings.lock.withLock { closings.at }
     #expect(reduced >= 3, "only \(reduced) all-reduces in 8 s")
-    #expect(closedAt.values.filter { $0 < 1 }.count == 4, "closed at accept: \(closedAt.values.sorted())")
+    #expect(closedAt.values.filter { $0 < 1.8 }.count == 4, "closed at accept: \(closedAt.values.sorted())")
     #expect(closedAt.count == 12, "still open after 8 s of trickling: \(12 - closedAt.count) (closed at \(closedAt.values.sorted()))")
     #expect(closedAt.values.allSatisfy { $0 < 6 }, "\(closedAt.values.sorted())")
     #expect(logs.entries.contains { "\($0.message)".contains("refused a connection from 127.0.0.1") })

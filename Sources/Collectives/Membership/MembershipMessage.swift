@@ -90,6 +90,11 @@ enum MembershipLimits {
     static let maxHost = 255
     static let maxReason = 512
     static let maxDecisions = 256
+    /// The largest view epoch a message may carry: far beyond any cluster's life (one change a
+    /// microsecond for 146,000 years), and far enough below 2⁶⁴ that every `epoch + 1` the
+    /// machines compute stays in range (a view of epoch 2⁶⁴−1 trapped in the next election;
+    /// found by fuzzing).
+    static let maxEpoch: UInt64 = 1 << 62
 }
 
 struct MembershipCodecError: Error, CustomStringConvertible {
@@ -269,6 +274,7 @@ private struct Reader {
     }
     mutating func view() throws -> MembershipView {
         let epoch = try u64()
+        guard epoch <= MembershipLimits.maxEpoch else { throw MembershipCodecError(message: "view epoch \(epoch) exceeds 2^62") }
         let line = try u64()
         let coordinator = try u64()
         let count = Int(try u16())
