@@ -91,6 +91,9 @@ final class StatusConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler
     private var methodBytes: ByteBuffer?
     private var checkedMethod = false
     private var refused = false
+    /// Set once the channel is inactive: no clock is started after that (a scheduled task holds
+    /// the channel until it fires; found by fuzzing, where it never fires).
+    private var inactive = false
     private var deadline: Scheduled<Void>?
 
     init(limits: StatusLimits, open: StatusConnectionCount) {
@@ -110,6 +113,7 @@ final class StatusConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        inactive = true
         deadline?.cancel()
         deadline = nil
         if counted {
@@ -120,7 +124,9 @@ final class StatusConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        inactive = true
         deadline?.cancel()
+        deadline = nil
         if counted {
             counted = false
             open.give()
@@ -171,6 +177,8 @@ final class StatusConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler
 
     private func startClock(context: ChannelHandlerContext) {
         deadline?.cancel()
+        deadline = nil
+        guard !inactive, !refused, context.channel.isActive else { return }
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         deadline = context.eventLoop.scheduleTask(in: limits.requestTimeout) {
             let (handler, context) = loopBound.value
