@@ -77,9 +77,15 @@ let package = Package(
                 "DiLoCo", "Collectives", "Transport", "Models",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                // The status port's HTTP parser and a channel without a socket, for its fuzz target
+                // (Sources/PeerNode/Fuzz; compiled only in scripts/fuzz.sh's build).
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                // The status port's connection guard wraps its HTTP/1 channel (StatusGuard.swift).
+                .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -11,4 +11,9 @@ swift build --build-tests
 ./scripts/check-status-page.sh
 # Serial: the multi-peer tests are about timeouts and failure detection, which a machine running
 # several in-process clusters at once (on 2 cores) turns into false alarms.
-exec swift test --skip-build --no-parallel "$@"
+swift test --skip-build --no-parallel "$@"
+# A short fuzzing pass: every decoder for a few seconds from the seed corpus (docs/testing.md,
+# "Fuzzing"). Its build is a release build of its own in .build-fuzz; PEERNODE_SKIP_FUZZ=1 skips it.
+if [[ ${PEERNODE_SKIP_FUZZ:-0} != 1 ]]; then
+  ./scripts/fuzz.sh "${PEERNODE_FUZZ_BUDGET:-10s}"
+fi

@@ -17,6 +17,11 @@ public final class Communicator: @unchecked Sendable {
     private var listener: DataListener?
     private var engine: RingEngine?
     private var inbound: [InboundKey: BlockingSocket] = [:]
+    /// Whether a thread watches `inbound` for links their dialers closed (``reapClosedLinks()``).
+    private var reaping = false
+    /// Parked ring links: at most this many in all, and two rings' worth per dialer (a newer
+    /// epoch's push out the oldest); links beyond are closed at once.
+    static let maxParkedLinks = 256
     private var pool: [UnsafeMutableRawBufferPointer] = []
     private var stopped = false
     /// Rings of an epoch below this were aborted by ``abortRing(reason:beforeEpoch:)``: one being
@@ -51,7 +56,9 @@ public final class Communicator: @unchecked Sendable {
         try checkRunning()
         let listener = try DataListener(
             host: host, port: port, localId: localId, key: key,
-            handshakeTimeout: Double(options.transport.handshakeTimeout.nanoseconds) / 1e9, logger: logger
+            handshakeTimeout: Double(options.transport.handshakeTimeout.nanoseconds) / 1e9,
+            maxPending: options.transport.maxPendingHandshakes,
+            maxPendingPerAddress: options.transport.maxPendingHandshakesPerAddress, logger: logger
         ) { [weak self] socket, result in
             self?.acceptInbound(socket, result)
         }
@@ -92,7 +99,44 @@ public final class Communicator: @unchecked Sendable {
             let key = InboundKey(id: result.remoteId, epoch: link.epoch, stream: link.stream)
             inbound[key]?.close()
             inbound[key] = socket
+            let fromPeer = inbound.keys.filter { $0.id == key.id }.sorted { ($0.epoch, $0.stream) < ($1.epoch, $1.stream) }
+            for old in fromPeer.dropLast(2 * options.streams) { inbound.removeValue(forKey: old)?.close() }
+            if inbound.count > Self.maxParkedLinks { inbound.removeValue(forKey: key)?.close() }
             state.broadcast()
+            if !reaping, !inbound.isEmpty {
+                reaping = true
+                let thread = Thread { [self] in reapClosedLinks() }
+                thread.name = "peernode-ring-reaper"
+                thread.start()
+            }
+        }
+    }
+
+    /// While ring links wait in `inbound` for their ring to form, closes at once each one whose
+    /// dialer closed it (its descriptor would otherwise stay until the next view change). Runs
+    /// on a thread of its own until nothing is parked; wakes every 200 ms to see new links.
+    private func reapClosedLinks() {
+        let hangUp = Int16(0x2000 /* POLLRDHUP */) | Int16(POLLHUP) | Int16(POLLERR) | Int16(POLLNVAL)
+        while true {
+            let parked = state.withLock { () -> [(InboundKey, BlockingSocket)] in
+                guard !stopped, !inbound.isEmpty else {
+                    reaping = false
+                    return []
+                }
+                return inbound.map { ($0.key, $0.value) }
+            }
+            if parked.isEmpty { return }
+            var entries = parked.map { pollfd(fd: $0.1.fd, events: Int16(0x2000), revents: 0) }
+            guard poll(&entries, nfds_t(entries.count), 200) > 0 else { continue }
+            let gone = zip(parked, entries).filter { $0.1.revents & hangUp != 0 }.map(\.0)
+            // Only links still parked: one taken by a ring meanwhile is the ring's to close.
+            let closing = state.withLock {
+                gone.compactMap { key, socket in inbound[key] === socket ? inbound.removeValue(forKey: key) : nil }
+            }
+            for socket in closing { socket.close() }
+            if !closing.isEmpty {
+                logger.debug("closed \(closing.count) parked ring link(s) their dialers had closed")
+            }
         }
     }
 

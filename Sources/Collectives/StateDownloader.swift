@@ -227,7 +227,7 @@ public struct StateDownloader: Sendable {
                         let (header, payload) = try socket.receiveFrame(limits: limits, deadline: deadline)
                         guard header.type == .stateChunk, header.aux == UInt64(c) else {
                             throw StateTransferError(header.type == .stateError
-                                ? String(decoding: payload, as: UTF8.self) : "unexpected \(header.type) frame")
+                                ? escapedForLog(String(decoding: payload, as: UTF8.self)) : "unexpected \(header.type) frame")
                         }
                         let range = (c * chunkSize)..<min(size, (c + 1) * chunkSize)
                         try unpack(header, payload, into: plain, count: range.count)

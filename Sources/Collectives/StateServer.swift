@@ -107,8 +107,13 @@ public final class StateServer: @unchecked Sendable {
             return
         }
         let chunk = Int(request.chunkSize)
+        // The chunk size first: a request of size 0 must not divide by it (found by fuzzing).
+        guard chunk >= 4096, chunk <= StateRequest.maxChunkSize else {
+            try socket.sendFrame(.stateError, bytes: Array("chunk size \(chunk) outside 4096...\(StateRequest.maxChunkSize)".utf8))
+            return
+        }
         let chunks = (size + chunk - 1) / chunk
-        guard chunk >= 4096, chunk <= StateRequest.maxChunkSize, Int(request.first) + Int(request.count) <= chunks else {
+        guard Int(request.first) + Int(request.count) <= chunks else {
             try socket.sendFrame(.stateError, bytes: Array("chunk range outside the state".utf8))
             return
         }

@@ -1,8 +1,8 @@
 import ArgumentParser
 import Transport
 
-/// The `peernode` executable: one binary for every role (see docs/operations.md).
-@main
+/// The `peernode` executable: one binary for every role (see docs/operations.md). Its entry
+/// point is ``PeerNodeMain`` (a fuzzing build has another one: Fuzz/FuzzTargets.swift).
 struct PeerNodeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "peernode",

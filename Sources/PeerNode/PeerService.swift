@@ -183,10 +183,20 @@ final class PeerService: Service, @unchecked Sendable {
         // last one is the first step's update point.
         var updated: Int?
         do {
-            var peers = try await trainer.session.updateTopology()
-            while !stopping, !Task.isCancelled, peers < settings.minPeers {
+            var peers = 0
+            while true {
+                do {
+                    peers = try await trainer.session.updateTopology()
+                } catch where Self.isTransient(error) && !Task.isCancelled && !stopping {
+                    // A ring that could not form (a neighbour unreachable for the formation
+                    // timeout, say its data port busy) is no reason to exit: the next update
+                    // point forms it again, as in the training loop below.
+                    logger.warning("could not form the ring yet; trying again at the next update point: \(error)")
+                    try await Task.sleep(for: .milliseconds(500))
+                    continue
+                }
+                if stopping || Task.isCancelled || peers >= settings.minPeers { break }
                 try await Task.sleep(for: .milliseconds(200))
-                peers = try await trainer.session.updateTopology()
             }
             updated = peers
         } catch {

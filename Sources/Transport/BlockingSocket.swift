@@ -87,6 +87,31 @@ public final class BlockingSocket: Link, @unchecked Sendable {
 
     deinit { close() }
 
+    /// The remote end's IP address as text (e.g. `127.0.0.1`, `::1`), nil if unknown.
+    public var remoteHost: String? {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let ok = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &length) == 0 }
+        }
+        guard ok else { return nil }
+        var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)
+        let family = Int32(storage.ss_family)
+        let done: Bool = withUnsafeBytes(of: &storage) { raw in
+            switch family {
+            case AF_INET:
+                var a = raw.load(as: sockaddr_in.self).sin_addr
+                return inet_ntop(AF_INET, &a, &text, socklen_t(text.count)) != nil
+            case AF_INET6:
+                var a = raw.load(as: sockaddr_in6.self).sin6_addr
+                return inet_ntop(AF_INET6, &a, &text, socklen_t(text.count)) != nil
+            default:
+                return false
+            }
+        }
+        return done ? String(cString: text) : nil
+    }
+
     /// Resolves `host` (numeric or a name) and connects, giving up after `timeout` seconds.
     public static func connect(host: String, port: Int, timeout: Double) throws -> BlockingSocket {
         var hints = addrinfo()

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Foundation
 import Logging
+import NIOCore
 
 /// The data port: accepts blocking sockets for bulk collective traffic and authenticates each
 /// with the cluster key before handing it on.
@@ -13,6 +14,10 @@ public final class DataListener: @unchecked Sendable {
     private let localId: UInt64
     private let logger: Logger
     private let handshakeTimeout: Double
+    /// Connections that have not finished the handshake, per port and per source address.
+    public let admission: HandshakeAdmission
+    /// Failed and refused handshakes are strangers' doing: logged at a bounded rate.
+    private let failureLog = LogRateLimiter()
     private let onConnection: @Sendable (BlockingSocket, HandshakeResult) -> Void
     /// `accept(2)` on the listening socket; tests put a function here that fails on demand.
     private let acceptCall: @Sendable (Int32) -> Int32
@@ -33,16 +38,23 @@ public final class DataListener: @unchecked Sendable {
     static let acceptErrorLogInterval = 5.0
 
     /// Binds `host:port` (port 0: the OS chooses) and starts accepting on a thread of its own.
+    /// `handshakeTimeout`: seconds for the whole handshake of an accepted connection.
+    /// `maxPending`, `maxPendingPerAddress`: connections that have not finished the handshake,
+    /// on this port and from one source address; the excess is closed at accept.
     public convenience init(host: String, port: Int, localId: UInt64, key: ClusterKey, handshakeTimeout: Double = 10,
+                            maxPending: Int = 64, maxPendingPerAddress: Int = 32,
                             logger: Logger, onConnection: @escaping @Sendable (BlockingSocket, HandshakeResult) -> Void) throws {
-        try self.init(host: host, port: port, localId: localId, key: key, handshakeTimeout: handshakeTimeout, logger: logger,
+        try self.init(host: host, port: port, localId: localId, key: key, handshakeTimeout: handshakeTimeout,
+                      maxPending: maxPending, maxPendingPerAddress: maxPendingPerAddress, logger: logger,
                       acceptCall: { accept($0, nil, nil) }, onConnection: onConnection)
     }
 
-    init(host: String, port: Int, localId: UInt64, key: ClusterKey, handshakeTimeout: Double = 10, logger: Logger,
+    init(host: String, port: Int, localId: UInt64, key: ClusterKey, handshakeTimeout: Double = 10,
+         maxPending: Int = 64, maxPendingPerAddress: Int = 32, logger: Logger,
          acceptCall: @escaping @Sendable (Int32) -> Int32,
          onConnection: @escaping @Sendable (BlockingSocket, HandshakeResult) -> Void) throws {
         self.acceptCall = acceptCall
+        self.admission = HandshakeAdmission(total: maxPending, perAddress: maxPendingPerAddress)
         self.key = key
         self.localId = localId
         self.logger = logger
@@ -134,37 +146,62 @@ public final class DataListener: @unchecked Sendable {
             }
             _ = fcntl(client, F_SETFD, FD_CLOEXEC)
             let socket = BlockingSocket(fd: client)
+            let remote = socket.remoteHost ?? "?"
+            if let refusal = admission.admit(remote) {
+                logFailure("data port: refused a connection from \(remote) at accept: \(refusal)")
+                socket.close()
+                continue
+            }
             let admitted = state.withLock { () -> Bool in
                 guard handshaking < Self.maxConcurrentHandshakes else { return false }
                 handshaking += 1
                 return true
             }
             guard admitted else {
-                logger.warning("too many data-port connections in progress; closing a new one")
+                admission.release(remote)
+                logFailure("data port: refused a connection from \(remote) at accept: \(Self.maxConcurrentHandshakes) connection threads busy")
                 socket.close()
                 continue
             }
             // Each handshake on a thread of its own, so that a silent client cannot stall accepting.
             let thread = Thread { [self] in
-                authenticate(socket)
+                authenticate(socket, remote: remote)
                 state.withLock { handshaking -= 1 }
             }
             thread.start()
         }
     }
 
-    private func authenticate(_ socket: BlockingSocket) {
-        socket.setTimeouts(handshakeTimeout)
+    private func authenticate(_ socket: BlockingSocket, remote: String) {
         var machine = HandshakeStateMachine(role: .acceptor, localId: localId, key: key)
-        do {
-            let result = try BlockingHandshake.run(socket, machine: &machine)
+        let deadline = ContinuousClock.now + .milliseconds(Int64(handshakeTimeout * 1000))
+        let outcome = Result { try BlockingHandshake.run(socket, machine: &machine, deadline: deadline) }
+        admission.release(remote)
+        switch outcome {
+        case .success(let result):
             socket.setTimeouts(0)
             guard !state.withLock({ stopped }) else { return }
             onConnection(socket, result)
-        } catch {
-            logger.error("data-port handshake failed: \(error)", metadata: ["node.id": "\(hex(localId))"])
+        case .failure(let error):
+            if let handshake = error as? HandshakeError, handshake.code == .timeout {
+                // The peer is told why (it may be slow, not hostile); no wait for it to read.
+                let reason = Array("handshake not finished within \(handshakeTimeout) s".utf8)
+                var frame = ByteBuffer()
+                FrameHeader(type: .reject, length: UInt32(1 + reason.count)).write(to: &frame)
+                frame.writeInteger(HandshakeError.Code.timeout.rawValue)
+                frame.writeBytes(reason)
+                socket.setTimeouts(0.05)
+                try? frame.withUnsafeReadableBytes { try socket.send([$0]) }
+            }
+            logFailure("data-port handshake failed with \(remote): \(escapedForLog("\(error)"))", level: .error)
             socket.close()
         }
+    }
+
+    /// One line per failed or refused connection, at most ``LogRateLimiter``'s rate.
+    private func logFailure(_ line: String, level: Logger.Level = .warning) {
+        guard let suppressed = failureLog.admit() else { return }
+        logger.log(level: level, "\(LogRateLimiter.annotate(line, suppressed: suppressed))", metadata: ["node.id": "\(hex(localId))"])
     }
 
     /// Stops accepting and returns once the accept thread has ended; connections already handed
@@ -192,9 +229,11 @@ extension BlockingSocket {
     /// Dials and authenticates a data connection.
     public static func dial(host: String, port: Int, localId: UInt64, key: ClusterKey, purpose: ConnectionPurpose,
                             info: [UInt8], timeout: Double) throws -> (BlockingSocket, HandshakeResult) {
+        let started = ContinuousClock.now
         let socket = try connect(host: host, port: port, timeout: timeout)
         var machine = HandshakeStateMachine(role: .dialer(purpose, info: info), localId: localId, key: key)
-        let result = try BlockingHandshake.run(socket, machine: &machine)
+        let result = try BlockingHandshake.run(socket, machine: &machine,
+                                               deadline: started + .milliseconds(Int64(max(timeout, 0.001) * 1000)))
         socket.setTimeouts(0)
         return (socket, result)
     }

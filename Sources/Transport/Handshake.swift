@@ -99,8 +99,9 @@ struct HandshakeStateMachine {
         case (_, .reject):
             state = .done
             let code = p.readInteger(as: UInt8.self).flatMap(HandshakeError.Code.init(rawValue:)) ?? .refused
+            // The peer's own words: escaped, since they end up in this node's log.
             let reason = p.readString(length: min(p.readableBytes, 1024)) ?? ""
-            return fail(code, "refused by peer: \(reason)", reject: false)
+            return fail(code, "refused by peer: \(escapedForLog(reason))", reject: false)
 
         case (.acceptorAwaitingHello, .hello):
             guard let dialerId = p.readInteger(as: UInt64.self),

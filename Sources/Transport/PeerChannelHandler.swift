@@ -25,14 +25,31 @@ final class PeerChannelHandler: ChannelInboundHandler {
     private let handshakeTimeout: TimeAmount
     private var timeoutTask: Scheduled<Void>?
     private let logger: Logger
+    /// Called once, when the handshake ends whichever way (the listener's admission slot).
+    private var onHandshakeEnded: (() -> Void)?
+    /// Bounds the lines about failed handshakes (an acceptor's are strangers' doing); nil: all.
+    private let failureLog: LogRateLimiter?
 
     init(machine: HandshakeStateMachine, side: Side, established: EventLoopPromise<Connection>,
-         handshakeTimeout: TimeAmount, logger: Logger) {
+         handshakeTimeout: TimeAmount, logger: Logger, failureLog: LogRateLimiter? = nil,
+         onHandshakeEnded: (() -> Void)? = nil) {
         self.state = .handshaking(machine)
         self.side = side
         self.established = established
         self.handshakeTimeout = handshakeTimeout
         self.logger = logger
+        self.failureLog = failureLog
+        self.onHandshakeEnded = onHandshakeEnded
+    }
+
+    private func handshakeEnded() {
+        let callback = onHandshakeEnded
+        onHandshakeEnded = nil
+        callback?()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        handshakeEnded()
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -97,6 +114,7 @@ final class PeerChannelHandler: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         timeoutTask?.cancel()
+        handshakeEnded()
         switch state {
         case .handshaking:
             state = .closed
@@ -124,6 +142,7 @@ final class PeerChannelHandler: ChannelInboundHandler {
             failHandshake(context: context, error, reject: false)
         case .authenticated(let result):
             timeoutTask?.cancel()
+            handshakeEnded()
             let connection = Connection(channel: context.channel, result: result)
             let delegate: ConnectionDelegate?
             switch side {
@@ -147,8 +166,12 @@ final class PeerChannelHandler: ChannelInboundHandler {
         guard case .handshaking = state else { return }
         state = .closed
         timeoutTask?.cancel()
+        handshakeEnded()
         let remote = context.channel.remoteAddress.map { "\($0)" } ?? "?"
-        logger.error("handshake failed: \(error.message)", metadata: ["remote.address": "\(remote)"])
+        if let suppressed = failureLog.map({ $0.admit() }) ?? 0 {
+            logger.error("\(LogRateLimiter.annotate("handshake failed with \(remote): \(escapedForLog(error.message))", suppressed: suppressed))",
+                         metadata: ["remote.address": "\(remote)"])
+        }
         if reject {
             var buffer = context.channel.allocator.buffer(capacity: 64)
             let reason = Array(error.message.utf8.prefix(512))

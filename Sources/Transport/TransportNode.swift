@@ -6,7 +6,14 @@ import NIOPosix
 /// to change them for a WAN.
 public struct TransportOptions: Sendable {
     public var limits = FrameLimits()
+    /// The whole handshake's deadline on both ends (not a per-read timeout: a peer that sends a
+    /// byte now and then is closed at this deadline all the same).
     public var handshakeTimeout: TimeAmount = .seconds(10)
+    /// Connections of one listening port that have not finished the handshake: at most this
+    /// many, and at most ``maxPendingHandshakesPerAddress`` from one source address; the excess
+    /// is closed at accept (docs/protocol.md §2).
+    public var maxPendingHandshakes = 64
+    public var maxPendingHandshakesPerAddress = 32
     public var connectTimeout: TimeAmount = .seconds(5)
     /// Above this many queued outbound bytes a connection reports itself unwritable, which
     /// pauses collective senders (bounded memory per link).
@@ -45,6 +52,8 @@ public final class TransportNode: Sendable {
     /// A listening socket; `port` is the one the OS chose when 0 was asked for.
     public struct Listener: Sendable {
         public let channel: any Channel
+        /// Connections that have not finished the handshake (for tests and logs).
+        public let admission: HandshakeAdmission
         public var port: Int { channel.localAddress?.port ?? 0 }
         public func close() async { try? await channel.close() }
     }
@@ -58,6 +67,8 @@ public final class TransportNode: Sendable {
         let logger = self.logger
         let key = self.key
         let localId = self.localId
+        let admission = HandshakeAdmission(total: options.maxPendingHandshakes, perAddress: options.maxPendingHandshakesPerAddress)
+        let failureLog = LogRateLimiter()
         let channel = try await ServerBootstrap(group: group, childGroup: loop ?? group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -68,18 +79,28 @@ public final class TransportNode: Sendable {
                                 value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 65536, maximum: options.maxReadSize))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    // Refused at once, before a handler or buffer is spent on it.
+                    let remote = channel.remoteAddress?.ipAddress ?? "?"
+                    if let refusal = admission.admit(remote) {
+                        if let suppressed = failureLog.admit() {
+                            logger.warning("\(LogRateLimiter.annotate("control port: refused a connection from \(remote) at accept: \(refusal)", suppressed: suppressed))")
+                        }
+                        channel.close(promise: nil)
+                        return
+                    }
                     let promise = channel.eventLoop.makePromise(of: Connection.self)
                     promise.futureResult.whenFailure { _ in }
                     let handler = PeerChannelHandler(
                         machine: HandshakeStateMachine(role: .acceptor, localId: localId, key: key),
                         side: .acceptor(accept), established: promise,
-                        handshakeTimeout: options.handshakeTimeout, logger: logger)
+                        handshakeTimeout: options.handshakeTimeout, logger: logger, failureLog: failureLog,
+                        onHandshakeEnded: { admission.release(remote) })
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(limits: options.limits)))
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
             }
             .bind(host: host, port: port).get()
-        return Listener(channel: channel)
+        return Listener(channel: channel, admission: admission)
     }
 
     /// Connects and authenticates; throws a ``HandshakeError`` (wrong key, wrong version,

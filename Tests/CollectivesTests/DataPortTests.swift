@@ -5,6 +5,9 @@ import Logging
 import PeerTestSupport
 import Testing
 import Transport
+#if canImport(Glibc)
+import Glibc
+#endif
 
 private func logger(_ handler: InMemoryLogHandler) -> Logger {
     Logger(label: "test", factory: { _ in handler })
@@ -123,4 +126,136 @@ private final class AcceptedBox: @unchecked Sendable {
     let error = try await ringWithFakeNeighbour(sending: header + [0, 0, 0, 0], streams: 2, sendOn: 0)
     #expect(isProtocolViolation(error), "\(String(describing: error))")
     #expect(error?.message.contains("arrived on stream 0 of 2") == true, "\(String(describing: error))")
+}
+
+// MARK: - Hostile input on the data port (issue 12)
+
+/// Server-side sockets of loopback TCP port `port` in `state` ("01" established, "08" close-wait),
+/// from /proc/net/tcp: what this process still holds open, whoever else runs tests meanwhile.
+private func serverSockets(port: Int, state: String) -> Int {
+    // (Read to the end: procfs reports no size, and a one-page read would miss sockets.)
+    guard let file = FileHandle(forReadingAtPath: "/proc/net/tcp") else { return -1 }
+    defer { try? file.close() }
+    let table = String(decoding: file.readDataToEndOfFile(), as: UTF8.self)
+    let local = String(format: ":%04X", port)
+    return table.split(separator: "\n").dropFirst().filter { line in
+        let fields = line.split(separator: " ")
+        return fields.count > 3 && fields[1].hasSuffix(local) && fields[3] == state
+    }.count
+}
+
+private func ringInfo(epoch: UInt64) -> [UInt8] { withUnsafeBytes(of: epoch.bigEndian) { Array($0) } }
+
+/// Closed by the other end (EOF, reset, or a reject frame followed by EOF)?
+private func isClosedByPeer(_ socket: BlockingSocket) -> Bool {
+    var entry = pollfd(fd: socket.fd, events: Int16(0x2000 /* POLLRDHUP */), revents: 0)
+    return poll(&entry, 1, 0) > 0 && entry.revents & (Int16(0x2000) | Int16(POLLHUP) | Int16(POLLERR)) != 0
+}
+
+private final class Closings: @unchecked Sendable {
+    let lock = NSLock()
+    var at: [Int: Double] = [:]
+}
+
+/// Strangers trickling a handshake a byte every 0.5 s are closed at the handshake deadline (2 s
+/// here), not kept while bytes keep coming; beyond the cap per source address (8) they are
+/// closed at accept. Meanwhile the formed ring all-reduces without a failure, and afterwards a
+/// real handshake gets in at once.
+@Test func slowHandshakesAreClosedAtTheDeadlineWhileTheRingAllReduces() async throws {
+    var options = CommunicatorOptions()
+    options.transport.handshakeTimeout = .seconds(2)
+    options.transport.maxPendingHandshakesPerAddress = 8
+    let logs = InMemoryLogHandler()
+    let peers = [Communicator(localId: 0xA000, key: testKey, options: options, logger: logger(logs)),
+                 Communicator(localId: 0xA001, key: testKey, options: options, logger: Logger(label: "quiet"))]
+    var members: [PeerEndpoint] = []
+    for peer in peers {
+        members.append(PeerEndpoint(id: peer.localId, host: "127.0.0.1", port: try await peer.listen(host: "127.0.0.1", port: 0)))
+    }
+    let view = RingView(epoch: 1, members: members)
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for peer in peers { group.addTask { try await peer.connect(view: view) } }
+        try await group.waitForAll()
+    }
+    let port = members[0].port
+    let clients = try (0..<12).map { _ in try BlockingSocket.connect(host: "127.0.0.1", port: port, timeout: 10) }
+    let closings = Closings()
+    let started = Date()
+    // The tricklers: the first bytes of a valid header, one per client every 0.5 s, for 8 s.
+    let trickle = Task.detached {
+        let header = FrameHeader(type: .hello, length: 60).bytes
+        for round in 0..<16 {
+            for (i, client) in clients.enumerated() where closings.lock.withLock({ closings.at[i] == nil }) {
+                if isClosedByPeer(client) {
+                    closings.lock.withLock { closings.at[i] = Date().timeIntervalSince(started) }
+                    continue
+                }
+                var byte = header[round % header.count]
+                _ = send(client.fd, &byte, 1, Int32(MSG_NOSIGNAL))
+            }
+            try? await Task.sleep(for: .milliseconds(500))
+        }
+    }
+    var reduced = 0
+    while Date().timeIntervalSince(started) < 8 {
+        let tag = UInt64(reduced + 1)
+        let results = try await onEveryPeer(peers) { rank, peer in
+            var values = [Float](repeating: Float(rank + 1), count: 10_000)
+            try await peer.allReduce(&values, options: AllReduceOptions(tag: tag, timeout: .seconds(30)))
+            return values[0]
+        }
+        #expect(results == [3, 3])
+        reduced += 1
+    }
+    await trickle.value
+    let closedAt = closings.lock.withLock { closings.at }
+    #expect(reduced >= 3, "only \(reduced) all-reduces in 8 s")
+    #expect(closedAt.values.filter { $0 < 1.8 }.count == 4, "closed at accept: \(closedAt.values.sorted())")
+    #expect(closedAt.count == 12, "still open after 8 s of trickling: \(12 - closedAt.count) (closed at \(closedAt.values.sorted()))")
+    #expect(closedAt.values.allSatisfy { $0 < 6 }, "\(closedAt.values.sorted())")
+    #expect(logs.entries.contains { "\($0.message)".contains("refused a connection from 127.0.0.1") })
+    #expect(logs.entries.contains { "\($0.message)".contains("handshake failed with 127.0.0.1") })
+    // The port is free again for a real handshake.
+    let (socket, result) = try BlockingSocket.dial(host: "127.0.0.1", port: port, localId: 0xA009, key: testKey,
+                                                   purpose: .stateTransfer, info: [], timeout: 10)
+    #expect(result.remoteId == 0xA000)
+    socket.close()
+    for client in clients { client.close() }
+    for peer in peers { await peer.shutdown() }
+}
+
+/// Authenticated ring links parked for a ring to come are released as soon as their dialer
+/// closes them, not at the next view change; and one dialer parks at most two rings' worth.
+@Test func ringLinksClosedByTheirDialerAreReleasedAtOnce() async throws {
+    let peer = Communicator(localId: 1, key: testKey, logger: Logger(label: "quiet"))
+    let port = try await peer.listen(host: "127.0.0.1", port: 0)
+    var links: [BlockingSocket] = []
+    for i in 0..<20 {
+        links.append(try BlockingSocket.dial(host: "127.0.0.1", port: port, localId: UInt64(100 + i), key: testKey,
+                                             purpose: .ring, info: ringInfo(epoch: UInt64(10 + i)), timeout: 30).0)
+    }
+    let deadline = Date().addingTimeInterval(20)
+    while serverSockets(port: port, state: "01") < 20, Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
+    for link in links { link.close() }
+    var waiting = serverSockets(port: port, state: "08")
+    while waiting > 0, Date() < deadline {
+        try await Task.sleep(for: .milliseconds(20))
+        waiting = serverSockets(port: port, state: "08")
+    }
+    #expect(waiting == 0, "\(waiting) ring links the dialers closed are still open")
+
+    // Five epochs' links from one dialer: only the newest two stay parked.
+    let same = try (1...5).map {
+        try BlockingSocket.dial(host: "127.0.0.1", port: port, localId: 500, key: testKey, purpose: .ring,
+                                info: ringInfo(epoch: UInt64($0)), timeout: 30).0
+    }
+    var closed: [Bool] = []
+    while Date() < deadline {
+        closed = same.map(isClosedByPeer)
+        if closed == [true, true, true, false, false] { break }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    #expect(closed == [true, true, true, false, false])
+    for link in same { link.close() }
+    await peer.shutdown()
 }

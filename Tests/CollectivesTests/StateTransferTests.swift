@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import PeerTestSupport
 import Testing
+import Transport
 
 private func makeState(_ megabytes: Int, revision: UInt64, seed: UInt64) throws -> SharedState {
     let n = megabytes << 18
@@ -189,5 +190,32 @@ private let frozenDonorBound = 40.0
             return
         }
         #expect(throws: StateTransferError.self) { try result.get() }
+    }
+}
+
+/// A request with the right revision and digest but a chunk size of 0 (found by fuzzing: it
+/// divided by zero and killed the donor) gets a state-error answer, and the donor serves on.
+@Test func aStateRequestWithChunkSizeZeroIsRefusedWithoutHarmingTheDonor() async throws {
+    let state = try makeState(1, revision: 3, seed: 9)
+    try await withDonors(1, serving: state) { donors in
+        func request(chunkSize: UInt32) throws -> (FrameHeader, [UInt8]) {
+            let (socket, _) = try BlockingSocket.dial(host: "127.0.0.1", port: donors[0].port, localId: 7, key: testKey,
+                                                      purpose: .stateTransfer, info: [], timeout: 10)
+            defer { socket.close() }
+            var payload: [UInt8] = []
+            withUnsafeBytes(of: UInt64(3).littleEndian) { payload += $0 }
+            payload += state.digest().bytes
+            for v: UInt32 in [chunkSize, 0, 1] { withUnsafeBytes(of: v.littleEndian) { payload += $0 } }
+            payload.append(0)
+            try socket.sendFrame(.stateRequest, bytes: payload)
+            var limits = FrameLimits()
+            limits.maxControlPayload = 1 << 20
+            return try socket.receiveFrame(limits: limits, deadline: .now + .seconds(10))
+        }
+        let (refused, reason) = try request(chunkSize: 0)
+        #expect(refused.type == .stateError, "\(String(decoding: reason, as: UTF8.self))")
+        #expect(String(decoding: reason, as: UTF8.self).contains("chunk size 0"))
+        let (served, _) = try request(chunkSize: 4096)
+        #expect(served.type == .stateChunk)
     }
 }

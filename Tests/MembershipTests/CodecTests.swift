@@ -68,3 +68,19 @@ private let samples: [MembershipMessage] = [
         for q1 in quorums { for q2 in quorums { #expect(!q1.isDisjoint(with: q2)) } }
     }
 }
+
+/// Found by fuzzing: a view of epoch 2⁶⁴−1 decoded, was committed, and the next election's
+/// `epoch + 1` trapped. Epochs above 2⁶² are garbage; a host with a control character too.
+@Test func viewsWithAnEpochPast2To62OrHostsWithControlCharactersAreGarbage() throws {
+    let node = NodeInfo(id: 1, controlHost: "127.0.0.1", controlPort: 1, dataHost: "127.0.0.1", dataPort: 2, inRing: true)
+    for epoch: UInt64 in [UInt64.max, (1 << 62) + 1] {
+        let far = MembershipMessage.commit(MembershipView(epoch: epoch, coordinator: 1, nodes: [node]), departed: []).encode()
+        #expect(throws: MembershipCodecError.self) { try MembershipMessage.decode(far) }
+    }
+    let edge = MembershipMessage.commit(MembershipView(epoch: 1 << 62, coordinator: 1, nodes: [node]), departed: [])
+    #expect(try MembershipMessage.decode(edge.encode()) == edge)
+    var evil = node
+    evil.controlHost = "host\n2026 critical: forged"
+    let bad = MembershipMessage.propose(MembershipView(epoch: 3, coordinator: 1, nodes: [evil])).encode()
+    #expect(throws: MembershipCodecError.self) { try MembershipMessage.decode(bad) }
+}

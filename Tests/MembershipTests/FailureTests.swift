@@ -12,7 +12,8 @@ import Testing
         try await waitUntil(15, "the others commit the view without the leaver", watching: nodes) {
             nodes[0].status.epoch == 3 && nodes[1].status.epoch == 3
         }
-        #expect(ContinuousClock.now - started < .seconds(3))
+        // Far below the 30 s heartbeat timeout (not a speed figure: the machine may be loaded).
+        #expect(ContinuousClock.now - started < .seconds(15))
         #expect(nodes[0].view?.ids == [nodes[0].localId, nodes[1].localId])
         #expect(nodes[1].view == nodes[0].view)
         #expect(nodes[0].status.leaves == 1 && nodes[0].status.deaths == 0)

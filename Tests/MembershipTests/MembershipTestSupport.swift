@@ -58,6 +58,16 @@ func waitUntil(_ seconds: Double, _ what: String, watching nodes: [MembershipNod
     }
 }
 
+/// Checks `condition` every 10 ms until it holds: only for what publishes no event (log lines);
+/// membership state is awaited with ``waitUntil(_:_:watching:_:)``.
+func pollUntil(_ seconds: Double, _ what: String, _ condition: @escaping @Sendable () -> Bool) async throws {
+    let deadline = ContinuousClock.now + .seconds(seconds)
+    while !condition() {
+        guard ContinuousClock.now < deadline else { throw TimedOut(what: what) }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+}
+
 /// A membership node with a fake data port (tests without a communicator).
 func makeNode(_ index: Int, options: MembershipOptions = fastOptions) -> MembershipNode {
     MembershipNode(localId: UInt64(0xB000 + index), key: testKey, options: options, logger: testLogger())

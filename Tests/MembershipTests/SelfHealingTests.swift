@@ -109,7 +109,9 @@ private func freePort() async throws -> Int {
     let joiner = makeNode(1)
     try await cleanUp({ await shutdownAll([founder, joiner]) }) {
         let joined = Task { try await joiner.start(dataPort: 41101, seed: ("127.0.0.1", port)) }
-        try await Task.sleep(for: .milliseconds(1500))
+        // Joining, and trying the seed that is down for a while.
+        try await waitForEvent(joiner, 30, "the joiner tries the seed", isRole(.joining))
+        try await Task.sleep(for: .milliseconds(1000))
         #expect(joiner.status.role == .joining)
         _ = try await founder.start(controlPort: port, dataPort: 41100, seed: nil)
         _ = try await within(30, "the joiner registers once the seed is up") { try await joined.value }

@@ -1,3 +1,5 @@
+import Transport
+
 /// The coordinator side of membership as a value type: events in, actions out, no I/O.
 ///
 /// It tracks who is alive (heartbeats, closed links), queues joiners until every ring member
@@ -21,6 +23,9 @@ struct CoordinatorMachine {
         /// No quorum for `forkAfter`: this coordinator went on as a new line with the nodes it
         /// can reach (the view is committed like any other).
         case forked(from: MembershipView, to: MembershipView)
+        /// A message this coordinator does not take from that sender (not in the role the
+        /// message needs); the node logs it, naming the sender.
+        case refused(from: UInt64, String)
     }
 
     private struct Proposal {
@@ -121,12 +126,15 @@ struct CoordinatorMachine {
         if lastHeard[from] != nil || joiners[from] != nil { lastHeard[from] = now }
         switch message {
         case .join(let node, let joinerSettings):
-            guard node.id == from else { return [.closeLink(from)] }
+            guard node.id == from else {
+                return [.refused(from: from, "join for another node id (\(hex(node.id)))"), .closeLink(from)]
+            }
             if view.contains(from) { return attach(node, epoch: 0, now: now) }
             if node.inRing {
                 if settings.isEmpty { settings = joinerSettings }
                 if joinerSettings != settings {
-                    return [.send(from, .incompatible(reason: "incompatible settings: this node runs \(joinerSettings), the cluster \(settings)")),
+                    let theirs = escapedForLog(joinerSettings)
+                    return [.send(from, .incompatible(reason: "incompatible settings: this node runs \(theirs), the cluster \(settings)")),
                             .closeLink(from)]
                 }
             }
@@ -138,10 +146,18 @@ struct CoordinatorMachine {
             return [.send(from, .coordinatorHeartbeat(epoch: view.epoch))] + advance(now: now)
 
         case .rejoin(let node, let epoch, let decisions):
-            guard node.id == from else { return [.closeLink(from)] }
+            guard node.id == from else {
+                return [.refused(from: from, "rejoin for another node id (\(hex(node.id)))"), .closeLink(from)]
+            }
             var out: [Action] = []
-            for d in decisions where decided[d.key] == nil {
-                out += decide(d.key, d.commit)
+            // Decisions a member carries over from the coordinator before: only a member of
+            // this view has seen any (a stranger's would decide rounds it never ran).
+            if view.contains(from), !gone.contains(from) {
+                for d in decisions where decided[d.key] == nil {
+                    out += decide(d.key, d.commit)
+                }
+            } else if !decisions.isEmpty {
+                out.append(.refused(from: from, "\(decisions.count) outcome decision(s) from a node outside the view"))
             }
             return out + attach(node, epoch: epoch, now: now)
 
@@ -149,12 +165,13 @@ struct CoordinatorMachine {
             return []
 
         case .updateRequest:
-            guard view.contains(from) else { return [] }
+            guard view.contains(from) else { return [.refused(from: from, "update request from a node outside the view")] }
             waiting.insert(from)
             return advance(now: now)
 
         case .ack(let epoch, let accepted, _):
-            guard var p = proposal, p.view.epoch == epoch, view.contains(from) else { return [] }
+            guard view.contains(from) else { return [.refused(from: from, "ack from a node outside the view")] }
+            guard var p = proposal, p.view.epoch == epoch else { return [] }
             guard accepted else { return [] }
             p.acks.insert(from)
             var out: [Action] = []
@@ -180,6 +197,11 @@ struct CoordinatorMachine {
             return outcome(key, done: done, from: from)
 
         case .stale(let newer):
+            // Only a voter of this view that is in the newer view it names may depose this
+            // coordinator (a stale answer comes from a voter that committed that view).
+            guard view.contains(from), newer.contains(from) else {
+                return [.refused(from: from, "stale (epoch \(newer.epoch)) from a node outside the view or the newer view")]
+            }
             // Only a newer view of this line deposes; another line is met through `line`.
             guard newer.line == view.line, newer.epoch > view.epoch, !deposed else { return [] }
             deposed = true
@@ -409,11 +431,25 @@ struct CoordinatorMachine {
 
     private mutating func outcome(_ key: RoundKey, done: Bool, from: UInt64) -> [Action] {
         if let known = decided[key] { return [.send(from, .decision(key, commit: known))] }
+        // A round of an epoch not committed yet cannot have run; one of this epoch only on its
+        // ring. Neither is decided for the others on a report from outside (it would abort a
+        // round of the members', or one to come); the sender alone hears "abort".
+        // (A member of the view reporting a later epoch: this coordinator took over without
+        // that epoch's commit; the round is decided "abort" for all, as any of an epoch it does
+        // not know.)
+        if key.epoch > view.epoch, !view.contains(from) {
+            return [.refused(from: from, "outcome of a round of epoch \(key.epoch), past this view's \(view.epoch), from a node outside the view"),
+                    .send(from, .decision(key, commit: false))]
+        }
+        if key.epoch == view.epoch, !view.ringIds.contains(from) {
+            return [.refused(from: from, "outcome of a round of epoch \(key.epoch) from a node outside its ring"),
+                    .send(from, .decision(key, commit: false))]
+        }
         let needed: Set<UInt64>
         if key.epoch == view.epoch {
-            guard view.ringIds.contains(from) else { return decide(key, false, extra: [from]) }
             needed = Set(view.ringIds)
-        } else if let waiting = late[key] ?? (key.epoch == previousRing?.epoch ? previousRing?.ids.intersection(view.ids) : nil),
+        } else if key.epoch < view.epoch,
+                  let waiting = late[key] ?? (key.epoch == previousRing?.epoch ? previousRing?.ids.intersection(view.ids) : nil),
                   !waiting.isEmpty {
             // The view changed while it ran (see `commit`).
             guard waiting.contains(from) else {

@@ -41,6 +41,9 @@ struct MemberMachine {
         /// Only for what retrying cannot fix (a wrong key, a protocol version mismatch, or the
         /// operator's deadline for joining at start).
         case failed(MembershipError)
+        /// A message this node does not take from that sender (not its coordinator, or not in
+        /// the role the message needs); the node logs it, naming the sender.
+        case refused(from: UInt64, String)
     }
 
     /// A control address this node may join through.
@@ -318,7 +321,7 @@ struct MemberMachine {
         if from == link { lastHeard = now }
         switch message {
         case .redirect(let id, let host, let port):
-            guard from == link else { return [] }
+            guard from == link else { return notFromLink(message, from) }
             var out: [Action] = [.closeLink(from)]
             linkUp = false
             learn(Address(host: host, port: port))
@@ -351,48 +354,85 @@ struct MemberMachine {
             return []
 
         case .propose(let proposal):
+            if let refusal = proposerRefusal(proposal, from: from) { return [.refused(from: from, refusal)] }
             return [.send(from, acknowledge(proposal))]
 
         case .commit(let next, let departed):
             // Only from the node this one follows: a probe link of another line's coordinator
             // (epochs overlap across lines) must not switch this node's view.
-            guard from == link else { return [] }
+            guard from == link else { return notFromLink(message, from) }
             return commit(next, departed: departed, from: from, now: now)
 
         case .proceed(let epoch, let point):
-            guard from == link, wantsUpdate, let view, view.epoch == epoch, phase == .member else { return [] }
+            guard from == link else { return notFromLink(message, from) }
+            guard wantsUpdate, let view, view.epoch == epoch, phase == .member else { return [] }
             wantsUpdate = false
             return [.updateDone(view, point: point)]
 
         case .decision(let key, let commit):
-            guard from == link else { return [] }
+            guard from == link else { return notFromLink(message, from) }
             remember(key, commit)
             guard pending.removeValue(forKey: key) != nil else { return [] }
             return [.decided(key, commit)]
 
         case .removed(let reason):
-            guard from == link else { return [] }
+            guard from == link else { return notFromLink(message, from) }
+            // The coordinator's words, logged by this node: escaped (they may come from a stranger
+            // this node dialled as a seed).
             if phase == .joining {
-                return [.closeLink(from)] + joinSetback("refused: \(reason)", now: now)
+                return [.closeLink(from)] + joinSetback("refused: \(escapedForLog(reason))", now: now)
             }
-            return rejoin(reason: "removed from the cluster: \(reason)", now: now)
+            return rejoin(reason: "removed from the cluster: \(escapedForLog(reason))", now: now)
 
         case .incompatible(let reason):
-            guard from == link, phase == .joining else { return [] }
+            guard from == link else { return notFromLink(message, from) }
+            guard phase == .joining else { return [] }
             phase = .idle
             dialing = false
-            return [.closeLink(from), .failed(MembershipError(code: .incompatible, message: reason))]
+            return [.closeLink(from), .failed(MembershipError(code: .incompatible, message: escapedForLog(reason, limit: 600)))]
 
         case .merge(let into):
-            guard from == link, phase == .member, let view, into.line != view.line else { return [] }
+            guard from == link else { return notFromLink(message, from) }
+            guard phase == .member, let view, into.line != view.line else { return [] }
             return rejoin(reason: "line \(hex(view.line)) merges into line \(hex(into.line))", newer: into, now: now)
 
         case .line(let other, let reply):
+            // The sender speaks for a line it is in (the coordinator of a probe, a node answering
+            // one), or is one of this line's members passing another line on to its coordinator.
+            let relay = reply && link == me.id && (view?.contains(from) ?? false)
+            guard other.contains(from) || relay, reply || other.coordinator == from else {
+                return [.refused(from: from, "line message for line \(hex(other.line)) from a node that is not its coordinator or in it")]
+            }
             return metLine(other, reply: reply, from: from, now: now)
 
         case .join, .rejoin, .memberHeartbeat, .updateRequest, .ack, .leave, .outcome, .stale:
+            // Member-to-coordinator messages reach the coordinator machine, never this one.
             return []
         }
+    }
+
+    /// A coordinator-to-member message from a node this one does not follow.
+    private func notFromLink(_ message: MembershipMessage, _ from: UInt64) -> [Action] {
+        [.refused(from: from, "\(message.kindName) from a node that is not this node's coordinator (it follows \(link.map(hex) ?? "none"))")]
+    }
+
+    /// Why a proposal from `from` is not answered, or nil to answer it. A proposal that could
+    /// change this node's vote (the next epoch of its own line) is taken only from the node
+    /// that may propose it: the coordinator of this node's view, the node it follows (a new
+    /// coordinator it elected), or the first node after that coordinator in view order not
+    /// known to have failed (the successor, which proposes before every member noticed the
+    /// failover). Anything else is answered as before: "already committed" or "another line"
+    /// change nothing here.
+    private func proposerRefusal(_ proposal: MembershipView, from: UInt64) -> String? {
+        guard let view, proposal.line == view.line, proposal.epoch > view.epoch else { return nil }
+        guard view.contains(from) else {
+            return "proposal of epoch \(proposal.epoch) from a node outside this node's view (epoch \(view.epoch))"
+        }
+        let successor = MembershipRules.successor(in: view, excluding: failed.union([view.coordinator]))?.id
+        guard from == view.coordinator || from == link || from == successor else {
+            return "proposal of epoch \(proposal.epoch) from a member that is not the coordinator of epoch \(view.epoch) nor its successor"
+        }
+        return nil
     }
 
     private var registeredSent = false

@@ -1,3 +1,5 @@
+import Transport
+
 /// Membership messages, carried one per `control` frame (type 32). Names say who sends:
 /// M2C member to coordinator, C2M coordinator to member. Layouts: docs/membership.md.
 enum MembershipMessage: Hashable, Sendable {
@@ -58,12 +60,43 @@ enum MembershipMessage: Hashable, Sendable {
     }
 }
 
+extension MembershipMessage {
+    /// The message's name in docs/membership.md, for log lines.
+    var kindName: String {
+        switch self {
+        case .join: "join"
+        case .rejoin: "rejoin"
+        case .memberHeartbeat: "member heartbeat"
+        case .updateRequest: "update request"
+        case .ack: "ack"
+        case .leave: "leave"
+        case .outcome: "outcome"
+        case .stale: "stale"
+        case .redirect: "redirect"
+        case .coordinatorHeartbeat: "coordinator heartbeat"
+        case .propose: "propose"
+        case .commit: "commit"
+        case .proceed: "proceed"
+        case .decision: "decision"
+        case .removed: "removed"
+        case .incompatible: "incompatible"
+        case .merge: "merge"
+        case .line: "line"
+        }
+    }
+}
+
 /// Bounds every decoder enforces before allocating.
 enum MembershipLimits {
     static let maxNodes = 4096
     static let maxHost = 255
     static let maxReason = 512
     static let maxDecisions = 256
+    /// The largest view epoch a message may carry: far beyond any cluster's life (one change a
+    /// microsecond for 146,000 years), and far enough below 2⁶⁴ that every `epoch + 1` the
+    /// machines compute stays in range (a view of epoch 2⁶⁴−1 trapped in the next election;
+    /// found by fuzzing).
+    static let maxEpoch: UInt64 = 1 << 62
 }
 
 struct MembershipCodecError: Error, CustomStringConvertible {
@@ -163,7 +196,7 @@ extension MembershipMessage {
         case .merge: message = .merge(try r.view())
         case .incompatible: message = .incompatible(reason: try r.string(limit: MembershipLimits.maxReason))
         case .line: message = .line(try r.view(), reply: try r.bool())
-        case .redirect: message = .redirect(id: try r.u64(), host: try r.string(), port: Int(try r.u16()))
+        case .redirect: message = .redirect(id: try r.u64(), host: try r.host(), port: Int(try r.u16()))
         case .coordinatorHeartbeat: message = .coordinatorHeartbeat(epoch: try r.u64())
         case .propose: message = .propose(try r.view())
         case .commit:
@@ -241,11 +274,20 @@ private struct Reader {
         return RoundKey(epoch: epoch, collective: CollectiveID(purpose: purpose, sequence: sequence, point: try u64()))
     }
     mutating func node() throws -> NodeInfo {
-        NodeInfo(id: try u64(), controlHost: try string(), controlPort: Int(try u16()),
-                 dataHost: try string(), dataPort: Int(try u16()), inRing: try bool())
+        NodeInfo(id: try u64(), controlHost: try host(), controlPort: Int(try u16()),
+                 dataHost: try host(), dataPort: Int(try u16()), inRing: try bool())
+    }
+    /// A host name or address: printable ASCII without spaces (it is dialled and logged).
+    mutating func host() throws -> String {
+        let s = try string()
+        guard s.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
+            throw MembershipCodecError(message: "host \(escapedForLog(s, limit: 64)) has characters a host cannot have")
+        }
+        return s
     }
     mutating func view() throws -> MembershipView {
         let epoch = try u64()
+        guard epoch <= MembershipLimits.maxEpoch else { throw MembershipCodecError(message: "view epoch \(epoch) exceeds 2^62") }
         let line = try u64()
         let coordinator = try u64()
         let count = Int(try u16())

@@ -48,6 +48,8 @@ public final class MembershipNode: @unchecked Sendable {
     /// Probe connections (both ends), apart from `links`: their answers are read, replies may go
     /// back on them, and closing one is nobody's death.
     private var probeLinks: [UInt64: Connection] = [:]
+    /// Refused messages are logged at a bounded rate (a stranger with the key could send many).
+    private let refusalLog = LogRateLimiter()
     /// The handshake `info` that marks a control connection as a probe.
     static let probeInfo: [UInt8] = [0x50]
 
@@ -382,7 +384,12 @@ public final class MembershipNode: @unchecked Sendable {
     }
 
     fileprivate func garbage(_ connection: Connection, _ reason: String) {
-        logger.warning("closing control link after a malformed message: \(reason)", metadata: ["peer.id": "\(hex(connection.remoteId))"])
+        guard let suppressed = refusalLog.admit() else {
+            connection.close()
+            return
+        }
+        logger.warning("\(LogRateLimiter.annotate("closing control link from \(hex(connection.remoteId)) after a malformed message: \(escapedForLog(reason))", suppressed: suppressed))",
+                       metadata: ["peer.id": "\(hex(connection.remoteId))"])
         connection.close()
     }
 
@@ -504,6 +511,10 @@ public final class MembershipNode: @unchecked Sendable {
             return [.write(connection, MembershipMessage.removed(reason: "not a member of epoch \(view.epoch)").encode())]
         }
         switch message {
+        case .ack, .leave, .outcome, .stale:
+            // Member-to-coordinator messages for a node that does not hold the role.
+            logRefusal(from: from, "\(message.kindName) sent to a node that is not a coordinator")
+            return []
         case .join, .rejoin:
             // Not the coordinator: point the sender at the one this node follows.
             guard let member, let link = member.link, link != localId, let target = member.view?.node(link),
@@ -563,6 +574,8 @@ public final class MembershipNode: @unchecked Sendable {
                 case .forked(let old, let next):
                     counters.forks += 1
                     logger.warning("no quorum of epoch \(old.epoch)'s view for \(options.forkAfter.map { "\($0)" } ?? "-"): going on as line \(hex(next.line)) with the \(next.nodes.count) node(s) reachable; it merges with line \(hex(old.line)) when they meet")
+                case .refused(let from, let reason):
+                    logRefusal(from: from, reason)
                 case .deposed(let newer):
                     coordinator = nil
                     logger.warning("a newer view exists without this node as coordinator: \(newer)")
@@ -674,7 +687,17 @@ public final class MembershipNode: @unchecked Sendable {
             logger.warning("\(error.message)")
             failure = error
             return failAll(error)
+        case .refused(let from, let reason):
+            logRefusal(from: from, reason)
+            return []
         }
+    }
+
+    /// One line per refused message, naming the sender, at most ``LogRateLimiter``'s rate.
+    private func logRefusal(from: UInt64, _ reason: String) {
+        guard let suppressed = refusalLog.admit() else { return }
+        logger.warning("\(LogRateLimiter.annotate("refused a control message from \(hex(from)): \(reason)", suppressed: suppressed))",
+                       metadata: ["peer.id": "\(hex(from))"])
     }
 
     private func failAll(_ error: MembershipError) -> [Effect] {

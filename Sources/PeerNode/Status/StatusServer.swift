@@ -24,15 +24,17 @@ final class StatusServer: Sendable {
     }
 
     /// Binds `host:port` and serves until ``shutdown()``; throws if the address cannot be bound.
-    static func start(recorder: StatusRecorder, host: String, port: Int, logger: Logger) async throws -> StatusServer {
+    static func start(recorder: StatusRecorder, host: String, port: Int, limits: StatusLimits = StatusLimits(),
+                      logger: Logger) async throws -> StatusServer {
         var logger = logger
         logger[metadataKey: "status.bind"] = "\(host):\(port)"
         let bound = BoundPort()
         let app = Application(
             responder: StatusResponder(recorder: recorder, metrics: StatusMetrics(identity: recorder.identity)),
-            // Idle connections are closed: an open status port must not collect sockets until the
-            // daemon runs out of descriptors (its ring and control links share the table).
-            server: .http1(configuration: .init(idleTimeout: .seconds(30))),
+            // Bounded connections, request size, header count and time per request: an open status
+            // port must not collect sockets until the daemon runs out of descriptors (its ring and
+            // control links share the table), nor buffer what a client uploads.
+            server: GuardedHTTP1Channel.builder(limits: limits),
             configuration: ApplicationConfiguration(address: .hostname(host, port: port),
                                                     serverName: "peernode/\(StatusReport.version)"),
             onServerRunning: { channel in bound.resolve(.success(channel.localAddress?.port ?? port)) },
