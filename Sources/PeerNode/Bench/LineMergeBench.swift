@@ -27,8 +27,8 @@ import Transport
 ///
 /// Metrics are the task's own (`TrainingTask.evaluate`, the test split: accuracy for MoE, RMSE
 /// for GIN), computed on peer 0 (side A) as the demo's workers report them; `merged_on_b` is the
-/// merged θ evaluated on side B's first peer (models with local buffers outside θ, such as GIN's
-/// batch-norm running statistics, differ there).
+/// merged θ evaluated on side B's first peer, `side_a_on_b` side A's θ there (models with local
+/// buffers outside θ, such as GIN's batch-norm running statistics, differ there).
 struct LineMergeBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "line-merge",
@@ -143,6 +143,9 @@ struct LineMergeBench: AsyncParsableCommand {
         await ringB.shutdown()
         let stateA = sideA[0].trainer!.state, stateB = sideB[0].trainer!.state
         let metricA = sideA[0].trainer!.evaluate(), metricB = sideB[0].trainer!.evaluate()
+        // Side A's θ on a peer of side B: how much a model's local buffers (GIN's batch-norm
+        // statistics) alone change the metric, for comparison with `merged_on_b`.
+        let metricAOnB = Self.evaluate(sideB[0].task, stateA)
 
         // The heal: side B's peers join side A's ring (line A); every member computes this merge.
         let lineages = [stateA.lineage, stateB.lineage]
@@ -188,7 +191,8 @@ struct LineMergeBench: AsyncParsableCommand {
 
         let best = metricA.isBetter(than: metricB) ? metricA : metricB
         var figures: [(key: String, value: Double)] = [
-            ("side_a", metricA.value), ("side_b", metricB.value), ("merged", metricMerged.value), ("merged_on_b", metricMergedOnB.value),
+            ("side_a", metricA.value), ("side_b", metricB.value), ("side_a_on_b", metricAOnB.value),
+            ("merged", metricMerged.value), ("merged_on_b", metricMergedOnB.value),
             ("never_split", metricNever.value),
         ]
         if let metricMergedAfter, let metricNeverAfter {
