@@ -50,9 +50,16 @@ public final class FixedRingSession: ClusterSession, @unchecked Sendable {
     private let lock = NSLock()
     private var checks: UInt64 = 0
 
-    public init(communicator: Communicator, size: Int) {
+    /// The membership line every step of this ring is taken in (``ClusterSession/line``): 0, no
+    /// lines, unless a caller stands for the lines of a cluster that split (a benchmark of the line
+    /// merge gives the two sides of a split two rings with distinct lines, so that the trainer
+    /// records the fork in the lineage as the daemon does).
+    public let line: UInt64
+
+    public init(communicator: Communicator, size: Int, line: UInt64 = 0) {
         self.communicator = communicator
         self.size = size
+        self.line = line
     }
 
     public func updateTopology() async throws -> Int { size }
@@ -60,9 +67,6 @@ public final class FixedRingSession: ClusterSession, @unchecked Sendable {
     public func recover() async throws -> Int {
         throw CollectiveError(code: .membershipChanged, message: "a member of a fixed ring is gone; the run cannot go on")
     }
-
-    /// A fixed ring has no membership lines.
-    public var line: UInt64 { 0 }
 
     /// All-reduces the digest bytes with min and max: equal results mean every member holds the
     /// same state and revision.
