@@ -35,31 +35,42 @@ private extension SplitMix64 {
 private final class ChaosPeer {
     let name: String
     let daemon: Daemon
-    let controlPort: Int
-    let statusPort: Int
     var killed = false
     var restarted = false
     var pausedUntil: Date?
+    private var known: (control: Int, status: Int)?
 
-    init(name: String, args: [String]) throws {
+    /// Starts the process; `wait`: seconds to wait for its `ready` line (a joiner may take longer
+    /// than that to be admitted while the cluster is in turmoil, which is no failure: it is live,
+    /// just not ready yet, and the driver uses it once it is).
+    init(name: String, args: [String], wait: Double) throws {
         self.name = name
         daemon = try Daemon(args)
-        guard let control = daemon.controlPort,
-              let status = daemon.waitFor("ready ", timeout: 60)?.split(separator: " ")
-                  .first(where: { $0.hasPrefix("status_port=") }).flatMap({ Int($0.dropFirst(12)) }) else {
+        if wait > 0, ports(wait: wait) == nil {
             daemon.signal(SIGKILL)
             throw ChaosFailure(description: "\(name) did not start: \(daemon.stderrTail)")
         }
-        controlPort = control
-        statusPort = status
+    }
+
+    /// Control and status ports from the `ready` line, once the process printed it.
+    func ports(wait: Double = 0) -> (control: Int, status: Int)? {
+        if let known { return known }
+        guard let line = daemon.waitFor("ready ", timeout: wait) else { return nil }
+        func field(_ name: String) -> Int? {
+            line.split(separator: " ").first { $0.hasPrefix(name + "=") }.flatMap { Int($0.dropFirst(name.count + 1)) }
+        }
+        guard let control = field("control_port"), let status = field("status_port") else { return nil }
+        known = (control, status)
+        return known
     }
 
     var live: Bool { !killed }
     var running: Bool { !killed && pausedUntil == nil }
 
-    /// role and line from the status port, nil if it does not answer.
+    /// role and line from the status port, nil if it does not answer (or is not ready yet).
     func status() -> (role: String, line: String, members: Int)? {
-        guard let response = try? httpRequest("GET", port: statusPort, path: "/status"), response.status == 200,
+        guard let statusPort = ports()?.status,
+              let response = try? httpRequest("GET", port: statusPort, path: "/status"), response.status == 200,
               let json = try? JSONSerialization.jsonObject(with: Data(response.body.utf8)) as? [String: Any],
               let role = json["role"] as? String, let line = json["line"] as? String,
               let members = json["members"] as? [Any] else { return nil }
@@ -90,8 +101,9 @@ private func outerRecords(_ daemon: Daemon) -> [(line: String, revision: Int, di
     func args(_ index: Int, seed: Int?) -> [String] {
         common + ["--shard-index", "\(index % plan.peers)"] + (seed.map { ["--seed", "127.0.0.1:\($0)"] } ?? [])
     }
-    peers.append(try ChaosPeer(name: "p0", args: args(0, seed: nil)))
-    for i in 1..<plan.peers { peers.append(try ChaosPeer(name: "p\(i)", args: args(i, seed: peers[0].controlPort))) }
+    peers.append(try ChaosPeer(name: "p0", args: args(0, seed: nil), wait: 60))
+    let founder = try #require(peers[0].ports()).control
+    for i in 1..<plan.peers { peers.append(try ChaosPeer(name: "p\(i)", args: args(i, seed: founder), wait: 60)) }
 
     var events: [String: Int] = ["kill": 0, "pause": 0, "coordinator-kill": 0, "restart": 0, "join": 0]
     var unexpectedExits: [String] = []
@@ -122,8 +134,8 @@ private func outerRecords(_ daemon: Daemon) -> [(line: String, revision: Int, di
         }
     }
     func seedPort() -> Int? {
-        let candidates = peers.filter(\.running)
-        return candidates.isEmpty ? nil : candidates[random.below(candidates.count)].controlPort
+        let candidates = peers.filter { $0.running && $0.ports() != nil }
+        return candidates.isEmpty ? nil : candidates[random.below(candidates.count)].ports()!.control
     }
     while Date().timeIntervalSince(start) < plan.seconds {
         observe()
@@ -155,12 +167,12 @@ private func outerRecords(_ daemon: Daemon) -> [(line: String, revision: Int, di
         case 6...7:
             if let dead = peers.first(where: { $0.killed && !$0.restarted }), let seed = seedPort() {
                 dead.restarted = true
-                peers.append(try ChaosPeer(name: dead.name + "'", args: args(peers.count, seed: seed)))
+                peers.append(try ChaosPeer(name: dead.name + "'", args: args(peers.count, seed: seed), wait: 0))
                 events["restart"]! += 1
             }
         default:
             if peers.filter(\.live).count < plan.peers + 2, let seed = seedPort() {
-                peers.append(try ChaosPeer(name: "p\(peers.count)", args: args(peers.count, seed: seed)))
+                peers.append(try ChaosPeer(name: "p\(peers.count)", args: args(peers.count, seed: seed), wait: 0))
                 events["join"]! += 1
             }
         }
