@@ -168,11 +168,14 @@ enum FuzzTargets {
         func wait() { condition.withLock { while !done { condition.wait() } } }
     }
 
+    /// The config file's decoding (`RunSettings.load(configFile:)` without the file): the typed
+    /// settings and the one-line message every refusal is turned into.
     static func config(_ bytes: [UInt8]) {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("peernode-fuzz-config-\(getpid()).json").path
-        guard FileManager.default.createFile(atPath: path, contents: Data(bytes)) else { return }
-        var settings = RunSettings()
-        _ = try? settings.apply(configFile: path)
+        do {
+            _ = try JSONDecoder().decode(RunSettings.self, from: Data(bytes))
+        } catch let error as DecodingError {
+            _ = RunSettings.describe(error)
+        } catch {}
     }
 
     /// Answers every request head with a small response, as the status responder would.
