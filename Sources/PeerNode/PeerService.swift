@@ -151,6 +151,12 @@ final class PeerService: Service, @unchecked Sendable {
     func run() async throws {
         let node = self.node
         let communicator = self.communicator
+        // The links this member probes for the ring plan (docs/membership.md, "Ring order").
+        let prober = settings.ringOrder == RingOrderMode.measured.rawValue
+            ? LinkProber(node: node, communicator: communicator, refresh: .milliseconds(Int64(settings.probeIntervalS * 1000)), logger: logger)
+            : nil
+        let probing = prober.map { prober in Task { await prober.run() } }
+        defer { probing?.cancel() }
         await withTaskCancellationHandler {
             await withGracefulShutdownHandler {
                 await train()

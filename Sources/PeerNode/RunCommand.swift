@@ -69,6 +69,10 @@ struct RunCommand: AsyncParsableCommand {
     var dataFormat: String?
     @Option(name: .customLong("init-from"), help: "Found the cluster from the weights in this safetensors file (joiners take the cluster's; a resumed checkpoint wins).")
     var initFrom: String?
+    @Option(name: .customLong("ring-order"), help: "measured (default): the coordinator orders the ring from the links members probe; joined: in the order members joined.")
+    var ringOrder: String?
+    @Option(name: .customLong("probe-interval-s"), help: "Seconds between a member's probes of all its links (new members are probed at once). Default 60.")
+    var probeIntervalS: Double?
 
     /// Defaults, then the config file, then what the command line gave.
     func settings() throws -> RunSettings {
@@ -107,6 +111,8 @@ struct RunCommand: AsyncParsableCommand {
         if let statusBind { s.statusBind = statusBind }
         if let initFrom { s.initFrom = initFrom }
         if let dataFormat { s.dataFormat = dataFormat }
+        if let ringOrder { s.ringOrder = ringOrder }
+        if let probeIntervalS { s.probeIntervalS = probeIntervalS }
         try s.validate()
         return s
     }

@@ -60,13 +60,17 @@ struct RunSettings: Sendable {
     var initFrom: String?
     /// The layout of a user's own data in `dataDir` where its files cannot tell (docs/datasets.md).
     var dataFormat: String?
+    /// `measured`: the coordinator orders the ring from probed links; `joined`: view order.
+    var ringOrder = "measured"
+    /// How often each member probes its links again (the links to new members at once).
+    var probeIntervalS = 60.0
 
     /// The keys a config file may hold, in the order docs/operations.md lists them.
     static let keys = ["seed", "listen", "data-listen", "advertise", "model", "data", "data-dir", "shard-index",
                        "shard-count", "inner-steps", "outer-steps", "quant", "mode", "outer-lr", "outer-momentum", "seed-value", "cluster-key-file",
                        "checkpoint", "checkpoint-every", "min-peers", "heartbeat-ms", "heartbeat-timeout-ms",
                        "join-timeout-s", "fork-after-timeouts", "streams", "stream-rate-mbps", "log-level", "shutdown-grace-s",
-                       "status", "status-port", "status-bind", "init-from", "data-format"]
+                       "status", "status-port", "status-bind", "init-from", "data-format", "ring-order", "probe-interval-s"]
 
     /// Config files are small; a bigger one is a wrong path, not a config.
     static let maxConfigBytes = 1 << 20
@@ -176,6 +180,8 @@ struct RunSettings: Sendable {
         case "status-bind": statusBind = try string()
         case "init-from": initFrom = try string()
         case "data-format": dataFormat = try string()
+        case "ring-order": ringOrder = try string()
+        case "probe-interval-s": probeIntervalS = try double()
         default:
             throw RunError("config file \(path): unknown setting \"\(key)\" (known: \(Self.keys.joined(separator: ", ")))")
         }
@@ -194,6 +200,8 @@ struct RunSettings: Sendable {
                 throw RunError("--\(name) \(value) listens on every interface: say with --advertise which address other nodes dial")
             }
         }
+        guard RingOrderMode(rawValue: ringOrder) != nil else { throw RunError("--ring-order must be measured or joined, got '\(ringOrder)'") }
+        guard probeIntervalS >= 0.1 && probeIntervalS <= 86400 else { throw RunError("--probe-interval-s must be in 0.1...86400") }
         guard let kind = ModelKind(rawValue: model) else { throw RunError("--model must be moe, gin or gcn, got '\(model)'") }
         if let data, !kind.datasets.contains(data) {
             throw RunError("model \(model) trains on \(kind.datasets.joined(separator: ", ")), not '\(data)'")
@@ -258,6 +266,7 @@ struct RunSettings: Sendable {
         options.heartbeatTimeout = .milliseconds(Int64(heartbeatTimeoutMs))
         options.joinTimeout = joinTimeoutS > 0 ? .milliseconds(Int64(joinTimeoutS * 1000)) : nil
         options.forkAfterTimeouts = forkAfterTimeouts > 0 ? forkAfterTimeouts : nil
+        options.ringOrder = RingOrderMode(rawValue: ringOrder) ?? .measured
         return options
     }
 

@@ -17,7 +17,7 @@ public struct FrameHeader: Hashable, Sendable {
     /// "PNOD": lets a receiver tell a stray client (HTTP, TLS, a port scanner) from a peer at once.
     public static let magic: UInt32 = 0x504E_4F44
     /// Bumped on any incompatible change to framing, handshake or message layouts.
-    public static let protocolVersion: UInt8 = 2
+    public static let protocolVersion: UInt8 = 3
     public static let size = 28
 
     public var type: MessageType

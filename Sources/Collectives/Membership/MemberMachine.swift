@@ -389,7 +389,7 @@ struct MemberMachine {
         case .line(let other, let reply):
             return metLine(other, reply: reply, from: from, now: now)
 
-        case .join, .rejoin, .memberHeartbeat, .updateRequest, .ack, .leave, .outcome, .stale:
+        case .join, .rejoin, .memberHeartbeat, .updateRequest, .ack, .leave, .outcome, .stale, .links:
             return []
         }
     }
