@@ -17,6 +17,8 @@
 #                                  PREFIX-rt: RATE each way (tc tbf, e.g. 100mbit) and MS milliseconds
 #                                  added one way (scripts/delayline.c, a userspace delaying wire)
 #   netkit.sh rate PREFIX I RATE   limits host I's link to RATE each way (tc tbf, e.g. 1gbit)
+#   netkit.sh pair PREFIX I J RATE limits what host I sends to host J to RATE (tc htb + u32 on I's
+#                                  eth0; replaces `rate` on host I's sending side); `pair ... off` lifts it
 #   netkit.sh down PREFIX          deletes PREFIX's namespaces (and whatever runs in them), and those of
 #                                  dead runs of the same family; idempotent
 #
@@ -134,6 +136,27 @@ cmd_rate() {
   shape "$PREFIX-h$i" eth0 "$rate" 20      # host -> switch
 }
 
+# Host I -> host J at RATE: htb on I's eth0, traffic to J's address in class 1:(100+J), the rest
+# in the default class 1:1 (no practical limit). Several pairs from one host add classes.
+cmd_pair() {
+  local i=$1 j=$2 rate=$3 ns=$PREFIX-h$1
+  host_ok "$i"; host_ok "$j"; host_exists "$i"
+  if [[ $rate == off ]]; then
+    ip netns exec "$ns" tc filter del dev eth0 parent 1: prio $((100 + j)) 2>/dev/null || true
+    ip netns exec "$ns" tc class del dev eth0 classid "1:$((100 + j))" 2>/dev/null || true
+    return
+  fi
+  [[ $rate =~ ^[0-9]+(kbit|mbit|gbit)$ ]] || die "bad rate '$rate' (e.g. 500kbit, 100mbit, 1gbit; or off)"
+  if [[ $(ip netns exec "$ns" tc qdisc show dev eth0) != *"htb 1:"* ]]; then
+    ip netns exec "$ns" tc qdisc replace dev eth0 root handle 1: htb default 1
+    ip netns exec "$ns" tc class add dev eth0 parent 1: classid 1:1 htb rate 100gbit burst 1mb cburst 1mb quantum 60000
+  fi
+  ip netns exec "$ns" tc class replace dev eth0 parent 1: classid "1:$((100 + j))" htb rate "$rate" burst 64kb cburst 64kb quantum 60000
+  ip netns exec "$ns" tc filter del dev eth0 parent 1: prio $((100 + j)) 2>/dev/null || true
+  ip netns exec "$ns" tc filter add dev eth0 parent 1: protocol ip prio $((100 + j)) u32 \
+    match ip dst "10.77.0.$((10 + j))/32" flowid "1:$((100 + j))"
+}
+
 # The delay line is built from scripts/delayline.c on first use and kept by the source's hash.
 delayline_binary() {
   local src here hash bin
@@ -194,7 +217,7 @@ cmd_down() {
   rm -f "${TMPDIR:-/tmp}/netkit-$PREFIX.delayline.log"
 }
 
-[[ $# -ge 2 ]] || { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[[ $# -ge 2 ]] || { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 sub=$1 PREFIX=$2
 shift 2
 prefix_ok "$PREFIX"
@@ -211,6 +234,7 @@ case $sub in
   ns)    [[ $# -eq 1 ]] || die "usage: ns PREFIX I"; host_ok "$1"; echo "$PREFIX-h$1" ;;
   wan)   need_root; [[ $# -eq 2 ]] || die "usage: wan PREFIX RATE MS"; cmd_wan "$1" "$2" ;;
   rate)  need_root; [[ $# -eq 2 ]] || die "usage: rate PREFIX I RATE"; cmd_rate "$1" "$2" ;;
+  pair)  need_root; [[ $# -eq 3 ]] || die "usage: pair PREFIX I J RATE|off"; cmd_pair "$1" "$2" "$3" ;;
   down)  need_root; cmd_down ;;
-  *)     die "unknown command '$sub' (up, side, split, join, cut, heal, wan, rate, exec, addr, ns, down)" ;;
+  *)     die "unknown command '$sub' (up, side, split, join, cut, heal, wan, rate, pair, exec, addr, ns, down)" ;;
 esac
