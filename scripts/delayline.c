@@ -98,6 +98,9 @@ int main(int argc, char **argv) {
     long long delay_us = strtoll(argv[3], &end, 10);
     if (!end || *end || delay_us < 0 || delay_us > 10000000) { fprintf(stderr, "delayline: bad delay '%s'\n", argv[3]); return 2; }
     uint64_t delay_ns = (uint64_t)delay_us * 1000u;
+    // Whatever descriptors the starter left open (a test harness's pipe, say) would stay open as
+    // long as this runs, and whoever waits for their end would wait for ever: close them.
+    for (int fd = 3; fd < 1024; fd++) close(fd);
     int fd[2] = { open_tap(argv[1]), open_tap(argv[2]) };
     struct queue q[2];  // q[i]: frames read from fd[i], to be written to fd[1 - i]
     for (int i = 0; i < 2; i++) {
