@@ -6,6 +6,6 @@ extension PeerNodeCommand {
         static let configuration = CommandConfiguration(
             commandName: "bench",
             abstract: "Measure peernode on this machine.",
-            subcommands: [AllReduceBench.self, StateSyncBench.self, DiLoCoBench.self, AllReduceWorker.self])
+            subcommands: [AllReduceBench.self, StateSyncBench.self, DiLoCoBench.self, RingOrderBench.self, AllReduceWorker.self, RingOrderWorker.self])
     }
 }
