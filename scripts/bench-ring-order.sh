@@ -19,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ $(id -u) -eq 0 ]] || { echo "bench-ring-order: needs root (network namespaces)" >&2; exit 2; }
-BIN=.build/release/peernode
+BIN=${PEERNODE_BIN:-.build/release/peernode}
 [[ -x $BIN ]] || swift build -c release -j 1 --product peernode
 REPS=${REPS:-5} RUNS=${RUNS:-1} SIZE_MIB=${SIZE_MIB:-16}
 P=pnbro-$$
