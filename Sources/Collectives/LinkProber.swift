@@ -15,6 +15,10 @@ public final class LinkProber: @unchecked Sendable {
     private let logger: Logger
     private let lock = NSLock()
     private var measured: [UInt64: (link: LinkMeasurement, at: ContinuousClock.Instant)] = [:]
+    /// When a probe of a peer last failed: tried again only after `retry` (a peer whose data port
+    /// cannot be reached is not dialled four times a second).
+    private var failed: [UInt64: ContinuousClock.Instant] = [:]
+    private var retry: Duration { min(refresh, .seconds(10)) }
 
     public init(node: MembershipNode, communicator: Communicator, options: LinkProbeOptions = LinkProbeOptions(),
                 refresh: Duration = .seconds(60), logger: Logger) {
@@ -44,7 +48,9 @@ public final class LinkProber: @unchecked Sendable {
             let peers = (1..<ring.count).map { ring[(mine + $0) % ring.count] }
             let now = ContinuousClock.now
             let due = lock.withLock {
-                peers.filter { peer in measured[peer.id].map { now - $0.at >= refresh } ?? true }
+                peers.filter { peer in
+                    (measured[peer.id].map { now - $0.at >= refresh } ?? true) && (failed[peer.id].map { now - $0 >= retry } ?? true)
+                }
             }
             if !due.isEmpty {
                 await probe(due)
@@ -72,14 +78,19 @@ public final class LinkProber: @unchecked Sendable {
             let options = self.options
             do {
                 let link = try await runBlocking { try communicator.probeLink(to: peer, options: options) }
-                lock.withLock { measured[peer.id] = (link, .now) }
+                lock.withLock {
+                    measured[peer.id] = (link, .now)
+                    failed[peer.id] = nil
+                }
                 bytes += link.bytes
                 lines.append(String(format: "%@ %.0f Mbit/s %.2f ms", hex(peer.id), link.bandwidth * 8 / 1e6, link.latency * 1e3))
             } catch {
-                logger.info("link probe to \(hex(peer.id)) failed: \(error)")
+                lock.withLock { failed[peer.id] = .now }
+                logger.info("link probe to \(hex(peer.id)) failed (next try in \(retry)): \(error)")
             }
         }
         let elapsed = ContinuousClock.now - started
+        guard !lines.isEmpty else { return }
         logger.info("link probe: \(lines.count) peer(s) in \(String(format: "%.2f", Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)) s, \(bytes) bytes: \(lines.joined(separator: ", "))")
     }
 }
