@@ -176,6 +176,9 @@ public enum RingOrderPlanner {
     public static func heuristic(links: LinkMatrix, bytes: Int, starts: Int = 16, kicks: Int = 40) -> [Int] {
         let n = links.count
         guard n > 3 else { return n <= 2 ? Array(0..<n) : [[0, 1, 2], [0, 2, 1]].min { time(of: $0, links: links, bytes: bytes) < time(of: $1, links: links, bytes: bytes) }! }
+        // Each pass costs O(n³) model evaluations: fewer starts and kicks for large rings.
+        let starts = n > 32 ? min(starts, 2) : starts
+        let kicks = n > 32 ? min(kicks, 4) : kicks
         var firsts: [Int] = []
         for k in 0..<max(1, min(starts, n)) where !firsts.contains(k * n / max(1, min(starts, n))) {
             firsts.append(k * n / max(1, min(starts, n)))

@@ -295,7 +295,7 @@ struct CoordinatorMachine {
             let coordinator = gone.contains(me) ? survivors[0].id : me
             var next = MembershipView(epoch: view.epoch + 1, line: view.line, coordinator: coordinator, nodes: survivors,
                                       ringOrder: view.ringOrder)
-            if let book = ringOrder { next.ringOrder = book.order(for: next) }
+            if ringOrder != nil { next.ringOrder = ringOrder!.order(for: next) }
             return propose(next, departed: removing.filter { leaving.contains($0) }, admitted: [], now: now)
         }
         let ring = Set(view.ringIds)
@@ -304,7 +304,7 @@ struct CoordinatorMachine {
         if !ready.isEmpty {
             var next = MembershipView(epoch: view.epoch + 1, line: view.line, coordinator: view.coordinator,
                                       nodes: view.nodes + ready.compactMap { joiners[$0]?.node }, ringOrder: view.ringOrder)
-            if let book = ringOrder { next.ringOrder = book.order(for: next) }
+            if ringOrder != nil { next.ringOrder = ringOrder!.order(for: next) }
             return propose(next, departed: [], admitted: Set(ready), now: now)
         }
         // Every ring member waits at the update point: the moment to re-order the ring when the
