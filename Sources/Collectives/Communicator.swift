@@ -9,8 +9,8 @@ import Transport
 /// per ring, straight between the callers' buffers and the kernel (docs/protocol.md says why).
 public final class Communicator: @unchecked Sendable {
     public let localId: UInt64
-    private let key: ClusterKey
-    private let logger: Logger
+    let key: ClusterKey
+    let logger: Logger
     private let options: CommunicatorOptions
 
     private let state = NSCondition()
@@ -72,6 +72,10 @@ public final class Communicator: @unchecked Sendable {
     }
 
     private func acceptInbound(_ socket: BlockingSocket, _ result: HandshakeResult) {
+        if result.purpose == .linkProbe {
+            serveLinkProbe(socket, from: result.remoteId)  // LinkProbe.swift; on a thread of its own
+            return
+        }
         if result.purpose == .stateTransfer {
             guard let server = state.withLock({ stopped ? nil : stateServer }) else {
                 try? socket.sendFrame(.stateError, bytes: Array("this peer does not serve its state".utf8))

@@ -156,6 +156,11 @@ final class PeerService: Service, @unchecked Sendable {
         let events = node.events()
         let recorder = self.recorder
         let following = Task { await recorder.follow(events) }
+        // The links this member probes for the ring plan (docs/membership.md, "Ring order").
+        let prober = settings.ringOrder == .measured
+            ? LinkProber(node: node, communicator: communicator, refresh: .milliseconds(Int64(settings.probeIntervalS * 1000)), logger: logger)
+            : nil
+        let probing = prober.map { prober in Task { await prober.run() } }
         await withTaskCancellationHandler {
             await withGracefulShutdownHandler {
                 await train()
@@ -174,7 +179,9 @@ final class PeerService: Service, @unchecked Sendable {
         }
         await close()
         following.cancel()
+        probing?.cancel()
         await following.value
+        await probing?.value
     }
 
     private func train() async {

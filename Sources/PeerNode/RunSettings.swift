@@ -67,6 +67,10 @@ struct RunSettings: Decodable, Sendable {
     var statusBind = "127.0.0.1"
     /// A safetensors file to take θ₀ from instead of the seed's initial parameters.
     var initFrom: String?
+    /// `measured`: the coordinator orders the ring from the links members probe; `joined`: view order.
+    var ringOrder = RingOrderMode.measured
+    /// How often each member probes its links again (the links to new members at once).
+    var probeIntervalS = 60.0
 
     /// The keys a config file may hold: the long option names, in the order docs/operations.md
     /// lists them. The only list of them.
@@ -78,7 +82,8 @@ struct RunSettings: Decodable, Sendable {
              minPeers = "min-peers", heartbeatMs = "heartbeat-ms", heartbeatTimeoutMs = "heartbeat-timeout-ms",
              joinTimeoutS = "join-timeout-s", foundAfterJoinTimeout = "found-after-join-timeout", forkAfterTimeouts = "fork-after-timeouts", streams,
              streamRateMbps = "stream-rate-mbps", logLevel = "log-level", shutdownGraceS = "shutdown-grace-s", status,
-             statusPort = "status-port", statusBind = "status-bind", initFrom = "init-from"
+             statusPort = "status-port", statusBind = "status-bind", initFrom = "init-from", ringOrder = "ring-order",
+             probeIntervalS = "probe-interval-s"
     }
 
     init() {}
@@ -149,6 +154,8 @@ struct RunSettings: Decodable, Sendable {
             case .statusPort: try take(key, \.statusPort)
             case .statusBind: try take(key, \.statusBind)
             case .initFrom: try take(key, \.initFrom)
+            case .ringOrder: try take(key, \.ringOrder)
+            case .probeIntervalS: try take(key, \.probeIntervalS)
             }
         }
         self = s
@@ -242,6 +249,7 @@ struct RunSettings: Decodable, Sendable {
             throw RunError("--found-after-join-timeout needs --seed and a --join-timeout-s above 0")
         }
         guard (0...1000).contains(forkAfterTimeouts) else { throw RunError("--fork-after-timeouts must be in 0...1000 (0: never fork)") }
+        guard probeIntervalS >= 0.1 && probeIntervalS <= 86400 else { throw RunError("--probe-interval-s must be in 0.1...86400") }
         guard checkpointEvery >= 1 else { throw RunError("--checkpoint-every must be positive") }
         guard minPeers >= 1 else { throw RunError("--min-peers must be positive") }
         if let problem = Self.streamProblem(streams: streams, rateMbps: streamRateMbps) { throw RunError(problem) }
@@ -289,6 +297,7 @@ struct RunSettings: Decodable, Sendable {
         options.heartbeatTimeout = .milliseconds(Int64(heartbeatTimeoutMs))
         options.joinTimeout = joinTimeoutS > 0 ? .milliseconds(Int64(joinTimeoutS * 1000)) : nil
         options.forkAfterTimeouts = forkAfterTimeouts > 0 ? forkAfterTimeouts : nil
+        options.ringOrder = ringOrder
         return options
     }
 
@@ -392,6 +401,9 @@ extension DiLoCoOptions.Mode: SettingChoice {
     public init(from decoder: any Decoder) throws { try self.init(settingFrom: decoder) }
 }
 extension DiLoCoOptions.AsyncStart: ExpressibleByArgument {}
+extension RingOrderMode: SettingChoice {
+    public init(from decoder: any Decoder) throws { try self.init(settingFrom: decoder) }
+}
 
 /// `--quant`: how the pseudo-gradient is encoded on the wire.
 enum PseudoGradientEncoding: String, SettingChoice {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Collectives
 import DiLoCo
 import Models
 
@@ -37,6 +38,10 @@ struct NodeOptions: ParsableArguments {
     var forkAfterTimeouts: Int?
     @Option(help: "Log level. Default \(defaults.logLevel.rawValue).")
     var logLevel: LogLevel?
+    @Option(help: "measured (default): the coordinator orders the ring from the links members probe; joined: in the order members joined.")
+    var ringOrder: RingOrderMode?
+    @Option(help: "Seconds between a member's probes of all its links (new members are probed at once). Default \(Int(defaults.probeIntervalS)).")
+    var probeIntervalS: Double?
 
     func apply(to s: inout RunSettings) throws {
         if !seed.isEmpty {
@@ -52,6 +57,8 @@ struct NodeOptions: ParsableArguments {
         if let heartbeatTimeoutMs { s.heartbeatTimeoutMs = heartbeatTimeoutMs }
         if let joinTimeoutS { s.joinTimeoutS = joinTimeoutS }
         if foundAfterJoinTimeout { s.foundAfterJoinTimeout = true }
+        if let ringOrder { s.ringOrder = ringOrder }
+        if let probeIntervalS { s.probeIntervalS = probeIntervalS }
         if let forkAfterTimeouts { s.forkAfterTimeouts = forkAfterTimeouts }
         if let logLevel { s.logLevel = logLevel }
     }

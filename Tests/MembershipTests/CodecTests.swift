@@ -16,6 +16,9 @@ private let samples: [MembershipMessage] = [
     .redirect(id: 1, host: "10.0.0.1", port: 7000), .coordinatorHeartbeat(epoch: 42),
     .propose(view), .commit(view, departed: [5, 6]), .proceed(epoch: 42, point: 3),
     .decision(RoundKey(epoch: 42, tag: 1), commit: true), .removed(reason: "not a member of epoch 42"),
+    .links([.init(to: 2, bandwidth: 125_000_000, latencyMicros: 20_000), .init(to: .max, bandwidth: 1, latencyMicros: .max)]),
+    .links([]),
+    .commit(MembershipView(epoch: 43, coordinator: 1, nodes: [nodeA, nodeB], ringOrder: [1]), departed: []),
 ]
 
 @Test func aCollectiveSequenceBeyond56BitsIsRefused() throws {

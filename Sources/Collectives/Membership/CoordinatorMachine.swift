@@ -58,6 +58,8 @@ struct CoordinatorMachine {
     /// What every ring member must share: this node's own, or (a coordinate-only node) the first
     /// ring member's it admits. Empty: not known yet.
     var settings = ""
+    /// Measured links and ring plans (docs/membership.md, "Ring order"); nil: rings in view order.
+    var ringOrder: RingOrderBook?
     private var lastHeard: [UInt64: ContinuousClock.Instant] = [:]
     private var lastBeat: ContinuousClock.Instant
     private var joiners: [UInt64: Joiner] = [:]
@@ -196,6 +198,11 @@ struct CoordinatorMachine {
         case .outcome(let key, let done):
             return outcome(key, done: done, from: from)
 
+        case .links(let reports):
+            guard view.contains(from), ringOrder != nil else { return [] }
+            ringOrder!.record(from: from, reports)
+            return advance(now: now)
+
         case .stale(let newer):
             // Only a voter of this view that is in the newer view it names may depose this
             // coordinator (a stale answer comes from a voter that committed that view).
@@ -317,16 +324,27 @@ struct CoordinatorMachine {
             let survivors = view.nodes.filter { !gone.contains($0.id) }
             guard !survivors.isEmpty else { return [] }
             let coordinator = gone.contains(me) ? survivors[0].id : me
-            let next = MembershipView(epoch: view.epoch + 1, line: view.line, coordinator: coordinator, nodes: survivors)
+            var next = MembershipView(epoch: view.epoch + 1, line: view.line, coordinator: coordinator, nodes: survivors,
+                                      ringOrder: view.ringOrder)
+            if ringOrder != nil { next.ringOrder = ringOrder!.order(for: next) }
             return propose(next, departed: removing.filter { leaving.contains($0) }, admitted: [], now: now)
         }
         let ring = Set(view.ringIds)
         guard ring.isSubset(of: waiting) else { return [] }
         let ready = joinOrder.filter { joiners[$0] != nil }
         if !ready.isEmpty {
-            let next = MembershipView(epoch: view.epoch + 1, line: view.line, coordinator: view.coordinator,
-                                      nodes: view.nodes + ready.compactMap { joiners[$0]?.node })
+            var next = MembershipView(epoch: view.epoch + 1, line: view.line, coordinator: view.coordinator,
+                                      nodes: view.nodes + ready.compactMap { joiners[$0]?.node }, ringOrder: view.ringOrder)
+            if ringOrder != nil { next.ringOrder = ringOrder!.order(for: next) }
             return propose(next, departed: [], admitted: Set(ready), now: now)
+        }
+        // Every ring member waits at the update point: the moment to re-order the ring when the
+        // measurements say another order is clearly faster (a view change with the same nodes).
+        if let order = ringOrder?.replan(view) {
+            var next = view
+            next.epoch += 1
+            next.ringOrder = order
+            return propose(next, departed: [], admitted: [], now: now)
         }
         guard !waiting.isEmpty else { return [] }
         if points.epoch != view.epoch { points = (view.epoch, 0) }
@@ -409,6 +427,7 @@ struct CoordinatorMachine {
             leaving.remove(id)
         }
         gone = gone.filter { ids.contains($0) || $0 == me }
+        ringOrder?.keep(only: ids)
         // A collective of an earlier epoch commits if every member of its ring that is still in
         // the view finished it; members that left do not hold anything the others need.
         previousRing = (old.epoch, Set(old.ringIds))

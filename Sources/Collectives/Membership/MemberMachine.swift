@@ -405,7 +405,7 @@ struct MemberMachine {
             }
             return metLine(other, reply: reply, from: from, now: now)
 
-        case .join, .rejoin, .memberHeartbeat, .updateRequest, .ack, .leave, .outcome, .stale:
+        case .join, .rejoin, .memberHeartbeat, .updateRequest, .ack, .leave, .outcome, .stale, .links:
             // Member-to-coordinator messages reach the coordinator machine, never this one.
             return []
         }

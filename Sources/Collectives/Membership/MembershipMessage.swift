@@ -21,6 +21,9 @@ enum MembershipMessage: Hashable, Sendable {
     case leave
     /// M2C: the sender's result of one collective.
     case outcome(RoundKey, done: Bool)
+    /// M2C: what the sender measured of its links to other members (docs/membership.md, "Ring
+    /// order"), for the coordinator's ring plan.
+    case links([LinkReport])
     /// M2C, in answer to a proposal of an epoch the sender has already committed differently:
     /// the sender's committed view. The proposer has missed that view and must join anew.
     case stale(MembershipView)
@@ -53,6 +56,15 @@ enum MembershipMessage: Hashable, Sendable {
     /// answers with its own (`reply`), and the line that loses (``MembershipRules/wins(_:over:)``)
     /// merges into the other.
     case line(MembershipView, reply: Bool)
+
+    /// One measured link, from the sender to `to`.
+    struct LinkReport: Hashable, Sendable {
+        var to: UInt64
+        /// Bytes per second.
+        var bandwidth: UInt64
+        /// One way, microseconds (half the least round trip seen).
+        var latencyMicros: UInt32
+    }
 
     struct Decision: Hashable, Sendable {
         var key: RoundKey
@@ -106,7 +118,7 @@ struct MembershipCodecError: Error, CustomStringConvertible {
 
 extension MembershipMessage {
     private enum Kind: UInt8 {
-        case join = 1, rejoin = 2, memberHeartbeat = 3, updateRequest = 4, ack = 5, leave = 6, outcome = 7, stale = 8
+        case join = 1, rejoin = 2, memberHeartbeat = 3, updateRequest = 4, ack = 5, leave = 6, outcome = 7, stale = 8, links = 9
         case redirect = 16, coordinatorHeartbeat = 17, propose = 18, commit = 19, proceed = 20, decision = 21, removed = 22
         case merge = 23, incompatible = 24
         case line = 32
@@ -135,6 +147,11 @@ extension MembershipMessage {
             w.u8(Kind.outcome.rawValue); w.roundKey(key); w.u8(done ? 1 : 0)
         case .stale(let view):
             w.u8(Kind.stale.rawValue); w.view(view)
+        case .links(let reports):
+            w.u8(Kind.links.rawValue)
+            let kept = reports.prefix(MembershipLimits.maxNodes)
+            w.u16(UInt16(kept.count))
+            for r in kept { w.u64(r.to); w.u64(r.bandwidth); w.u32(r.latencyMicros) }
         case .merge(let view):
             w.u8(Kind.merge.rawValue); w.view(view)
         case .incompatible(let reason):
@@ -193,6 +210,14 @@ extension MembershipMessage {
         case .leave: message = .leave
         case .outcome: message = .outcome(try r.roundKey(), done: try r.bool())
         case .stale: message = .stale(try r.view())
+        case .links:
+            let count = Int(try r.u16())
+            guard count <= MembershipLimits.maxNodes, count * 20 <= r.remaining else {
+                throw MembershipCodecError(message: "\(count) link reports exceed the limit or the payload")
+            }
+            var reports: [LinkReport] = []
+            for _ in 0..<count { reports.append(LinkReport(to: try r.u64(), bandwidth: try r.u64(), latencyMicros: try r.u32())) }
+            message = .links(reports)
         case .merge: message = .merge(try r.view())
         case .incompatible: message = .incompatible(reason: try r.string(limit: MembershipLimits.maxReason))
         case .line: message = .line(try r.view(), reply: try r.bool())
@@ -220,6 +245,7 @@ private struct Writer {
     var bytes: [UInt8] = []
     mutating func u8(_ v: UInt8) { bytes.append(v) }
     mutating func u16(_ v: UInt16) { withUnsafeBytes(of: v.bigEndian) { bytes += $0 } }
+    mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.bigEndian) { bytes += $0 } }
     mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.bigEndian) { bytes += $0 } }
     mutating func string(_ s: String, limit: Int = MembershipLimits.maxHost) {
         let utf8 = Array(s.utf8.prefix(limit))
@@ -238,6 +264,9 @@ private struct Writer {
         u64(v.epoch); u64(v.line); u64(v.coordinator)
         u16(UInt16(min(v.nodes.count, MembershipLimits.maxNodes)))
         for n in v.nodes.prefix(MembershipLimits.maxNodes) { node(n) }
+        // v3: the planned ring order (ids; 0 entries: view order).
+        let order = v.ringOrder.prefix(MembershipLimits.maxNodes)
+        u16(UInt16(order.count)); for id in order { u64(id) }
     }
 }
 
@@ -259,6 +288,7 @@ private struct Reader {
         return v == 1
     }
     mutating func u16() throws -> UInt16 { try take(2).reduce(0) { $0 << 8 | UInt16($1) } }
+    mutating func u32() throws -> UInt32 { try take(4).reduce(0) { $0 << 8 | UInt32($1) } }
     mutating func u64() throws -> UInt64 { try take(8).reduce(0) { $0 << 8 | UInt64($1) } }
     mutating func string(limit: Int = MembershipLimits.maxHost) throws -> String {
         let n = Int(try u16())
@@ -298,6 +328,12 @@ private struct Reader {
         nodes.reserveCapacity(count)
         for _ in 0..<count { nodes.append(try node()) }
         guard Set(nodes.map(\.id)).count == nodes.count else { throw MembershipCodecError(message: "duplicate node ids in a view") }
-        return MembershipView(epoch: epoch, line: line, coordinator: coordinator, nodes: nodes)
+        let orderCount = Int(try u16())
+        guard orderCount <= MembershipLimits.maxNodes, orderCount * 8 <= remaining else {
+            throw MembershipCodecError(message: "ring order of \(orderCount) ids exceeds the limit or the payload")
+        }
+        var order: [UInt64] = []
+        for _ in 0..<orderCount { order.append(try u64()) }
+        return MembershipView(epoch: epoch, line: line, coordinator: coordinator, nodes: nodes, ringOrder: order)
     }
 }

@@ -166,6 +166,23 @@ public final class MembershipNode: @unchecked Sendable {
         }
     }
 
+    /// Sends what this node measured of its links (``LinkProber``) to the coordinator it follows,
+    /// for the ring plan (docs/membership.md, "Ring order"). Dropped when it follows none.
+    /// `reports`: (peer id, bytes per second, one-way latency in seconds).
+    public func reportLinks(_ reports: [(peer: UInt64, bandwidth: Double, latency: Double)]) {
+        let message = MembershipMessage.links(reports.map {
+            .init(to: $0.peer, bandwidth: UInt64(max(1, min($0.bandwidth, 1e15))),
+                  latencyMicros: UInt32(max(0, min($0.latency * 1e6, Double(UInt32.max)))))
+        })
+        let effects = lock.withLock { () -> [Effect] in
+            guard !stopped, let member, member.phase == .member else { return [] }
+            if coordinator != nil { return run([.toCoordinator(localId, message)]) }
+            guard let link = member.link, link != localId else { return [] }
+            return write(message, to: link)
+        }
+        perform(effects)
+    }
+
     /// The update point: blocks until every ring member reached it and the coordinator admitted
     /// waiting joiners (or committed removals); returns the ring of the view then current.
     public func updateTopology() async throws -> RingView {
@@ -495,7 +512,7 @@ public final class MembershipNode: @unchecked Sendable {
     /// Messages for the coordinator role go to this node's coordinator machine; the rest to its member machine.
     private static func isForCoordinator(_ message: MembershipMessage) -> Bool {
         switch message {
-        case .join, .rejoin, .memberHeartbeat, .updateRequest, .ack, .leave, .outcome, .stale: true
+        case .join, .rejoin, .memberHeartbeat, .updateRequest, .ack, .leave, .outcome, .stale, .links: true
         case .redirect, .coordinatorHeartbeat, .propose, .commit, .proceed, .decision, .removed, .merge, .line, .incompatible: false
         }
     }
@@ -618,6 +635,7 @@ public final class MembershipNode: @unchecked Sendable {
                                              interval: options.heartbeatInterval, timeout: options.heartbeatTimeout,
                                              forkAfter: options.forkAfter, now: now)
             coordinator!.settings = member?.settings ?? ""
+            if options.ringOrder == .measured { coordinator!.ringOrder = RingOrderBook(improvement: options.ringOrderImprovement) }
             if let lost {
                 logger.warning("coordinator \(hex(lost)) lost; taking over as the next in view order", metadata: ["epoch": "\(view.epoch)"])
             } else if view.epoch > 1 {

@@ -25,6 +25,11 @@ public struct MembershipOptions: Sendable {
     public var forkAfterTimeouts: Int? = 3
     public var forkAfter: Duration? { forkAfterTimeouts.map { heartbeatTimeout * $0 } }
     public var transport = TransportOptions()
+    /// `measured`: the coordinator orders the ring from the links members report
+    /// (``MembershipNode/reportLinks(_:)``); `joined`: view order. Docs: membership.md, "Ring order".
+    public var ringOrder: RingOrderMode = .measured
+    /// A measured plan replaces the ring's order only if the model time improves by this fraction.
+    public var ringOrderImprovement = 0.2
 
     public init() {}
 }

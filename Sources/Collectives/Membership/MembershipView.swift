@@ -36,12 +36,18 @@ public struct MembershipView: Hashable, Sendable, Codable, CustomStringConvertib
     public var line: UInt64
     public var coordinator: UInt64
     public var nodes: [NodeInfo]
+    /// The ring order the coordinator planned from measured links (docs/membership.md, "Ring
+    /// order"): ring member ids, the rank-0 member first. Empty: the ring follows view order.
+    /// Ids no longer in the view are skipped and ring members it does not name follow in view
+    /// order (see ``ringIdsInOrder``), so every member derives the same ranks from any view.
+    public var ringOrder: [UInt64]
 
-    public init(epoch: UInt64, line: UInt64 = 0, coordinator: UInt64, nodes: [NodeInfo]) {
+    public init(epoch: UInt64, line: UInt64 = 0, coordinator: UInt64, nodes: [NodeInfo], ringOrder: [UInt64] = []) {
         self.epoch = epoch
         self.line = line
         self.coordinator = coordinator
         self.nodes = nodes
+        self.ringOrder = ringOrder
     }
 
     public var ids: [UInt64] { nodes.map(\.id) }
@@ -49,15 +55,27 @@ public struct MembershipView: Hashable, Sendable, Codable, CustomStringConvertib
     public func contains(_ id: UInt64) -> Bool { nodes.contains { $0.id == id } }
     public func node(_ id: UInt64) -> NodeInfo? { nodes.first { $0.id == id } }
 
-    /// The data-plane view for ``Communicator/connect(view:)``: ring members in view order.
+    /// Ring member ids in ring order: those of ``ringOrder`` that are ring members, then the
+    /// other ring members in view order.
+    public var ringIdsInOrder: [UInt64] {
+        let ring = ringIds
+        guard !ringOrder.isEmpty else { return ring }
+        let members = Set(ring)
+        var seen = Set<UInt64>()
+        let planned = ringOrder.filter { members.contains($0) && seen.insert($0).inserted }
+        return planned + ring.filter { !seen.contains($0) }
+    }
+
+    /// The data-plane view for ``Communicator/connect(view:)``: ring members in ring order.
     public var ringView: RingView {
-        RingView(epoch: epoch, members: nodes.filter(\.inRing).map {
-            PeerEndpoint(id: $0.id, host: $0.dataHost, port: $0.dataPort)
+        RingView(epoch: epoch, members: ringIdsInOrder.compactMap { id in
+            node(id).map { PeerEndpoint(id: $0.id, host: $0.dataHost, port: $0.dataPort) }
         }, line: line)
     }
 
     public var description: String {
         "epoch \(epoch) line \(hex(line)) coordinator \(hex(coordinator)) [\(ids.map { hex($0) }.joined(separator: ", "))]"
+            + (ringOrder.isEmpty ? "" : " ring [\(ringIdsInOrder.map { hex($0) }.joined(separator: ", "))]")
     }
 }
 

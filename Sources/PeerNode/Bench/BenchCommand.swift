@@ -6,6 +6,7 @@ extension PeerNodeCommand {
         static let configuration = CommandConfiguration(
             commandName: "bench",
             abstract: "Measure peernode on this machine.",
-            subcommands: [AllReduceBench.self, StateSyncBench.self, DiLoCoBench.self, LineMergeBench.self, AllReduceWorker.self])
+            subcommands: [AllReduceBench.self, StateSyncBench.self, DiLoCoBench.self, LineMergeBench.self, RingOrderBench.self,
+                          AllReduceWorker.self, RingOrderWorker.self])
     }
 }
