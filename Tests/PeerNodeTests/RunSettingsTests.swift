@@ -41,6 +41,8 @@ import Testing
         ("status-port", "9100", ["--status-port", "9100"]),
         ("status-bind", #""0.0.0.0""#, ["--status-bind", "0.0.0.0"]),
         ("init-from", #""/srv/w.safetensors""#, ["--init-from", "/srv/w.safetensors"]),
+        ("ring-order", #""joined""#, ["--ring-order", "joined"]),
+        ("probe-interval-s", "12.5", ["--probe-interval-s", "12.5"]),
     ]
 
     /// The stored properties by name, printed: to compare two settings field by field.

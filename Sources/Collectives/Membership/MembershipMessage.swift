@@ -84,6 +84,7 @@ extension MembershipMessage {
         case .leave: "leave"
         case .outcome: "outcome"
         case .stale: "stale"
+        case .links: "links"
         case .redirect: "redirect"
         case .coordinatorHeartbeat: "coordinator heartbeat"
         case .propose: "propose"
