@@ -146,7 +146,10 @@ private func outerRecords(_ daemon: Daemon) -> [(line: String, revision: Int, di
         // About one event every 1.25 s: 1000 and more in half an hour, some of them no-ops
         // (nobody to restart, too few running to kill).
         nextEvent = Date().addingTimeInterval(random.uniform(0.5, 2.0))
-        let running = peers.filter(\.running)
+        // Faults hit the processes that are in the cluster (ready): a joiner not admitted yet
+        // does not count, or the driver could kill the last members and leave only joiners
+        // whose seeds are gone.
+        let running = peers.filter { $0.running && $0.ports() != nil }
         switch random.below(10) {
         case 0...2 where running.count > 2:
             let victim = running[random.below(running.count)]
