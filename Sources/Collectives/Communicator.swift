@@ -125,6 +125,7 @@ public final class Communicator: @unchecked Sendable {
             let parked = state.withLock { () -> [(InboundKey, BlockingSocket)] in
                 guard !stopped, !inbound.isEmpty else {
                     reaping = false
+                    state.broadcast()
                     return []
                 }
                 return inbound.map { ($0.key, $0.value) }
@@ -345,6 +346,13 @@ public final class Communicator: @unchecked Sendable {
         listener?.stop()
         if let engine { await close(engine, "communicator shut down") }
         for socket in sockets { socket.close() }
+        // The reaper sees `stopped` within one 200 ms poll and ends: joined here, not left behind.
+        _ = try? await runBlocking { [self] in
+            state.withLock {
+                let deadline = Date().addingTimeInterval(5)
+                while reaping, state.wait(until: deadline) {}
+            }
+        }
     }
 
     // MARK: - All-reduce
