@@ -222,19 +222,22 @@ import Testing
         let moe = MixtureOfExperts(store, name: "moe", config: config)
         store.seal(seed: 7)
         var values = randomValues(12, seed: 8)
-        let clean = moe.forward(Tensor(rows: 4, cols: 3, values: values).matrix)
-        let cleanRows = (1..<4).map { t in (0..<3).map { clean[t, $0] } }
+        // The tensor must outlive the forward pass: `matrix` is a view of its storage.
+        let cleanInput = Tensor(rows: 4, cols: 3, values: values)
+        let clean = moe.forward(cleanInput.matrix)
+        let cleanRows = withExtendedLifetime(cleanInput) { (1..<4).map { t in (0..<3).map { clean[t, $0] } } }
         let cleanLoad = moe.expertLoad
         values[0] = .nan  // token 0
         let h = Tensor(rows: 4, cols: 3, values: values)
-        let y = moe.forward(h.matrix)
+        let y = withExtendedLifetime(h) { moe.forward(h.matrix) }
         #expect((0..<3).allSatisfy { y[0, $0].isNaN })
         // Not bit-equal: an expert's sgemm over a different row count may sum in another order.
         for t in 1..<4 {
             for c in 0..<3 { #expect(abs(y[t, c] - cleanRows[t - 1][c]) <= 1e-5, "token \(t) changed") }
         }
         #expect(moe.expertLoad.reduce(0, +) == cleanLoad.reduce(0, +), "every token still takes k experts")
-        let dh = moe.backward(Tensor(rows: 4, cols: 3, values: randomValues(12, seed: 9)).matrix)
+        let gradient = Tensor(rows: 4, cols: 3, values: randomValues(12, seed: 9))
+        let dh = withExtendedLifetime((h, gradient)) { moe.backward(gradient.matrix) }
         #expect(dh.rows == 4)
     }
 }
