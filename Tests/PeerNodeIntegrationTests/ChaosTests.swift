@@ -12,6 +12,9 @@ private struct ChaosPlan {
     var seconds = 100.0
     var seed: UInt64 = 7
     var peers = 5
+    /// Seconds between events, drawn uniformly: the CI form's pace by default; the long run
+    /// (`scripts/chaos.sh`) goes faster for 1000 events and more in half an hour.
+    var interval = (low: 0.8, high: 2.5)
     /// After the events: every process resumed, no new fault, until one view and one state.
     var quietLimit = 90.0
     static let heartbeatTimeout = 2.0
@@ -21,6 +24,10 @@ private struct ChaosPlan {
         if let s = env["CHAOS_SECONDS"].flatMap(Double.init) { seconds = s }
         if let s = env["CHAOS_SEED"].flatMap(UInt64.init) { seed = s }
         if let p = env["CHAOS_PEERS"].flatMap(Int.init) { peers = max(p, 3) }
+        if let low = env["CHAOS_INTERVAL_LOW"].flatMap(Double.init), let high = env["CHAOS_INTERVAL_HIGH"].flatMap(Double.init),
+           low > 0, high >= low {
+            interval = (low, high)
+        }
     }
 }
 
@@ -143,9 +150,7 @@ private func outerRecords(_ daemon: Daemon) -> [(line: String, revision: Int, di
             Thread.sleep(forTimeInterval: 0.1)
             continue
         }
-        // About one event every 1.25 s: 1000 and more in half an hour, some of them no-ops
-        // (nobody to restart, too few running to kill).
-        nextEvent = Date().addingTimeInterval(random.uniform(0.5, 2.0))
+        nextEvent = Date().addingTimeInterval(random.uniform(plan.interval.low, plan.interval.high))
         // Faults hit the processes that are in the cluster (ready): a joiner not admitted yet
         // does not count, or the driver could kill the last members and leave only joiners
         // whose seeds are gone.
