@@ -297,3 +297,29 @@ private func acks(_ actions: [MemberMachine.Action]) -> [MembershipMessage] {
         #expect(actions == (1...4).map { .send($0, .proceed(epoch: 2, point: point)) })
     }
 }
+
+@Test func aRejoiningMemberThatReachesNobodyFoundsALineOfItsOwn() {
+    // Removed, and every address it knows is dead (the whole cluster was killed, say): after
+    // `foundLineAfter` it goes on alone as a new line instead of knocking on dead ports for ever.
+    var m = memberOfView2(3)
+    m.foundLineAfter = .seconds(4)
+    var actions = m.receive(.removed(reason: "silent for more than 1 s"), from: 1, now: t0)
+    var now = t0
+    var founded: MembershipView?
+    for _ in 0..<400 where founded == nil {
+        for action in actions {
+            if case .becomeCoordinator(let view, nil, nil) = action { founded = view }
+        }
+        if actions.contains(where: { if case .dial = $0 { true } else { false } }) {
+            actions = m.dialFailed(now: now, error: "connection refused")
+            continue
+        }
+        now = now + .milliseconds(100)
+        actions = m.tick(now: now)
+    }
+    let view = try? #require(founded)
+    #expect(view?.nodes == [node(3)] && view?.coordinator == 3)
+    #expect(view?.line != view2.line && view?.line != 0)
+    #expect(now - t0 >= .seconds(4), "founded after \(now - t0)")
+    #expect(m.phase == .member && m.rejoinReason == nil)
+}

@@ -80,6 +80,12 @@ struct MemberMachine {
     // Joining and rejoining
     /// Why this node is joining anew (nil for the first join at start).
     private(set) var rejoinReason: String?
+    /// When this node left its view and began to join anew (nil: not rejoining).
+    private var rejoinSince: ContinuousClock.Instant?
+    /// A rejoining node that has reached nobody of any cluster for this long founds a line of
+    /// its own with the state it holds (availability first; docs/membership.md, "Lines"); the
+    /// lines merge when they meet. nil: it keeps trying for ever.
+    var foundLineAfter: Duration?
     private var seeds: [Address] = []
     /// Every control address this node has seen (seeds, redirects, views), oldest first: where
     /// it looks for the cluster when it has to join anew.
@@ -179,6 +185,7 @@ struct MemberMachine {
         registeredSent = false
         phase = .joining
         rejoinReason = reason
+        if rejoinSince == nil { rejoinSince = now }
         out.append(.rejoining(reason: reason))
         guard !joinAddresses.isEmpty else {
             // Nobody known: found a cluster anew rather than wait for nobody.
@@ -216,6 +223,9 @@ struct MemberMachine {
             return [.joinRetry(reason: reason, delay: interval / 10)]
         }
         joinRounds += 1
+        if rejoinReason != nil, let after = foundLineAfter, let since = rejoinSince, now - since >= after {
+            return foundLine(now: now)
+        }
         // The next round also tries every address learned meanwhile (redirect targets, say).
         var seen: Set<Address> = [Address(host: me.controlHost, port: me.controlPort)]
         joinAddresses = (joinAddresses + addressBook.reversed() + seeds).filter { seen.insert($0).inserted }
@@ -224,6 +234,28 @@ struct MemberMachine {
         let delay = base * (0.5 + random.unit())
         joinRetryAt = now + delay
         return [.joinRetry(reason: reason, delay: delay)]
+    }
+
+    /// Every address this node knew failed for `foundLineAfter`: the cluster it was in is gone or
+    /// unreachable (all its members killed, say). It goes on as a new line of one, with its
+    /// state, coordinating itself and admitting joiners; as coordinator it keeps probing the
+    /// addresses it knows, and merges with any line it meets.
+    private mutating func foundLine(now: ContinuousClock.Instant) -> [Action] {
+        let old = view
+        let epoch = (old?.epoch ?? 0) + 1
+        let line = MembershipRules.forkedLine(from: old?.line ?? me.id, coordinator: me.id, epoch: epoch)
+        let next = MembershipView(epoch: epoch, line: line, coordinator: me.id, nodes: [me])
+        view = next
+        phase = .member
+        link = me.id
+        linkUp = true
+        dialing = false
+        rejoinReason = nil
+        rejoinSince = nil
+        joinRetryAt = nil
+        var out: [Action] = [.becomeCoordinator(next, failover: nil, adopted: nil), .committed(old: old, new: next, departed: [])]
+        if wantsUpdate { out.append(.send(me.id, .updateRequest(epoch: next.epoch))) }
+        return out
     }
 
     /// Remembers an address (bounded: the oldest are forgotten first).
@@ -522,6 +554,7 @@ struct MemberMachine {
             // Admitted: the new member is expected at the update point that admitted it.
             phase = .member
             rejoinReason = nil
+            rejoinSince = nil
             joinRetryAt = nil
             if wantsUpdate { out.append(.send(link, .updateRequest(epoch: next.epoch))) }
         }
