@@ -11,12 +11,7 @@ public func withCluster<T: Sendable>(
     size: Int, options: CommunicatorOptions = CommunicatorOptions(),
     _ body: @Sendable ([Communicator]) async throws -> T
 ) async throws -> T {
-    var logger = Logger(label: "test")
-    logger.logLevel = .warning
-    let peers = (0..<size).map { i in
-        Communicator(localId: UInt64(0xA000 + i), key: testKey, options: options, logger: logger)
-    }
-    do {
+    try await withPeers(size: size, options: options, body) { peers in
         // One in-memory link per stream from each rank to the next: the same frames as on TCP,
         // without ports, handshakes or the kernel.
         var left = [[any Link]](repeating: [], count: size)
@@ -33,12 +28,6 @@ public func withCluster<T: Sendable>(
         for (rank, peer) in peers.enumerated() {
             try await peer.connect(epoch: 1, rank: rank, size: size, left: left[rank], right: right[rank])
         }
-        let result = try await body(peers)
-        for peer in peers { await peer.shutdown() }
-        return result
-    } catch {
-        for peer in peers { await peer.shutdown() }
-        throw error
     }
 }
 
@@ -48,12 +37,7 @@ public func withSocketCluster<T: Sendable>(
     size: Int, options: CommunicatorOptions = CommunicatorOptions(),
     _ body: @Sendable ([Communicator]) async throws -> T
 ) async throws -> T {
-    var logger = Logger(label: "test")
-    logger.logLevel = .warning
-    let peers = (0..<size).map { i in
-        Communicator(localId: UInt64(0xA000 + i), key: testKey, options: options, logger: logger)
-    }
-    do {
+    try await withPeers(size: size, options: options, body) { peers in
         var members: [PeerEndpoint] = []
         for peer in peers {
             let port = try await peer.listen(host: "127.0.0.1", port: 0)
@@ -64,6 +48,22 @@ public func withSocketCluster<T: Sendable>(
             for peer in peers { group.addTask { try await peer.connect(view: view) } }
             try await group.waitForAll()
         }
+    }
+}
+
+/// `size` communicators, joined into a ring by `form`, handed to `body`, and shut down after,
+/// also when forming or the body fails.
+private func withPeers<T: Sendable>(
+    size: Int, options: CommunicatorOptions, _ body: @Sendable ([Communicator]) async throws -> T,
+    form: ([Communicator]) async throws -> Void
+) async throws -> T {
+    var logger = Logger(label: "test")
+    logger.logLevel = .warning
+    let peers = (0..<size).map { i in
+        Communicator(localId: UInt64(0xA000 + i), key: testKey, options: options, logger: logger)
+    }
+    do {
+        try await form(peers)
         let result = try await body(peers)
         for peer in peers { await peer.shutdown() }
         return result
