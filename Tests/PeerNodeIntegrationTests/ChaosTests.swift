@@ -45,13 +45,16 @@ private final class ChaosPeer {
     var killed = false
     var restarted = false
     var pausedUntil: Date?
+    /// The processes given to it as `--seed`: all it knows until it is admitted.
+    let seeds: [ChaosPeer]
     private var known: (control: Int, status: Int)?
 
     /// Starts the process; `wait`: seconds to wait for its `ready` line (a joiner may take longer
     /// than that to be admitted while the cluster is in turmoil, which is no failure: it is live,
     /// just not ready yet, and the driver uses it once it is).
-    init(name: String, args: [String], wait: Double) throws {
+    init(name: String, args: [String], wait: Double, seeds: [ChaosPeer] = []) throws {
         self.name = name
+        self.seeds = seeds
         daemon = try Daemon(args)
         if wait > 0, ports(wait: wait) == nil {
             daemon.signal(SIGKILL)
@@ -72,6 +75,9 @@ private final class ChaosPeer {
     }
 
     var live: Bool { !killed }
+    /// Never admitted, and every seed it was given is dead: no address can ever answer it, so
+    /// it keeps trying (what it should do) but cannot be in the final view.
+    var orphaned: Bool { live && ports() == nil && !seeds.isEmpty && seeds.allSatisfy(\.killed) }
     var running: Bool { !killed && pausedUntil == nil }
 
     /// role and line from the status port, nil if it does not answer (or is not ready yet).
@@ -105,12 +111,14 @@ private func outerRecords(_ daemon: Daemon) -> [(line: String, revision: Int, di
                   "--fork-after-timeouts", "3", "--log-level", "info"]
     var peers: [ChaosPeer] = []
     defer { for p in peers { p.daemon.signal(SIGCONT); p.daemon.signal(SIGKILL) } }
-    func args(_ index: Int, seed: Int?) -> [String] {
-        common + ["--shard-index", "\(index % plan.peers)"] + (seed.map { ["--seed", "127.0.0.1:\($0)"] } ?? [])
+    func args(_ index: Int, seeds: [ChaosPeer]) -> [String] {
+        common + ["--shard-index", "\(index % plan.peers)"] + seeds.flatMap { ["--seed", "127.0.0.1:\($0.ports()!.control)"] }
     }
-    peers.append(try ChaosPeer(name: "p0", args: args(0, seed: nil), wait: 60))
-    let founder = try #require(peers[0].ports()).control
-    for i in 1..<plan.peers { peers.append(try ChaosPeer(name: "p\(i)", args: args(i, seed: founder), wait: 60)) }
+    peers.append(try ChaosPeer(name: "p0", args: args(0, seeds: []), wait: 60))
+    let founder = peers[0]
+    for i in 1..<plan.peers {
+        peers.append(try ChaosPeer(name: "p\(i)", args: args(i, seeds: [founder]), wait: 60, seeds: [founder]))
+    }
 
     var events: [String: Int] = ["kill": 0, "pause": 0, "coordinator-kill": 0, "restart": 0, "join": 0]
     var unexpectedExits: [String] = []
@@ -140,9 +148,13 @@ private func outerRecords(_ daemon: Daemon) -> [(line: String, revision: Int, di
             longestGapEnd = now
         }
     }
-    func seedPort() -> Int? {
-        let candidates = peers.filter { $0.running && $0.ports() != nil }
-        return candidates.isEmpty ? nil : candidates[random.below(candidates.count)].ports()!.control
+    /// Up to three processes in the cluster, as an operator would list several seeds: a
+    /// joiner whose only seed is killed before it registered has no other address to try.
+    func seeds() -> [ChaosPeer] {
+        var candidates = peers.filter { $0.running && $0.ports() != nil }
+        var chosen: [ChaosPeer] = []
+        while chosen.count < 3, !candidates.isEmpty { chosen.append(candidates.remove(at: random.below(candidates.count))) }
+        return chosen
     }
     while Date().timeIntervalSince(start) < plan.seconds {
         observe()
@@ -173,14 +185,14 @@ private func outerRecords(_ daemon: Daemon) -> [(line: String, revision: Int, di
                 events["coordinator-kill"]! += 1
             }
         case 6...7:
-            if let dead = peers.first(where: { $0.killed && !$0.restarted }), let seed = seedPort() {
+            if let dead = peers.first(where: { $0.killed && !$0.restarted }), case let s = seeds(), !s.isEmpty {
                 dead.restarted = true
-                peers.append(try ChaosPeer(name: dead.name + "'", args: args(peers.count, seed: seed), wait: 0))
+                peers.append(try ChaosPeer(name: dead.name + "'", args: args(peers.count, seeds: s), wait: 0, seeds: s))
                 events["restart"]! += 1
             }
         default:
-            if peers.filter(\.live).count < plan.peers + 2, let seed = seedPort() {
-                peers.append(try ChaosPeer(name: "p\(peers.count)", args: args(peers.count, seed: seed), wait: 0))
+            if peers.filter(\.live).count < plan.peers + 2, case let s = seeds(), !s.isEmpty {
+                peers.append(try ChaosPeer(name: "p\(peers.count)", args: args(peers.count, seeds: s), wait: 0, seeds: s))
                 events["join"]! += 1
             }
         }
@@ -194,7 +206,7 @@ private func outerRecords(_ daemon: Daemon) -> [(line: String, revision: Int, di
     var converged = false
     while Date().timeIntervalSince(quietStart) < plan.quietLimit {
         observe()
-        let live = peers.filter(\.live)
+        let live = peers.filter { $0.live && !$0.orphaned }
         let statuses = live.map { $0.status() }
         if statuses.allSatisfy({ $0 != nil && ["member", "coordinator"].contains($0!.role) }),
            Set(statuses.map { $0!.line }).count == 1, statuses.allSatisfy({ $0!.members == live.count }) {
@@ -205,7 +217,8 @@ private func outerRecords(_ daemon: Daemon) -> [(line: String, revision: Int, di
     }
     let quietSeconds = Date().timeIntervalSince(quietStart)
     // A step every live process took after converging, then a graceful stop.
-    let live = peers.filter(\.live)
+    let orphans = peers.filter(\.orphaned)
+    let live = peers.filter { $0.live && !$0.orphaned }
     let afterQuiet = live.map { $0.daemon.digests.keys.max() ?? 0 }.max() ?? 0
     let deadline = Date().addingTimeInterval(60)
     while converged, Date() < deadline, !live.allSatisfy({ ($0.daemon.digests.keys.max() ?? 0) > afterQuiet + 1 }) {
@@ -213,8 +226,8 @@ private func outerRecords(_ daemon: Daemon) -> [(line: String, revision: Int, di
         Thread.sleep(forTimeInterval: 0.2)
     }
     observe()
-    for p in live { p.daemon.signal(SIGTERM) }
-    for p in live {
+    for p in live + orphans { p.daemon.signal(SIGTERM) }
+    for p in live + orphans {
         let status = p.daemon.finish(timeout: 60)
         #expect(status == 0, "\(p.name) did not leave cleanly: \(p.daemon.stderrTail)")
     }
@@ -230,7 +243,7 @@ private func outerRecords(_ daemon: Daemon) -> [(line: String, revision: Int, di
         + events.keys.sorted().map { "\($0)=\(events[$0]!)" }.joined(separator: " ")
         + " processes=\(peers.count) revisions=\(maxRevision) longest_gap_s=\(String(format: "%.1f", longestGap)) "
         + "digest_mismatches=\(mismatches.count) unexpected_exits=\(unexpectedExits.count) converged=\(converged) "
-        + "quiet_to_one_view_s=\(String(format: "%.1f", quietSeconds)) lines=\(Set(digests.keys.map { $0.split(separator: "@")[0] }).count)"
+        + "quiet_to_one_view_s=\(String(format: "%.1f", quietSeconds)) orphaned_joiners=\(orphans.count) lines=\(Set(digests.keys.map { $0.split(separator: "@")[0] }).count)"
     print(summary)
     print("chaos longest gap ended at \(ISO8601DateFormatter().string(from: longestGapEnd))")
     if let dir = ProcessInfo.processInfo.environment["CHAOS_LOG_DIR"] {

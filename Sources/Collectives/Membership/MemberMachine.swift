@@ -231,7 +231,12 @@ struct MemberMachine {
         joinAddresses = (joinAddresses + addressBook.reversed() + seeds).filter { seen.insert($0).inserted }
         joinIndex = 0
         let base = min(interval * (1 << min(joinRounds - 1, 16)), Self.maxJoinBackoff)
-        let delay = base * (0.5 + random.unit())
+        var delay = base * (0.5 + random.unit())
+        // The backoff does not carry a rejoin past its founding bound: the round that finds
+        // nobody at that bound founds the line.
+        if rejoinReason != nil, let after = foundLineAfter, let since = rejoinSince {
+            delay = max(min(delay, since + after - now), interval / 10)
+        }
         joinRetryAt = now + delay
         return [.joinRetry(reason: reason, delay: delay)]
     }

@@ -123,8 +123,9 @@ public final class MembershipNode: @unchecked Sendable {
         let me = NodeInfo(id: localId, controlHost: advertiseHost ?? controlHost, controlPort: listener.port,
                           dataHost: dataHost, dataPort: dataPort, inRing: !coordinatorOnly)
         var machine = MemberMachine(me: me, interval: options.heartbeatInterval, timeout: options.heartbeatTimeout, now: .now)
-        // Twice the fork bound: a cluster that is merely failing over answers well before.
-        machine.foundLineAfter = options.forkAfter.map { $0 * 2 }
+        // One heartbeat timeout past the fork bound: by then a cluster that was failing over has
+        // a coordinator again, or its reachable members have forked and answer as a line.
+        machine.foundLineAfter = options.forkAfter.map { $0 + options.heartbeatTimeout }
         machine.settings = String(decoding: Array(settings.utf8.prefix(MembershipLimits.maxHost)), as: UTF8.self)
         if !seeds.isEmpty {
             do {
