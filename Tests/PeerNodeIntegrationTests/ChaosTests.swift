@@ -122,9 +122,15 @@ private func outerRecords(_ daemon: Daemon) -> [(line: String, revision: Int, di
 
     var events: [String: Int] = ["kill": 0, "pause": 0, "coordinator-kill": 0, "restart": 0, "join": 0]
     var unexpectedExits: [String] = []
+    // Progress: an outer step on any line (lines are how the cluster stays available, so a
+    // line that trains is progress); the top revision's gap is reported beside it, since the
+    // highest line may be the one that lost its members while a lower one trains on.
     var maxRevision = 0
+    var stepsSeen = 0
     var lastProgress = Date()
+    var lastTopProgress = Date()
     var longestGap = 0.0
+    var longestTopGap = 0.0
     var longestGapEnd = Date()
     let start = Date()
     var nextEvent = start.addingTimeInterval(5)
@@ -141,8 +147,14 @@ private func outerRecords(_ daemon: Daemon) -> [(line: String, revision: Int, di
         let top = peers.compactMap { $0.daemon.digests.keys.max() }.max() ?? 0
         if top > maxRevision {
             maxRevision = top
+            lastTopProgress = now
+        }
+        let steps = peers.reduce(0) { $0 + $1.daemon.outerStepCount }
+        if steps > stepsSeen {
+            stepsSeen = steps
             lastProgress = now
         }
+        longestTopGap = max(longestTopGap, now.timeIntervalSince(lastTopProgress))
         if now.timeIntervalSince(lastProgress) > longestGap {
             longestGap = now.timeIntervalSince(lastProgress)
             longestGapEnd = now
@@ -242,6 +254,7 @@ private func outerRecords(_ daemon: Daemon) -> [(line: String, revision: Int, di
     let summary = "chaos seconds=\(Int(plan.seconds)) seed=\(plan.seed) peers=\(plan.peers) events=\(events.values.reduce(0, +)) "
         + events.keys.sorted().map { "\($0)=\(events[$0]!)" }.joined(separator: " ")
         + " processes=\(peers.count) revisions=\(maxRevision) longest_gap_s=\(String(format: "%.1f", longestGap)) "
+        + "longest_top_revision_gap_s=\(String(format: "%.1f", longestTopGap)) "
         + "digest_mismatches=\(mismatches.count) unexpected_exits=\(unexpectedExits.count) converged=\(converged) "
         + "quiet_to_one_view_s=\(String(format: "%.1f", quietSeconds)) orphaned_joiners=\(orphans.count) lines=\(Set(digests.keys.map { $0.split(separator: "@")[0] }).count)"
     print(summary)
@@ -263,7 +276,7 @@ private func outerRecords(_ daemon: Daemon) -> [(line: String, revision: Int, di
     }
     #expect(unexpectedExits.isEmpty)
     #expect(mismatches.isEmpty, "one line, one revision, two states: \(mismatches.prefix(5))")
-    #expect(longestGap <= ChaosPlan.heartbeatTimeout + 15, "no new revision for \(longestGap) s")
+    #expect(longestGap <= ChaosPlan.heartbeatTimeout + 15, "no outer step on any line for \(longestGap) s")
     #expect(converged, "no single view \(plan.quietLimit) s after the faults stopped: \(live.map { "\($0.name): \(String(describing: $0.status()))" })")
     let commonRevision = try #require(lastCommon, "no revision every live process reached")
     #expect(Set(finals.map { $0[commonRevision] }).count == 1, "final states differ at revision \(commonRevision)")

@@ -84,6 +84,9 @@ final class Daemon: @unchecked Sendable {
     }
 
     /// The key=value fields of every `outer` line so far, in order.
+    /// How many outer steps the process has printed (a cheap progress count).
+    var outerStepCount: Int { lock.withLock { lines.reduce(0) { $0 + ($1.hasPrefix("outer ") ? 1 : 0) } } }
+
     var outerLines: [[String: String]] {
         lock.withLock {
             lines.filter { $0.hasPrefix("outer ") }.map { line in
