@@ -8,6 +8,9 @@ need=()
 for p in libopenblas-dev libzstd-dev libssl-dev pkg-config; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
+# `openssl` for the TLS tests' certificates (Tests/TransportTests/LinkSecurityTests.swift) and
+# for operators making theirs (docs/operations.md "Link security").
+command -v openssl >/dev/null || need+=(openssl)
 # `ip` for scripts/netkit.sh (the partition tests' virtual network).
 command -v ip >/dev/null || need+=(iproute2)
 # A real browser for scripts/check-status-page.sh; curl for scripts/check-deploy.sh.

@@ -16,7 +16,7 @@ public final class Communicator: @unchecked Sendable {
     private let state = NSCondition()
     private var listener: DataListener?
     private var engine: RingEngine?
-    private var inbound: [InboundKey: BlockingSocket] = [:]
+    private var inbound: [InboundKey: any SocketLink] = [:]
     /// Whether a thread watches `inbound` for links their dialers closed (``reapClosedLinks()``).
     private var reaping = false
     /// Parked ring links: at most this many in all, and two rings' worth per dialer (a newer
@@ -71,7 +71,7 @@ public final class Communicator: @unchecked Sendable {
         state.withLock { stateServer = server }
     }
 
-    private func acceptInbound(_ socket: BlockingSocket, _ result: HandshakeResult) {
+    private func acceptInbound(_ socket: any SocketLink, _ result: HandshakeResult) {
         if result.purpose == .linkProbe {
             serveLinkProbe(socket, from: result.remoteId)  // LinkProbe.swift; on a thread of its own
             return
@@ -122,7 +122,7 @@ public final class Communicator: @unchecked Sendable {
     private func reapClosedLinks() {
         let hangUp = Int16(0x2000 /* POLLRDHUP */) | Int16(POLLHUP) | Int16(POLLERR) | Int16(POLLNVAL)
         while true {
-            let parked = state.withLock { () -> [(InboundKey, BlockingSocket)] in
+            let parked = state.withLock { () -> [(InboundKey, any SocketLink)] in
                 guard !stopped, !inbound.isEmpty else {
                     reaping = false
                     state.broadcast()
@@ -131,7 +131,7 @@ public final class Communicator: @unchecked Sendable {
                 return inbound.map { ($0.key, $0.value) }
             }
             if parked.isEmpty { return }
-            var entries = parked.map { pollfd(fd: $0.1.fd, events: Int16(0x2000), revents: 0) }
+            var entries = parked.map { pollfd(fd: $0.1.socket.fd, events: Int16(0x2000), revents: 0) }
             guard poll(&entries, nfds_t(entries.count), 200) > 0 else { continue }
             let gone = zip(parked, entries).filter { $0.1.revents & hangUp != 0 }.map(\.0)
             // Only links still parked: one taken by a ring meanwhile is the ring's to close.
@@ -175,13 +175,13 @@ public final class Communicator: @unchecked Sendable {
         let streams = options.streams
         // One deadline for all streams: formation takes at most the timeout, whatever K is.
         let deadline = Date().addingTimeInterval(timeout)
-        let right = try await runBlocking { [self] in
+        let right: [any SocketLink] = try await runBlocking { [self] in
             try openAll(streams) { stream in
                 try dialWithRetry(rightPeer, link: RingLinkInfo(epoch: view.epoch, stream: stream, streams: streams), deadline: deadline,
                                   generation: generation)
             }
         }
-        let left: [BlockingSocket]
+        let left: [any SocketLink]
         do {
             left = try await runBlocking { [self] in
                 try openAll(streams) { stream in
@@ -202,7 +202,7 @@ public final class Communicator: @unchecked Sendable {
             throw error
         }
         if options.maxStreamRate > 0 {
-            for socket in right where !socket.setMaxSendRate(bytesPerSecond: options.maxStreamRate) {
+            for link in right where !link.socket.setMaxSendRate(bytesPerSecond: options.maxStreamRate) {
                 logger.warning("the kernel refused a send-rate cap on a ring stream; sending uncapped")
             }
         }
@@ -240,8 +240,8 @@ public final class Communicator: @unchecked Sendable {
     }
 
     /// One socket per stream, in order; on a failure the ones already open are closed.
-    private func openAll(_ streams: Int, _ open: (Int) throws -> BlockingSocket) throws -> [BlockingSocket] {
-        var sockets: [BlockingSocket] = []
+    private func openAll(_ streams: Int, _ open: (Int) throws -> any SocketLink) throws -> [any SocketLink] {
+        var sockets: [any SocketLink] = []
         do {
             for stream in 0..<streams { sockets.append(try open(stream)) }
         } catch {
@@ -251,7 +251,7 @@ public final class Communicator: @unchecked Sendable {
         return sockets
     }
 
-    private func dialWithRetry(_ peer: PeerEndpoint, link: RingLinkInfo, deadline: Date, generation: UInt64) throws -> BlockingSocket {
+    private func dialWithRetry(_ peer: PeerEndpoint, link: RingLinkInfo, deadline: Date, generation: UInt64) throws -> any SocketLink {
         let epoch = link.epoch
         var delay = 0.02
         while true {
@@ -278,7 +278,7 @@ public final class Communicator: @unchecked Sendable {
     }
 
     /// `timeout`: only for the message; `deadline` decides.
-    private func waitForInbound(_ key: InboundKey, deadline: Date, timeout: Double, generation: UInt64) throws -> BlockingSocket {
+    private func waitForInbound(_ key: InboundKey, deadline: Date, timeout: Double, generation: UInt64) throws -> any SocketLink {
         state.lock()
         defer { state.unlock() }
         while inbound[key] == nil, !stopped, abortedBefore <= key.epoch, departures == generation {
@@ -321,7 +321,7 @@ public final class Communicator: @unchecked Sendable {
     /// used, and forgets which epochs were aborted, so that the next ring, whatever its epoch,
     /// can form.
     public func leaveRings(reason: String) {
-        let (current, sockets) = state.withLock { () -> (RingEngine?, [BlockingSocket]) in
+        let (current, sockets) = state.withLock { () -> (RingEngine?, [any SocketLink]) in
             abortedBefore = 0
             departures &+= 1
             state.broadcast()
@@ -337,7 +337,7 @@ public final class Communicator: @unchecked Sendable {
 
     /// Closes the ring and the data port. Collectives in flight fail.
     public func shutdown() async {
-        let (engine, listener, sockets) = state.withLock { () -> (RingEngine?, DataListener?, [BlockingSocket]) in
+        let (engine, listener, sockets) = state.withLock { () -> (RingEngine?, DataListener?, [any SocketLink]) in
             stopped = true
             state.broadcast()
             defer { self.engine = nil; self.listener = nil; inbound.removeAll() }

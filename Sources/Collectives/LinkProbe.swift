@@ -58,8 +58,8 @@ extension Communicator {
         // What the kernel holds beyond what the link has carried is sent after the probe ends:
         // a small send buffer bounds that (and the probe's bytes) on a slow link.
         var sendBuffer: Int32 = 1 << 20
-        setsockopt(socket.fd, SOL_SOCKET, SO_SNDBUF, &sendBuffer, socklen_t(MemoryLayout<Int32>.size))
-        socket.setTimeouts(options.maxSeconds * 2 + 2)
+        setsockopt(socket.socket.fd, SOL_SOCKET, SO_SNDBUF, &sendBuffer, socklen_t(MemoryLayout<Int32>.size))
+        socket.socket.setTimeouts(options.maxSeconds * 2 + 2)
         var best = Double.infinity
         for i in 0..<max(1, options.pings) {
             let t = ContinuousClock.now
@@ -77,7 +77,7 @@ extension Communicator {
         var ended = false
         var result: [UInt8]?
         while result == nil {
-            var ready = pollfd(fd: socket.fd, events: Int16(POLLIN), revents: 0)
+            var ready = pollfd(fd: socket.socket.fd, events: Int16(POLLIN), revents: 0)
             if poll(&ready, 1, ended ? Int32(max(1, seconds(deadline - .now) * 1000)) : 0) > 0 {
                 let (header, payload) = try socket.receiveFrame(limits: ProbeFrame.limits, deadline: deadline)
                 guard header.type == .collectiveControl, header.aux == ProbeFrame.result, payload.count == 16 else {
@@ -100,12 +100,12 @@ extension Communicator {
         guard received > 0, rate > 0 else { throw probeError(peer, "the peer measured nothing") }
         // Unsent bytes are dropped on close (SO_LINGER 0): the measurement is done.
         var off = linger(l_onoff: 1, l_linger: 0)
-        setsockopt(socket.fd, SOL_SOCKET, SO_LINGER, &off, socklen_t(MemoryLayout<linger>.size))
+        setsockopt(socket.socket.fd, SOL_SOCKET, SO_LINGER, &off, socklen_t(MemoryLayout<linger>.size))
         return LinkMeasurement(bandwidth: Double(rate), latency: best / 2, bytes: Int(received), seconds: seconds(ContinuousClock.now - started))
     }
 
     /// The receiving end of ``probeLink(to:options:)``, on the accepting thread.
-    func serveLinkProbe(_ socket: BlockingSocket, from peer: UInt64) {
+    func serveLinkProbe(_ socket: any SocketLink, from peer: UInt64) {
         defer { socket.close() }
         let deadline = ContinuousClock.now + .seconds(10)
         var marks: [(bytes: Int, at: ContinuousClock.Instant)] = []

@@ -78,7 +78,7 @@ public struct StateDownloader: Sendable {
             let request = StateRequest(revision: revision, digest: digest.bytes, chunkSize: UInt32(chunkSize), first: 0,
                                        count: UInt32(chunks), allowZstd: false, digestsOnly: true)
             // Ask every donor first, then read the answers: the donors hash in parallel.
-            var asked: [(PeerEndpoint, BlockingSocket)] = []
+            var asked: [(PeerEndpoint, any SocketLink)] = []
             for (donor, socket) in sockets {
                 do {
                     try socket.sendFrame(.stateRequest, bytes: request.bytes)
@@ -147,10 +147,10 @@ public struct StateDownloader: Sendable {
 
     /// Dials every donor at once (each within ``connectTimeout``), so that stopped donors cost
     /// one timeout, not one each. Returns the donors reached, in the order given.
-    private func dialAll(_ donors: [PeerEndpoint]) -> [(PeerEndpoint, BlockingSocket)] {
+    private func dialAll(_ donors: [PeerEndpoint]) -> [(PeerEndpoint, any SocketLink)] {
         final class Dialed: @unchecked Sendable {
             let lock = NSLock()
-            var sockets: [BlockingSocket?]
+            var sockets: [(any SocketLink)?]
             init(_ count: Int) { sockets = Array(repeating: nil, count: count) }
         }
         let dialed = Dialed(donors.count)
@@ -163,7 +163,7 @@ public struct StateDownloader: Sendable {
                     let (socket, _) = try BlockingSocket.dial(host: donor.host, port: donor.port, localId: localId, key: key,
                                                               purpose: .stateTransfer, info: [], timeout: connectTimeout)
                     // Sends are bounded too (requests are small; this only matters with full buffers).
-                    socket.setTimeouts(chunkDeadline)
+                    socket.socket.setTimeouts(chunkDeadline)
                     dialed.lock.withLock { dialed.sockets[i] = socket }
                 } catch {
                     logger.warning("state donor \(donor) unreachable: \(error)")
@@ -188,7 +188,7 @@ public struct StateDownloader: Sendable {
 
     /// One donor's loop: take a few chunks (`first`, then from the queue), fetch, verify, write;
     /// on any fault give them back.
-    private func work(_ donor: PeerEndpoint, _ socket: BlockingSocket, _ shared: Shared, _ first: [Int], _ target: SharedState,
+    private func work(_ donor: PeerEndpoint, _ socket: any SocketLink, _ shared: Shared, _ first: [Int], _ target: SharedState,
                       _ revision: UInt64, _ digest: Digest, _ expected: [[UInt8]]?, _ size: Int) {
         var assigned = first
         let plain = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 64)

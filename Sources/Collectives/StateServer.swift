@@ -66,13 +66,13 @@ public final class StateServer: @unchecked Sendable {
     }
 
     /// Answers requests on `socket` until the peer hangs up (runs on a thread of its own).
-    func serve(_ socket: BlockingSocket, peer: UInt64) {
+    func serve(_ socket: any SocketLink, peer: UInt64) {
         lock.withLock { active += 1 }
         defer {
             socket.close()
             lock.withLock { active -= 1 }
         }
-        socket.setTimeouts(peerTimeout)
+        socket.socket.setTimeouts(peerTimeout)
         var limits = FrameLimits()
         limits.maxControlPayload = 1024
         while true {
@@ -96,7 +96,7 @@ public final class StateServer: @unchecked Sendable {
         }
     }
 
-    private func answer(_ request: StateRequest, on socket: BlockingSocket) throws {
+    private func answer(_ request: StateRequest, on socket: any SocketLink) throws {
         waitWhileFrozen()
         let (revision, digest, size) = lock.withLock { () -> (UInt64, Digest, Int) in
             if cachedDigest?.revision != state.revision { cachedDigest = (state.revision, state.digest()) }

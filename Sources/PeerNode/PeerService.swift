@@ -62,7 +62,8 @@ final class PeerService: Service, @unchecked Sendable {
         let key = try settings.clusterKey()
         let control = settings.listen
         let dataAddress = settings.dataListen
-        let id = UInt64.random(in: 1...UInt64.max)
+        // With certificates, the id begins with the certificate's (peers check it).
+        let id = key.tlsContext?.nodeId(random: UInt64.random(in: 1...UInt64.max)) ?? UInt64.random(in: 1...UInt64.max)
         var logger = Logger(label: "peernode")
         logger[metadataKey: "node.id"] = "\(hex(id))"
 
@@ -113,7 +114,7 @@ final class PeerService: Service, @unchecked Sendable {
         let trainer = try DiLoCoTrainer(task: task, state: state, session: session, options: options, logger: logger)
 
         // The status port first: a port that is taken must fail before this node joined anyone.
-        let recorder = StatusRecorder(identity: .init(nodeId: id, model: kind.rawValue, dataset: task.spec.dataset),
+        let recorder = StatusRecorder(identity: .init(nodeId: id, model: kind.rawValue, dataset: task.spec.dataset, tls: "\(key.security)"),
                                       membership: { node.status },
                                       traffic: { (communicator.traffic.bytesSent, communicator.traffic.bytesReceived) })
         var statusServer: StatusServer?
@@ -142,7 +143,8 @@ final class PeerService: Service, @unchecked Sendable {
             throw RunError("cannot start: \(error)")
         }
         print("ready id=\(hex(id)) revision=\(state.revision) control_port=\(controlPort) data_port=\(dataPort) parameters=\(task.parameters.count) "
-              + "optimizer_step=\(task.optimizer.step) status_port=\(statusServer.map { "\($0.port)" } ?? "off") kernels=\(Kernels.instructionSet.rawValue)")
+              + "optimizer_step=\(task.optimizer.step) status_port=\(statusServer.map { "\($0.port)" } ?? "off") kernels=\(Kernels.instructionSet.rawValue) "
+              + "tls=\(key.security)")
         fflush(nil)
         return PeerService(settings: settings, logger: logger, id: id, node: node, communicator: communicator, state: state,
                            server: server, trainer: trainer, controlPort: controlPort, dataPort: dataPort,

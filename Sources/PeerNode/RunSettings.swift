@@ -40,6 +40,12 @@ struct RunSettings: Decodable, Sendable {
     var outerMomentum = 0.9
     var seedValue: UInt64 = 1
     var clusterKeyFile: String?
+    /// Links in plaintext: only for trusted networks, and on every node or none.
+    var plaintext = false
+    /// Mutual TLS with certificates instead of the key-derived pre-shared key: all three or none.
+    var tlsCert: String?
+    var tlsKey: String?
+    var tlsCa: String?
     var checkpoint: String?
     var checkpointEvery = 10
     var minPeers = 1
@@ -78,7 +84,8 @@ struct RunSettings: Decodable, Sendable {
         case seeds = "seed", listen, dataListen = "data-listen", advertise, model, data, dataDir = "data-dir",
              dataFormat = "data-format", shardIndex = "shard-index", shardCount = "shard-count", innerSteps = "inner-steps",
              outerSteps = "outer-steps", quant, mode, outerLr = "outer-lr", outerMomentum = "outer-momentum",
-             seedValue = "seed-value", clusterKeyFile = "cluster-key-file", checkpoint, checkpointEvery = "checkpoint-every",
+             seedValue = "seed-value", clusterKeyFile = "cluster-key-file", plaintext, tlsCert = "tls-cert", tlsKey = "tls-key",
+             tlsCa = "tls-ca", checkpoint, checkpointEvery = "checkpoint-every",
              minPeers = "min-peers", heartbeatMs = "heartbeat-ms", heartbeatTimeoutMs = "heartbeat-timeout-ms",
              joinTimeoutS = "join-timeout-s", foundAfterJoinTimeout = "found-after-join-timeout", forkAfterTimeouts = "fork-after-timeouts", streams,
              streamRateMbps = "stream-rate-mbps", logLevel = "log-level", shutdownGraceS = "shutdown-grace-s", status,
@@ -138,6 +145,10 @@ struct RunSettings: Decodable, Sendable {
             case .outerMomentum: try take(key, \.outerMomentum)
             case .seedValue: try take(key, \.seedValue)
             case .clusterKeyFile: try take(key, \.clusterKeyFile)
+            case .plaintext: try take(key, \.plaintext)
+            case .tlsCert: try take(key, \.tlsCert)
+            case .tlsKey: try take(key, \.tlsKey)
+            case .tlsCa: try take(key, \.tlsCa)
             case .checkpoint: try take(key, \.checkpoint)
             case .checkpointEvery: try take(key, \.checkpointEvery)
             case .minPeers: try take(key, \.minPeers)
@@ -256,12 +267,21 @@ struct RunSettings: Decodable, Sendable {
         guard shutdownGraceS.isFinite, (0...86_400).contains(shutdownGraceS) else { throw RunError("--shutdown-grace-s must be in 0...86400") }
         guard (0...65535).contains(statusPort) else { throw RunError("--status-port must be in 0...65535") }
         guard !statusBind.isEmpty, !statusBind.contains(" ") else { throw RunError("--status-bind must be an address, got '\(statusBind)'") }
+        let certificates = [tlsCert, tlsKey, tlsCa].compactMap { $0 }.count
+        guard certificates == 0 || certificates == 3 else { throw RunError("--tls-cert, --tls-key and --tls-ca go together: give all three or none") }
+        guard !(plaintext && certificates > 0) else { throw RunError("--plaintext and --tls-cert contradict each other: choose one") }
     }
 
-    /// The cluster key from `cluster-key-file`, else `$PEERNODE_CLUSTER_KEY`; its error is one line.
+    /// The cluster key from `cluster-key-file`, else `$PEERNODE_CLUSTER_KEY`, with the link
+    /// security asked for (TLS keyed by it unless `--plaintext` or certificates); one-line errors.
     func clusterKey() throws -> ClusterKey {
         do {
-            return try ClusterKey.load(file: clusterKeyFile)
+            let key = try ClusterKey.load(file: clusterKeyFile)
+            if plaintext { return key.with(security: .plaintext) }
+            if let tlsCert, let tlsKey, let tlsCa {
+                return key.with(security: .tls(try TLSContext(certificate: tlsCert, privateKey: tlsKey, authority: tlsCa)))
+            }
+            return key
         } catch {
             throw RunError("\(error)")
         }

@@ -26,6 +26,14 @@ struct NodeOptions: ParsableArguments {
     var advertise: String?
     @Option(help: "File holding the cluster key (else $PEERNODE_CLUSTER_KEY).")
     var clusterKeyFile: String?
+    @Flag(help: "Links in plaintext instead of TLS 1.3: for trusted networks only, and on every node of the cluster or none.")
+    var plaintext = false
+    @Option(help: "This node's certificate chain (PEM) for mutual TLS with certificates; with --tls-key and --tls-ca. Default: TLS keyed by the cluster key.")
+    var tlsCert: String?
+    @Option(help: "The private key (PEM) of --tls-cert.")
+    var tlsKey: String?
+    @Option(help: "The CA certificates (PEM) that sign the other nodes' certificates.")
+    var tlsCa: String?
     @Option(help: "Heartbeat interval in ms. Default \(defaults.heartbeatMs).")
     var heartbeatMs: Int?
     @Option(help: "A member silent this many ms is removed. Default \(defaults.heartbeatTimeoutMs).")
@@ -53,6 +61,10 @@ struct NodeOptions: ParsableArguments {
         if let listen { s.listen = listen }
         if let advertise { s.advertise = advertise }
         if let clusterKeyFile { s.clusterKeyFile = clusterKeyFile }
+        if plaintext { s.plaintext = true }
+        if let tlsCert { s.tlsCert = tlsCert }
+        if let tlsKey { s.tlsKey = tlsKey }
+        if let tlsCa { s.tlsCa = tlsCa }
         if let heartbeatMs { s.heartbeatMs = heartbeatMs }
         if let heartbeatTimeoutMs { s.heartbeatTimeoutMs = heartbeatTimeoutMs }
         if let joinTimeoutS { s.joinTimeoutS = joinTimeoutS }

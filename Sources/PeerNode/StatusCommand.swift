@@ -63,6 +63,7 @@ struct StatusCommand: ParsableCommand {
         let last = s.history.last
         var rows: [(String, String)] = [
             ("node", "\(s.id)  \(s.role), \(s.healthy ? "healthy" : s.health)"),
+            ("tls", s.tls == "off" ? "off (plaintext links)" : "on (\(s.tls))"),
             ("epoch", "\(s.epoch)  line \(s.line)  coordinator \(s.coordinator ?? "-")"),
             ("revision", "\(s.revision)  digest \(s.digest.map { String($0.prefix(12)) } ?? "-")"),
             ("model", "\(s.model) / \(s.dataset)"),

@@ -127,7 +127,7 @@ public final class BlockingSocket: Link, @unchecked Sendable {
         var info: UnsafeMutablePointer<addrinfo>? = first
         while let ai = info {
             info = ai.pointee.ai_next
-            let fd = socket(ai.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            let fd = Glibc.socket(ai.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             guard fd >= 0 else { lastError = errno; continue }
             setTimeouts(fd, timeout)
             if Glibc.connect(fd, ai.pointee.ai_addr, ai.pointee.ai_addrlen) == 0 {
@@ -242,6 +242,31 @@ public final class BlockingSocket: Link, @unchecked Sendable {
             } else if errno != EINTR, errno != EAGAIN, errno != EWOULDBLOCK {
                 throw IOError(operation: "receive", errno: errno)
             }
+        }
+    }
+
+    /// Reads what is there, at least one byte and at most `count`, waiting for it until
+    /// `deadline` (nil: for ever); returns how many. For layers that frame bytes themselves (TLS).
+    public func receiveSome(into buffer: UnsafeMutableRawPointer, count: Int, deadline: ContinuousClock.Instant?) throws -> Int {
+        while true {
+            if let deadline {
+                let left = ContinuousClock.now.duration(to: deadline)
+                guard left > .zero else { throw IOError(operation: "receive (deadline passed)", errno: ETIMEDOUT) }
+                let (seconds, attoseconds) = left.components
+                let ms = Int32(clamping: seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
+                var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                let ready = poll(&entry, 1, ms)
+                if ready < 0 {
+                    if errno == EINTR { continue }
+                    throw IOError(operation: "receive", errno: errno)
+                }
+                if ready == 0 { continue }
+            }
+            let n = recv(fd, buffer, count, deadline == nil ? 0 : Int32(MSG_DONTWAIT))
+            if n > 0 { return n }
+            if n == 0 { throw IOError(operation: "receive", errno: 0) }
+            if errno == EINTR || (deadline != nil && (errno == EAGAIN || errno == EWOULDBLOCK)) { continue }
+            throw IOError(operation: "receive", errno: errno)
         }
     }
 

@@ -1,7 +1,9 @@
 import COpenSSL
 import Foundation
 
-/// The shared secret every member proves on every connection (control and data alike).
+/// The shared secret every member proves on every connection (control and data alike), and
+/// the protection of those connections (``security``): TLS 1.3 keyed by this secret unless
+/// the operator chose certificates or plaintext.
 ///
 /// It is read from a file or an environment variable, never from a command-line argument,
 /// because arguments are visible to every user of the machine through /proc.
@@ -11,6 +13,9 @@ public struct ClusterKey: Sendable {
     public static let environmentVariable = "PEERNODE_CLUSTER_KEY"
 
     let bytes: [UInt8]
+    /// How every link this key authenticates is protected; TLS with a pre-shared key derived
+    /// from the key by default (docs/protocol.md §2 "Link security").
+    public private(set) var security: LinkSecurity
 
     public enum LoadError: Error, CustomStringConvertible {
         case tooShort(source: String, length: Int)
@@ -32,6 +37,21 @@ public struct ClusterKey: Sendable {
     public init(bytes: [UInt8], source: String = "memory") throws {
         guard bytes.count >= Self.minimumLength else { throw LoadError.tooShort(source: source, length: bytes.count) }
         self.bytes = bytes
+        security = .plaintext
+        security = .tls(try TLSContext(clusterKey: self))
+    }
+
+    /// The TLS configuration, nil for plaintext.
+    public var tlsContext: TLSContext? {
+        if case .tls(let context) = security { return context }
+        return nil
+    }
+
+    /// The same key with links protected as given (plaintext, or TLS with certificates).
+    public func with(security: LinkSecurity) -> ClusterKey {
+        var copy = self
+        copy.security = security
+        return copy
     }
 
     /// Surrounding whitespace (a trailing newline from `echo`) is not part of the key.

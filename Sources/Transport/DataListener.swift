@@ -18,7 +18,7 @@ public final class DataListener: @unchecked Sendable {
     public let admission: HandshakeAdmission
     /// Failed and refused handshakes are strangers' doing: logged at a bounded rate.
     private let failureLog = LogRateLimiter()
-    private let onConnection: @Sendable (BlockingSocket, HandshakeResult) -> Void
+    private let onConnection: @Sendable (any SocketLink, HandshakeResult) -> Void
     /// `accept(2)` on the listening socket; tests put a function here that fails on demand.
     private let acceptCall: @Sendable (Int32) -> Int32
     /// Guards the fields below; signalled by ``stop()``, so that a loop backing off ends at once,
@@ -43,7 +43,7 @@ public final class DataListener: @unchecked Sendable {
     /// on this port and from one source address; the excess is closed at accept.
     public convenience init(host: String, port: Int, localId: UInt64, key: ClusterKey, handshakeTimeout: Double = 10,
                             maxPending: Int = 64, maxPendingPerAddress: Int = 32,
-                            logger: Logger, onConnection: @escaping @Sendable (BlockingSocket, HandshakeResult) -> Void) throws {
+                            logger: Logger, onConnection: @escaping @Sendable (any SocketLink, HandshakeResult) -> Void) throws {
         try self.init(host: host, port: port, localId: localId, key: key, handshakeTimeout: handshakeTimeout,
                       maxPending: maxPending, maxPendingPerAddress: maxPendingPerAddress, logger: logger,
                       acceptCall: { accept($0, nil, nil) }, onConnection: onConnection)
@@ -52,7 +52,7 @@ public final class DataListener: @unchecked Sendable {
     init(host: String, port: Int, localId: UInt64, key: ClusterKey, handshakeTimeout: Double = 10,
          maxPending: Int = 64, maxPendingPerAddress: Int = 32, logger: Logger,
          acceptCall: @escaping @Sendable (Int32) -> Int32,
-         onConnection: @escaping @Sendable (BlockingSocket, HandshakeResult) -> Void) throws {
+         onConnection: @escaping @Sendable (any SocketLink, HandshakeResult) -> Void) throws {
         self.acceptCall = acceptCall
         self.admission = HandshakeAdmission(total: maxPending, perAddress: maxPendingPerAddress)
         self.key = key
@@ -68,7 +68,7 @@ public final class DataListener: @unchecked Sendable {
             throw BlockingSocket.IOError(operation: "resolve \(host)", errno: EINVAL)
         }
         defer { freeaddrinfo(result) }
-        let fd = socket(ai.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let fd = Glibc.socket(ai.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         self.fd = fd
         guard fd >= 0 else { throw BlockingSocket.IOError(operation: "socket", errno: errno) }
         var one: Int32 = 1
@@ -173,25 +173,21 @@ public final class DataListener: @unchecked Sendable {
     }
 
     private func authenticate(_ socket: BlockingSocket, remote: String) {
-        var machine = HandshakeStateMachine(role: .acceptor, localId: localId, key: key)
         let deadline = ContinuousClock.now + .milliseconds(Int64(handshakeTimeout * 1000))
-        let outcome = Result { try BlockingHandshake.run(socket, machine: &machine, deadline: deadline) }
+        let outcome = Result { try BlockingSocket.secure(socket, localId: localId, key: key, role: .acceptor, deadline: deadline) }
         admission.release(remote)
         switch outcome {
-        case .success(let result):
+        case .success(let (link, result)):
             socket.setTimeouts(0)
             guard !state.withLock({ stopped }) else { return }
-            onConnection(socket, result)
+            onConnection(link, result)
         case .failure(let error):
             if let handshake = error as? HandshakeError, handshake.code == .timeout {
                 // The peer is told why (it may be slow, not hostile); no wait for it to read.
-                let reason = Array("handshake not finished within \(handshakeTimeout) s".utf8)
-                var frame = ByteBuffer()
-                FrameHeader(type: .reject, length: UInt32(1 + reason.count)).write(to: &frame)
-                frame.writeInteger(HandshakeError.Code.timeout.rawValue)
-                frame.writeBytes(reason)
-                socket.setTimeouts(0.05)
-                try? frame.withUnsafeReadableBytes { try socket.send([$0]) }
+                HandshakeStateMachine.sendReject(on: socket, code: .timeout, reason: "handshake not finished within \(handshakeTimeout) s")
+            } else if let handshake = error as? HandshakeError, handshake.code == .security, case .plaintext = key.security {
+                // A TLS peer at a plaintext port: a plaintext reject, which its TLS layer names.
+                HandshakeStateMachine.sendReject(on: socket, code: .security, reason: handshake.message)
             }
             logFailure("data-port handshake failed with \(remote): \(escapedForLog("\(error)"))", level: .error)
             socket.close()
@@ -226,15 +222,45 @@ public final class DataListener: @unchecked Sendable {
 }
 
 extension BlockingSocket {
-    /// Dials and authenticates a data connection.
+    /// Dials and authenticates a data connection, over TLS unless the key says plaintext.
     public static func dial(host: String, port: Int, localId: UInt64, key: ClusterKey, purpose: ConnectionPurpose,
-                            info: [UInt8], timeout: Double) throws -> (BlockingSocket, HandshakeResult) {
+                            info: [UInt8], timeout: Double) throws -> (any SocketLink, HandshakeResult) {
         let started = ContinuousClock.now
         let socket = try connect(host: host, port: port, timeout: timeout)
-        var machine = HandshakeStateMachine(role: .dialer(purpose, info: info), localId: localId, key: key)
-        let result = try BlockingHandshake.run(socket, machine: &machine,
-                                               deadline: started + .milliseconds(Int64(max(timeout, 0.001) * 1000)))
-        socket.setTimeouts(0)
-        return (socket, result)
+        do {
+            let result = try secure(socket, localId: localId, key: key, role: .dialer(purpose, info: info),
+                                    deadline: started + .milliseconds(Int64(max(timeout, 0.001) * 1000)))
+            socket.setTimeouts(0)
+            return result
+        } catch {
+            socket.close()
+            throw error
+        }
+    }
+
+    /// The TLS handshake when the key asks for TLS, then the peernode handshake bound to it.
+    static func secure(_ socket: BlockingSocket, localId: UInt64, key: ClusterKey, role: HandshakeStateMachine.Role,
+                       deadline: ContinuousClock.Instant) throws -> (any SocketLink, HandshakeResult) {
+        var machine = HandshakeStateMachine(role: role, localId: localId, key: key)
+        let link: any SocketLink
+        switch key.security {
+        case .plaintext:
+            link = socket
+        case .tls(let context):
+            let tlsRole: TLSSession.Role
+            if case .dialer = role { tlsRole = .client } else { tlsRole = .server }
+            let (secured, binding, prefix): (TLSLink, [UInt8], UInt32?)
+            do {
+                (secured, binding, prefix) = try TLSLink.establish(on: socket, context: context, role: tlsRole, deadline: deadline)
+            } catch let error as TLSError {
+                // One error type for every refused handshake, TLS or peernode.
+                throw HandshakeError(code: error.code == .badKey ? .badKey : .security, message: error.message)
+            }
+            machine.binding = binding
+            machine.peerPrefix = context.identityPrefix == nil ? nil : prefix
+            link = secured
+        }
+        let result = try BlockingHandshake.run(link, machine: &machine, deadline: deadline)
+        return (link, result)
     }
 }

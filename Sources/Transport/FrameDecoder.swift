@@ -27,7 +27,19 @@ public struct FrameLimits: Sendable, Hashable {
 
 /// Errors that end a connection: the peer is not speaking our protocol.
 public struct FrameDecodingError: Error, Hashable, CustomStringConvertible {
-    public enum Code: Hashable, Sendable { case badMagic, versionMismatch, unknownType, oversized }
+    /// The error for bytes that do not begin with the magic, naming the one likely cause.
+    static func badMagic(firstByte: UInt8) -> FrameDecodingError {
+        firstByte == 22
+            ? FrameDecodingError(code: .tlsRecord, message: "the peer speaks TLS and this node runs with --plaintext; both ends must agree (drop --plaintext here, or give it to the peer too)")
+            : FrameDecodingError(code: .badMagic, message: "not a peernode frame (bad magic): is something else talking to this port?")
+    }
+
+    public enum Code: Hashable, Sendable {
+        case badMagic, versionMismatch, unknownType, oversized
+        /// A TLS record (first byte 22) where a plaintext frame was due: the peer runs with TLS
+        /// and this end with `--plaintext`.
+        case tlsRecord
+    }
     public var code: Code
     public var message: String
     public var description: String { message }
@@ -104,11 +116,7 @@ public struct FrameDecoder: ByteToMessageDecoder {
         let n = min(buffer.readableBytes, 4)
         guard n > 0, let got = buffer.getBytes(at: buffer.readerIndex, length: n) else { return }
         let want = withUnsafeBytes(of: FrameHeader.magic.bigEndian) { Array($0.prefix(n)) }
-        if got != want { throw badMagic() }
-    }
-
-    private func badMagic() -> FrameDecodingError {
-        FrameDecodingError(code: .badMagic, message: "not a peernode frame (bad magic): is something else talking to this port?")
+        if got != want { throw FrameDecodingError.badMagic(firstByte: got[0]) }
     }
 
     private func parseHeader(_ buffer: ByteBuffer) throws -> FrameHeader {

@@ -17,7 +17,7 @@ public struct FrameHeader: Hashable, Sendable {
     /// "PNOD": lets a receiver tell a stray client (HTTP, TLS, a port scanner) from a peer at once.
     public static let magic: UInt32 = 0x504E_4F44
     /// Bumped on any incompatible change to framing, handshake or message layouts.
-    public static let protocolVersion: UInt8 = 3
+    public static let protocolVersion: UInt8 = 4
     public static let size = 28
 
     public var type: MessageType
@@ -44,9 +44,7 @@ public struct FrameHeader: Hashable, Sendable {
         func load<T: FixedWidthInteger>(_ offset: Int, _: T.Type) -> T {
             T(bigEndian: bytes.loadUnaligned(fromByteOffset: offset, as: T.self))
         }
-        guard load(0, UInt32.self) == magic else {
-            throw FrameDecodingError(code: .badMagic, message: "not a peernode frame (bad magic): is something else talking to this port?")
-        }
+        guard load(0, UInt32.self) == magic else { throw FrameDecodingError.badMagic(firstByte: bytes[0]) }
         let version = bytes[4]
         guard version == protocolVersion else {
             throw FrameDecodingError(

@@ -29,7 +29,12 @@ public struct HandshakeResult: Sendable, Hashable {
 }
 
 public struct HandshakeError: Error, Hashable, CustomStringConvertible {
-    public enum Code: UInt8, Sendable { case badKey = 1, versionMismatch = 2, protocolViolation = 3, timeout = 4, refused = 5 }
+    public enum Code: UInt8, Sendable {
+        case badKey = 1, versionMismatch = 2, protocolViolation = 3, timeout = 4, refused = 5
+        /// Link security differs: one end runs TLS, the other plaintext, or the TLS layer failed
+        /// (a certificate refused, a node id not matching its certificate).
+        case security = 6
+    }
     public var code: Code
     public var message: String
     public var description: String { message }
@@ -75,6 +80,11 @@ struct HandshakeStateMachine {
     private let localId: UInt64
     private let key: ClusterKey
     private var state: State = .idle
+    /// The TLS channel binding (32 exporter bytes; empty on a plaintext link): both MACs cover
+    /// it, so the proof of the key and of the node ids holds for this TLS channel only.
+    var binding: [UInt8] = []
+    /// With certificates: the four bytes the peer's node id must begin with (its certificate's).
+    var peerPrefix: UInt32?
 
     init(role: Role, localId: UInt64, key: ClusterKey) {
         self.role = role
@@ -110,10 +120,13 @@ struct HandshakeStateMachine {
                   let infoLength = p.readInteger(as: UInt16.self), Int(infoLength) <= Self.maxInfo,
                   let info = p.readBytes(length: Int(infoLength)), p.readableBytes == 0
             else { return fail(.protocolViolation, "malformed hello") }
+            if let peerPrefix, UInt32(truncatingIfNeeded: dialerId >> 32) != peerPrefix {
+                return fail(.security, "peer claims node id \(hex(dialerId)), which is not its certificate's (it must begin with \(String(peerPrefix, radix: 16)))")
+            }
             let nonceA = randomBytes(Self.nonceSize)
             let result = HandshakeResult(remoteId: dialerId, purpose: ConnectionPurpose(rawValue: purpose), info: info)
             state = .acceptorAwaitingResponse(result, nonceD: nonceD, nonceA: nonceA)
-            let proof = key.mac(Array("peernode/1 acceptor".utf8), nonceD, nonceA, be(localId), be(dialerId))
+            let proof = key.mac(Array("peernode/1 acceptor".utf8), nonceD, nonceA, be(localId), be(dialerId), binding)
             return Step(send: (.challenge, be(localId) + nonceA + proof))
 
         case (.dialerAwaitingChallenge(let nonceD), .challenge):
@@ -122,13 +135,16 @@ struct HandshakeStateMachine {
                   let nonceA = p.readBytes(length: Self.nonceSize),
                   let proof = p.readBytes(length: Self.macSize), p.readableBytes == 0
             else { return fail(.protocolViolation, "malformed challenge") }
-            let expected = key.mac(Array("peernode/1 acceptor".utf8), nonceD, nonceA, be(acceptorId), be(localId))
+            if let peerPrefix, UInt32(truncatingIfNeeded: acceptorId >> 32) != peerPrefix {
+                return fail(.security, "peer claims node id \(hex(acceptorId)), which is not its certificate's (it must begin with \(String(peerPrefix, radix: 16)))")
+            }
+            let expected = key.mac(Array("peernode/1 acceptor".utf8), nonceD, nonceA, be(acceptorId), be(localId), binding)
             guard constantTimeEqual(proof, expected) else {
                 return fail(.badKey, "peer \(hex(acceptorId)) failed the cluster key check (different cluster key?)")
             }
             state = .dialerAwaitingAccept(HandshakeResult(remoteId: acceptorId, purpose: purpose, info: info))
             let answer = key.mac(Array("peernode/1 dialer".utf8), nonceD, nonceA, be(localId), be(acceptorId),
-                                 [purpose.rawValue])
+                                 [purpose.rawValue], binding)
             return Step(send: (.response, answer))
 
         case (.acceptorAwaitingResponse(let result, let nonceD, let nonceA), .response):
@@ -136,7 +152,7 @@ struct HandshakeStateMachine {
                 return fail(.protocolViolation, "malformed response")
             }
             let expected = key.mac(Array("peernode/1 dialer".utf8), nonceD, nonceA, be(result.remoteId), be(localId),
-                                   [result.purpose.rawValue])
+                                   [result.purpose.rawValue], binding)
             guard constantTimeEqual(answer, expected) else {
                 return fail(.badKey, "peer \(hex(result.remoteId)) failed the cluster key check (different cluster key?)")
             }
@@ -167,6 +183,7 @@ struct HandshakeStateMachine {
         case .protocolViolation: "protocol violation during the handshake"
         case .timeout: "handshake timed out"
         case .refused: "refused"
+        case .security: "link security refused (TLS against plaintext, or a certificate not matching the node id)"
         }
     }
 }

@@ -29,10 +29,16 @@ final class PeerChannelHandler: ChannelInboundHandler {
     private var onHandshakeEnded: (() -> Void)?
     /// Bounds the lines about failed handshakes (an acceptor's are strangers' doing); nil: all.
     private let failureLog: LogRateLimiter?
+    /// A TLS handler below: the handshake starts on ``TLSEstablished``, bound to its channel.
+    private let awaitsTLS: Bool
+    /// With certificates: the peer's node id must begin with its certificate's prefix.
+    private let checksCertificateIdentity: Bool
 
     init(machine: HandshakeStateMachine, side: Side, established: EventLoopPromise<Connection>,
          handshakeTimeout: TimeAmount, logger: Logger, failureLog: LogRateLimiter? = nil,
-         onHandshakeEnded: (() -> Void)? = nil) {
+         onHandshakeEnded: (() -> Void)? = nil, awaitsTLS: Bool = false, checksCertificateIdentity: Bool = false) {
+        self.awaitsTLS = awaitsTLS
+        self.checksCertificateIdentity = checksCertificateIdentity
         self.state = .handshaking(machine)
         self.side = side
         self.established = established
@@ -60,12 +66,24 @@ final class PeerChannelHandler: ChannelInboundHandler {
                                   HandshakeError(code: .timeout, message: "handshake timed out after \(handler.handshakeTimeout)"),
                                   reject: true)
         }
-        if case .handshaking(var machine) = state {
+        if !awaitsTLS, case .handshaking(var machine) = state {
             let step = machine.start()
             state = .handshaking(machine)
             apply(step, context: context)
         }
         context.fireChannelActive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard awaitsTLS, let tls = event as? TLSEstablished, case .handshaking(var machine) = state else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        machine.binding = tls.binding
+        if checksCertificateIdentity { machine.peerPrefix = tls.peerPrefix }
+        let step = machine.start()
+        state = .handshaking(machine)
+        apply(step, context: context)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -97,8 +115,10 @@ final class PeerChannelHandler: ChannelInboundHandler {
         switch state {
         case .handshaking:
             if let decoding = error as? FrameDecodingError {
-                let code: HandshakeError.Code = decoding.code == .versionMismatch ? .versionMismatch : .protocolViolation
-                failHandshake(context: context, HandshakeError(code: code, message: decoding.message), reject: true)
+                failHandshake(context: context, HandshakeError(decoding), reject: true)
+            } else if let tls = error as? TLSError {
+                // The TLS layer already told the peer (an alert, or a plaintext reject).
+                failHandshake(context: context, HandshakeError(code: tls.code == .badKey ? .badKey : .security, message: tls.message), reject: false)
             } else {
                 failHandshake(context: context, HandshakeError(code: .refused, message: "\(error)"), reject: false)
             }

@@ -94,7 +94,11 @@ public final class TransportNode: Sendable {
                         machine: HandshakeStateMachine(role: .acceptor, localId: localId, key: key),
                         side: .acceptor(accept), established: promise,
                         handshakeTimeout: options.handshakeTimeout, logger: logger, failureLog: failureLog,
-                        onHandshakeEnded: { admission.release(remote) })
+                        onHandshakeEnded: { admission.release(remote) },
+                        awaitsTLS: key.tlsContext != nil, checksCertificateIdentity: key.tlsContext?.identityPrefix != nil)
+                    if let tls = key.tlsContext {
+                        try channel.pipeline.syncOperations.addHandler(try TLSChannelHandler(context: tls, role: .server))
+                    }
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(limits: options.limits)))
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
@@ -124,7 +128,11 @@ public final class TransportNode: Sendable {
                     let handler = PeerChannelHandler(
                         machine: HandshakeStateMachine(role: .dialer(purpose, info: info), localId: localId, key: key),
                         side: .dialer(delegate), established: promise,
-                        handshakeTimeout: options.handshakeTimeout, logger: logger)
+                        handshakeTimeout: options.handshakeTimeout, logger: logger,
+                        awaitsTLS: key.tlsContext != nil, checksCertificateIdentity: key.tlsContext?.identityPrefix != nil)
+                    if let tls = key.tlsContext {
+                        try channel.pipeline.syncOperations.addHandler(try TLSChannelHandler(context: tls, role: .client))
+                    }
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(limits: options.limits)))
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }

@@ -29,9 +29,11 @@ private func logger(_ handler: InMemoryLogHandler) -> Logger {
     await peer.shutdown()
 }
 
-@Test func dataPortClosesOnGarbage() async throws {
+/// Garbage on the data port: closed at once with a log line; on plaintext links the frame
+/// layer names it (bad magic), on TLS links OpenSSL does (here: an HTTP request).
+@Test(arguments: [true, false]) func dataPortClosesOnGarbage(tls: Bool) async throws {
     let logs = InMemoryLogHandler()
-    let peer = Communicator(localId: 1, key: testKey, logger: logger(logs))
+    let peer = Communicator(localId: 1, key: tls ? testKey : plaintextTestKey, logger: logger(logs))
     let port = try await peer.listen(host: "127.0.0.1", port: 0)
     let socket = try BlockingSocket.connect(host: "127.0.0.1", port: port, timeout: 30)
     socket.setTimeouts(5)
@@ -45,7 +47,7 @@ private func logger(_ handler: InMemoryLogHandler) -> Logger {
     for _ in 0..<2000 where !logs.entries.contains(where: { $0.level == .error }) {
         try await Task.sleep(for: .milliseconds(10))
     }
-    #expect(logs.entries.contains { "\($0.message)".contains("bad magic") })
+    #expect(logs.entries.contains { "\($0.message)".contains(tls ? "http request" : "bad magic") }, "\(logs.entries.map { "\($0.message)" })")
     await peer.shutdown()
 }
 
@@ -66,7 +68,7 @@ private func ringWithFakeNeighbour(sending frame: [UInt8], streams: Int = 1, sen
     let view = RingView(epoch: 1, members: [PeerEndpoint(id: 1, host: "127.0.0.1", port: port),
                                             PeerEndpoint(id: 2, host: "127.0.0.1", port: fake.port)])
     async let formed: Void = peer.connect(view: view)
-    var links: [BlockingSocket] = []
+    var links: [any SocketLink] = []
     for stream in 0..<streams {
         let info: [UInt8] = streams == 1 ? [0, 0, 0, 0, 0, 0, 0, 1] : [0, 0, 0, 0, 0, 0, 0, 1, UInt8(stream), UInt8(streams)]
         links.append(try BlockingSocket.dial(host: "127.0.0.1", port: port, localId: 2, key: testKey, purpose: .ring,
@@ -96,8 +98,8 @@ private func isProtocolViolation(_ error: CollectiveError?) -> Bool {
 
 private final class AcceptedBox: @unchecked Sendable {
     private let lock = NSLock()
-    private var socket: BlockingSocket?
-    func set(_ s: BlockingSocket) { lock.withLock { socket = s } }
+    private var socket: (any SocketLink)?
+    func set(_ s: any SocketLink) { lock.withLock { socket = s } }
 }
 
 @Test func aFrameThatDoesNotFitThePlanBreaksTheRingCleanly() async throws {
@@ -147,8 +149,8 @@ private func serverSockets(port: Int, state: String) -> Int {
 private func ringInfo(epoch: UInt64) -> [UInt8] { withUnsafeBytes(of: epoch.bigEndian) { Array($0) } }
 
 /// Closed by the other end (EOF, reset, or a reject frame followed by EOF)?
-private func isClosedByPeer(_ socket: BlockingSocket) -> Bool {
-    var entry = pollfd(fd: socket.fd, events: Int16(0x2000 /* POLLRDHUP */), revents: 0)
+private func isClosedByPeer(_ link: any SocketLink) -> Bool {
+    var entry = pollfd(fd: link.socket.fd, events: Int16(0x2000 /* POLLRDHUP */), revents: 0)
     return poll(&entry, 1, 0) > 0 && entry.revents & (Int16(0x2000) | Int16(POLLHUP) | Int16(POLLERR)) != 0
 }
 
@@ -181,9 +183,10 @@ private final class Closings: @unchecked Sendable {
     let clients = try (0..<12).map { _ in try BlockingSocket.connect(host: "127.0.0.1", port: port, timeout: 10) }
     let closings = Closings()
     let started = Date()
-    // The tricklers: the first bytes of a valid header, one per client every 0.5 s, for 8 s.
+    // The tricklers: the first bytes of a TLS ClientHello record (the data port runs TLS), one
+    // per client every 0.5 s, for 8 s.
     let trickle = Task.detached {
-        let header = FrameHeader(type: .hello, length: 60).bytes
+        let header: [UInt8] = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xFC, 0x03, 0x03] + [UInt8](repeating: 7, count: 32)
         for round in 0..<16 {
             for (i, client) in clients.enumerated() where closings.lock.withLock({ closings.at[i] == nil }) {
                 if isClosedByPeer(client) {
@@ -229,7 +232,7 @@ private final class Closings: @unchecked Sendable {
 @Test func ringLinksClosedByTheirDialerAreReleasedAtOnce() async throws {
     let peer = Communicator(localId: 1, key: testKey, logger: Logger(label: "quiet"))
     let port = try await peer.listen(host: "127.0.0.1", port: 0)
-    var links: [BlockingSocket] = []
+    var links: [any SocketLink] = []
     for i in 0..<20 {
         links.append(try BlockingSocket.dial(host: "127.0.0.1", port: port, localId: UInt64(100 + i), key: testKey,
                                              purpose: .ring, info: ringInfo(epoch: UInt64(10 + i)), timeout: 30).0)

@@ -25,6 +25,10 @@ import Testing
         ("outer-momentum", "0.8", ["--outer-momentum", "0.8"]),
         ("seed-value", "42", ["--seed-value", "42"]),
         ("cluster-key-file", #""/etc/peernode/key""#, ["--cluster-key-file", "/etc/peernode/key"]),
+        ("plaintext", "true", ["--plaintext"]),
+        ("tls-cert", #""/etc/peernode/node.pem""#, ["--tls-cert", "/etc/peernode/node.pem"]),
+        ("tls-key", #""/etc/peernode/node.key""#, ["--tls-key", "/etc/peernode/node.key"]),
+        ("tls-ca", #""/etc/peernode/ca.pem""#, ["--tls-ca", "/etc/peernode/ca.pem"]),
         ("checkpoint", #""/var/lib/peernode/c.ckpt""#, ["--checkpoint", "/var/lib/peernode/c.ckpt"]),
         ("checkpoint-every", "4", ["--checkpoint-every", "4"]),
         ("min-peers", "3", ["--min-peers", "3"]),
@@ -79,6 +83,10 @@ import Testing
                 "shard-index": (#", "shard-count": 3"#, ["--shard-count", "3"]),
                 "found-after-join-timeout": (#", "seed": "10.0.0.1:7700", "join-timeout-s": 5"#,
                                              ["--seed", "10.0.0.1:7700", "--join-timeout-s", "5"]),
+                // The certificate settings go together.
+                "tls-cert": (#", "tls-key": "/k", "tls-ca": "/c""#, ["--tls-key", "/k", "--tls-ca", "/c"]),
+                "tls-key": (#", "tls-cert": "/c", "tls-ca": "/a""#, ["--tls-cert", "/c", "--tls-ca", "/a"]),
+                "tls-ca": (#", "tls-cert": "/c", "tls-key": "/k""#, ["--tls-cert", "/c", "--tls-key", "/k"]),
             ]
             let extra = companion[entry.key] ?? ("", [])
             let fromFile = try Self.withConfig("{\"\(entry.key)\": \(entry.json)\(extra.json)}") { path in
@@ -92,11 +100,13 @@ import Testing
         }
         #expect(changedFromFile == Set(defaults.keys), "fields no key reaches: \(Set(defaults.keys).subtracting(changedFromFile))")
 
-        let all = "{" + Self.everyKey.map { "\"\($0.key)\": \($0.json)" }.joined(separator: ", ") + "}"
+        // All together, but for --plaintext, which contradicts the certificates.
+        let together = Self.everyKey.filter { $0.key != "plaintext" }
+        let all = "{" + together.map { "\"\($0.key)\": \($0.json)" }.joined(separator: ", ") + "}"
         let fromFile = try Self.withConfig(all) { try RunSettings.load(configFile: $0) }
-        let fromCommandLine = try Self.settings(Self.everyKey.flatMap(\.arguments))
+        let fromCommandLine = try Self.settings(together.flatMap(\.arguments))
         #expect(Self.fields(fromFile) == Self.fields(fromCommandLine))
-        #expect(Self.fields(fromFile).allSatisfy { defaults[$0.key] != $0.value })
+        #expect(Self.fields(fromFile).filter { $0.key != "plaintext" }.allSatisfy { defaults[$0.key] != $0.value })
     }
 
     @Test func theCommandLineWinsOverTheFileAndTheFileOverTheDefaults() throws {

@@ -4,6 +4,9 @@ import Transport
 
 /// The cluster key every test peer shares.
 public let testKey = try! ClusterKey(string: "peernode test cluster key 0123456789")
+/// The same key on plaintext links: for tests that speak or read the peernode frames on the
+/// wire themselves (a raw client, a hand-made reject).
+public let plaintextTestKey = testKey.with(security: .plaintext)
 
 /// Runs `body` with `size` communicators joined in one ring over in-memory links, then shuts
 /// them down (gloo's `spawn`, in-process).

@@ -38,9 +38,10 @@ import Testing
     logger.logLevel = .critical
     let listener = try DataListener(host: "127.0.0.1", port: 0, localId: 2, key: testKey, logger: logger) { _, _ in }
     defer { listener.stop() }
-    let (socket, _) = try BlockingSocket.dial(host: "127.0.0.1", port: listener.port, localId: 1, key: testKey,
-                                              purpose: .ring, info: [0, 0, 0, 0, 0, 0, 0, 1], timeout: 10)
-    defer { socket.close() }
+    let (link, _) = try BlockingSocket.dial(host: "127.0.0.1", port: listener.port, localId: 1, key: testKey,
+                                            purpose: .ring, info: [0, 0, 0, 0, 0, 0, 0, 1], timeout: 10)
+    defer { link.close() }
+    let socket = link.socket
     func current() -> UInt64 {
         var rate: UInt64 = 0
         var length = socklen_t(MemoryLayout<UInt64>.size)
@@ -58,14 +59,15 @@ import Testing
 @Test func socketBuffersFollowWhereThePeerIs() throws {
     var logger = Logger(label: "test")
     logger.logLevel = .critical
-    let accepted = NIOLockedValueBox<BlockingSocket?>(nil)
-    let listener = try DataListener(host: "127.0.0.1", port: 0, localId: 2, key: testKey, logger: logger) { socket, _ in
-        accepted.withLockedValue { $0 = socket }
+    let accepted = NIOLockedValueBox<(any SocketLink)?>(nil)
+    let listener = try DataListener(host: "127.0.0.1", port: 0, localId: 2, key: testKey, logger: logger) { link, _ in
+        accepted.withLockedValue { $0 = link }
     }
     defer { listener.stop() }
-    let (socket, _) = try BlockingSocket.dial(host: "127.0.0.1", port: listener.port, localId: 1, key: testKey,
-                                              purpose: .ring, info: [0, 0, 0, 0, 0, 0, 0, 1], timeout: 10)
-    defer { socket.close() }
+    let (link, _) = try BlockingSocket.dial(host: "127.0.0.1", port: listener.port, localId: 1, key: testKey,
+                                            purpose: .ring, info: [0, 0, 0, 0, 0, 0, 0, 1], timeout: 10)
+    defer { link.close() }
+    let socket = link.socket
     func buffer(_ fd: Int32, _ option: Int32) -> Int32 {
         var value: Int32 = 0
         var length = socklen_t(MemoryLayout<Int32>.size)
@@ -84,7 +86,7 @@ import Testing
     #expect(buffer(socket.fd, SO_RCVBUF) == expected("rmem_max"))
     let deadline = Date().addingTimeInterval(10)
     while accepted.withLockedValue({ $0 }) == nil, Date() < deadline { usleep(1000) }
-    let other = try #require(accepted.withLockedValue { $0 }, "the listener never handed over the connection")
+    let other = try #require(accepted.withLockedValue { $0 }, "the listener never handed over the connection").socket
     #expect(other.peerIsOnThisHost && buffer(other.fd, SO_RCVBUF) == expected("rmem_max"))
 
     let v4 = { (a: UInt8, b: UInt8, c: UInt8, d: UInt8) in [a, b, c, d] }

@@ -92,7 +92,7 @@ private func isEscaped(_ text: String) -> Bool {
     // The control side (NIO): the error and the log line carry the reason escaped.
     let logs = InMemoryLogHandler()
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-    let node = TransportNode(localId: 2, key: testKey, group: group, logger: Logger(label: "test", factory: { _ in logs }))
+    let node = TransportNode(localId: 2, key: plaintextTestKey, group: group, logger: Logger(label: "test", factory: { _ in logs }))
     do {
         _ = try await node.dial(host: "127.0.0.1", port: replier.port, purpose: .control, delegate: Recorder())
         Issue.record("a rejected handshake succeeded")
@@ -106,7 +106,7 @@ private func isEscaped(_ text: String) -> Bool {
 
     // The data side (blocking sockets): the same.
     do {
-        _ = try BlockingSocket.dial(host: "127.0.0.1", port: replier.port, localId: 2, key: testKey, purpose: .ring,
+        _ = try BlockingSocket.dial(host: "127.0.0.1", port: replier.port, localId: 2, key: plaintextTestKey, purpose: .ring,
                                     info: [], timeout: 30)
         Issue.record("a rejected handshake succeeded")
     } catch let error as HandshakeError {

@@ -16,6 +16,8 @@ final class StatusRecorder: @unchecked Sendable {
         var nodeId: UInt64
         var model: String
         var dataset: String
+        /// How this node's links are protected: `psk`, `certificate` or `off`.
+        var tls = "psk"
     }
 
     /// Read on every request, so the answer is live even while a step is running.
@@ -136,7 +138,7 @@ final class StatusRecorder: @unchecked Sendable {
         let (healthy, health) = Self.health(role: status.role, rejoinReason: status.rejoinReason, stopping: stopping)
         return StatusReport(
             id: hex(identity.nodeId), version: StatusReport.version, role: status.role.rawValue,
-            healthy: healthy, health: health, epoch: facts.epoch, line: hex(status.line), coordinator: coordinatorId.map { hex($0) },
+            healthy: healthy, health: health, tls: identity.tls, epoch: facts.epoch, line: hex(status.line), coordinator: coordinatorId.map { hex($0) },
             members: members, revision: last?.revision ?? 0, digest: last?.digest, model: identity.model,
             dataset: identity.dataset, metricName: metricName, higherIsBetter: higherIsBetter,
             peers: last?.peers ?? ringCount, uptimeSeconds: uptime,

@@ -68,6 +68,9 @@ struct StatusReport: Codable, Sendable {
     /// False (with `health` saying why) unless the node runs and is a member of the view.
     var healthy: Bool
     var health: String
+    /// Link security: `psk` (TLS 1.3 keyed by the cluster key), `certificate` (mutual TLS) or
+    /// `off` (`--plaintext`).
+    var tls: String
     var epoch: UInt64
     /// The history this node's view belongs to (docs/membership.md, "Lines").
     var line: String
