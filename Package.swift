@@ -125,7 +125,7 @@ let package = Package(
         ),
         // Start the built `peernode` binary as real processes (the libraries to read what it
         // wrote, e.g. a checkpoint's θ; Transport to dial their data ports).
-        .testTarget(name: "PeerNodeIntegrationTests", dependencies: ["DiLoCo", "Models", "Transport"]),
+        .testTarget(name: "PeerNodeIntegrationTests", dependencies: ["DiLoCo", "Models", "Transport", "PeerTestSupport"]),
         // The executable's pure parts (its settings) in-process, through `@testable import`.
         .testTarget(name: "PeerNodeTests", dependencies: ["PeerNode"]),
         .testTarget(

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # usage: scripts/fuzz.sh [Ns|N] [TARGET...]
 #   Ns: N seconds per target (default 10s);  N: N inputs per target.
-#   TARGET: frame handshake membership state-request config http (default: all).
+#   TARGET: frame handshake membership state-request config http tls (default: all).
 #
 # Runs each fuzz target (Sources/PeerNode/Fuzz/FuzzTargets.swift) under libFuzzer, starting from
 # the seed corpus in Tests/Fuzz/corpus/TARGET (copied: the repository is never written), and
@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 budget=${1:-10s}
 shift || true
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(frame handshake membership state-request config http)
+[[ ${#targets[@]} -gt 0 ]] || targets=(frame handshake membership state-request config http tls)
 if [[ $budget =~ ^([0-9]+)s$ ]]; then
   limit=(-max_total_time="${BASH_REMATCH[1]}")
 elif [[ $budget =~ ^[0-9]+$ ]]; then

@@ -50,8 +50,10 @@ final class LocalCluster {
 }
 
 /// The worker side of ``LocalCluster``: bind, report the port, read the view, form the ring.
-func joinLocalCluster(rank: Int, streams: Int = 1, streamRate: UInt64 = 0, logger: Logger) async throws -> (Communicator, RingView) {
-    let key = try ClusterKey.load(file: nil)
+func joinLocalCluster(rank: Int, streams: Int = 1, streamRate: UInt64 = 0, plaintext: Bool = false,
+                      logger: Logger) async throws -> (Communicator, RingView) {
+    let loaded = try ClusterKey.load(file: nil)
+    let key = plaintext ? loaded.with(security: .plaintext) : loaded
     var options = CommunicatorOptions()
     options.streams = streams
     options.maxStreamRate = streamRate

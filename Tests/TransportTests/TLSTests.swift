@@ -70,53 +70,6 @@ private func logged(_ logs: InMemoryLogHandler, _ text: String) async -> Bool {
     try await group.shutdownGracefully()
 }
 
-/// A CA with two nodes, a foreign CA with one, and an expired certificate of the right CA,
-/// made with the `openssl` command (as docs/operations.md tells operators to).
-private final class Certificates {
-    let dir: String
-
-    init() throws {
-        dir = NSTemporaryDirectory() + "peernode-tls-\(UInt64.random(in: 1...UInt64.max))"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        try authority("ca")
-        try authority("foreign-ca")
-        try node("a", ca: "ca")
-        try node("b", ca: "ca")
-        try node("stranger", ca: "foreign-ca")
-        try node("expired", ca: "ca", days: -1)
-    }
-
-    deinit { try? FileManager.default.removeItem(atPath: dir) }
-
-    func context(_ name: String, ca: String = "ca") throws -> TLSContext {
-        try TLSContext(certificate: "\(dir)/\(name).pem", privateKey: "\(dir)/\(name).key", authority: "\(dir)/\(ca).pem")
-    }
-
-    private func openssl(_ arguments: [String]) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["openssl"] + arguments
-        process.currentDirectoryURL = URL(fileURLWithPath: dir)
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw TLSSetupError("openssl \(arguments.joined(separator: " ")) failed") }
-    }
-
-    private func authority(_ name: String) throws {
-        try openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "\(name).key",
-                     "-out", "\(name).pem", "-days", "30", "-subj", "/CN=\(name)"])
-    }
-
-    private func node(_ name: String, ca: String, days: Int = 30) throws {
-        try openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "\(name).key",
-                     "-out", "\(name).csr", "-subj", "/CN=peernode-\(name)"])
-        try openssl(["x509", "-req", "-in", "\(name).csr", "-CA", "\(ca).pem", "-CAkey", "\(ca).key", "-CAcreateserial",
-                     "-out", "\(name).pem", "-days", "\(days)"])
-    }
-}
-
 private func dial(_ context: TLSContext, id: UInt64? = nil, to listener: DataListener) async -> String? {
     await failure {
         let key = testKey.with(security: .tls(context))
@@ -127,7 +80,7 @@ private func dial(_ context: TLSContext, id: UInt64? = nil, to listener: DataLis
 }
 
 @Test func certificatesOfOneCAConnectAndOthersAreRefusedWithAClearLineOnBothSides() async throws {
-    let certificates = try Certificates()
+    let certificates = try TestCertificates()
     let a = try certificates.context("a")
     let logs = InMemoryLogHandler()
     let accepted = Box()
@@ -140,6 +93,7 @@ private func dial(_ context: TLSContext, id: UInt64? = nil, to listener: DataLis
     let b = try certificates.context("b")
     #expect(a.identityPrefix != b.identityPrefix)
     #expect(await dial(b, to: listener) == nil)
+    for _ in 0..<1000 where accepted.ids.isEmpty { try await Task.sleep(for: .milliseconds(10)) }
     #expect(accepted.ids == [b.nodeId(random: 7)])
 
     let stranger = await dial(try certificates.context("stranger", ca: "foreign-ca"), to: listener)
@@ -165,7 +119,7 @@ private func dial(_ context: TLSContext, id: UInt64? = nil, to listener: DataLis
 }
 
 @Test func theControlPortSpeaksMutualTLSWithCertificates() async throws {
-    let certificates = try Certificates()
+    let certificates = try TestCertificates()
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     let a = try certificates.context("a"), b = try certificates.context("b")
     let server = TransportNode(localId: a.nodeId(random: 1), key: testKey.with(security: .tls(a)), group: group, logger: quiet)
@@ -183,7 +137,7 @@ private func dial(_ context: TLSContext, id: UInt64? = nil, to listener: DataLis
 }
 
 @Test func unreadableOrMismatchedCertificateFilesAreOneLineErrors() throws {
-    let certificates = try Certificates()
+    let certificates = try TestCertificates()
     let d = certificates.dir
     #expect(throws: TLSSetupError.self) { try TLSContext(certificate: "\(d)/missing.pem", privateKey: "\(d)/a.key", authority: "\(d)/ca.pem") }
     do {

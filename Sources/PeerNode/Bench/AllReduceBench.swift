@@ -22,6 +22,8 @@ struct AllReduceBench: AsyncParsableCommand {
     @Option(name: .customLong("stream-rate-mbps"),
             help: "Cap each stream's send rate (kernel TCP pacing), to stand in for a path that limits each flow. Default: no cap.")
     var streamRateMbps: Double = 0
+    @Flag(help: "Ring links in plaintext instead of TLS 1.3 (the default), to measure what TLS costs.")
+    var plaintext = false
     @Option(help: "Name printed as impl= (for side-by-side sweeps).") var impl = "peernode"
     @Option(help: "Give up after this many seconds.") var timeout = 600
 
@@ -37,7 +39,7 @@ struct AllReduceBench: AsyncParsableCommand {
 
     func run() async throws {
         let settings = WorkerSettings(sizes: sizes, reps: reps, quant: quant, segmentKiB: segmentKiB, streams: streams,
-                                      streamRate: RunSettings.bytesPerSecond(mbps: streamRateMbps))
+                                      streamRate: RunSettings.bytesPerSecond(mbps: streamRateMbps), plaintext: plaintext)
         let deadline = Date().addingTimeInterval(TimeInterval(timeout))
         let cluster = try LocalCluster(peers: peers, deadline: deadline) { rank in
             ["bench", "allreduce-worker", "--rank", "\(rank)", "--peers", "\(peers)"] + settings.arguments
@@ -45,7 +47,7 @@ struct AllReduceBench: AsyncParsableCommand {
         defer { cluster.terminate() }
         let workers = cluster.workers
 
-        print("# peernode bench allreduce: peers=\(peers) quant=\(quant.rawValue) segment_kib=\(segmentKiB) streams=\(streams) stream_rate_mbps=\(streamRateMbps) reps=\(reps) kernels=\(Kernels.instructionSet.rawValue) host=\(ProcessInfo.processInfo.hostName)")
+        print("# peernode bench allreduce: peers=\(peers) quant=\(quant.rawValue) segment_kib=\(segmentKiB) streams=\(streams) stream_rate_mbps=\(streamRateMbps) tls=\(plaintext ? "off" : "psk") reps=\(reps) kernels=\(Kernels.instructionSet.rawValue) host=\(ProcessInfo.processInfo.hostName)")
         for size in sizes {
             var times: [[Double]] = [], cpuTimes: [[Double]] = []
             var digests: [String] = []
@@ -71,7 +73,7 @@ struct AllReduceBench: AsyncParsableCommand {
             let parity = Set(digests).count == 1
             var line = "impl=\(impl) N=\(peers) size_mib=\(size == size.rounded() ? String(Int(size)) : fmt(size)) reps=\(reps) median_ms=\(fmt(medianMs)) "
                 + "min_ms=\(fmt(perOp.first!)) max_ms=\(fmt(perOp.last!)) algbw_GBps=\(fmt(algbw)) busbw_GBps=\(fmt(busbw)) "
-                + "cpu_ms=\(fmt(cpuPerOp)) quant=\(quant.rawValue) digest=\(digests[0].prefix(16)) parity=\(parity ? "equal" : "DIFFERENT")"
+                + "cpu_ms=\(fmt(cpuPerOp)) quant=\(quant.rawValue) tls=\(plaintext ? "off" : "psk") digest=\(digests[0].prefix(16)) parity=\(parity ? "equal" : "DIFFERENT")"
             if !parity || checks.contains(false) { line += " CHECK=FAIL" }
             print(line)
             fflush(nil)
@@ -105,10 +107,12 @@ struct WorkerSettings {
     var streams: Int
     /// Bytes per second per stream; 0: no cap.
     var streamRate: UInt64 = 0
+    var plaintext = false
 
     var arguments: [String] {
         ["--size-mib"] + sizes.map { "\($0)" }
             + ["--reps", "\(reps)", "--quant", quant.rawValue, "--segment-kib", "\(segmentKiB)", "--streams", "\(streams)", "--stream-rate", "\(streamRate)"]
+            + (plaintext ? ["--plaintext"] : [])
     }
 }
 

@@ -17,11 +17,13 @@ struct AllReduceWorker: AsyncParsableCommand {
     @Option(name: .customLong("segment-kib")) var segmentKiB: Int
     @Option var streams: Int
     @Option(name: .customLong("stream-rate")) var streamRate: UInt64 = 0
+    @Flag var plaintext = false
 
     func run() async throws {
         var logger = Logger(label: "peernode.bench")
         logger.logLevel = .warning
-        let (communicator, _) = try await joinLocalCluster(rank: rank, streams: streams, streamRate: streamRate, logger: logger)
+        let (communicator, _) = try await joinLocalCluster(rank: rank, streams: streams, streamRate: streamRate, plaintext: plaintext,
+                                                             logger: logger)
         let quantization = quant.quantization
         var barriers: UInt64 = 0
         func barrier() async throws {

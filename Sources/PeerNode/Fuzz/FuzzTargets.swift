@@ -28,6 +28,9 @@ enum FuzzTarget: String, CaseIterable {
     case config
     /// The status port's HTTP request path: its connection guard in front of the HTTP parser.
     case http
+    /// The TLS engine of every link (OpenSSL behind TLSSession): a server fed the input as a
+    /// client's first flight, and a client fed it as the server's answer, in pieces.
+    case tls
 
     func run(_ bytes: [UInt8]) {
         switch self {
@@ -37,6 +40,7 @@ enum FuzzTarget: String, CaseIterable {
         case .stateRequest: FuzzTargets.stateRequest(bytes)
         case .config: FuzzTargets.config(bytes)
         case .http: FuzzTargets.http(bytes)
+        case .tls: FuzzTargets.tls(bytes)
         }
     }
 }
@@ -51,6 +55,29 @@ enum FuzzTargets {
         let size = Int(first) + 1
         let rest = Array(bytes.dropFirst())
         return stride(from: 0, to: rest.count, by: size).map { Array(rest[$0..<min($0 + size, rest.count)]) }
+    }
+
+    static func tls(_ bytes: [UInt8]) {
+        guard case .tls(let context) = key.security else { return }
+        for role in [TLSSession.Role.server, .client] {
+            guard let session = try? TLSSession(context: context, role: role) else { continue }
+            var out: [UInt8] = []
+            try? session.handshake()
+            session.drainOutput(into: &out)
+            var plaintext = [UInt8](repeating: 0, count: 4096)
+            for piece in pieces(bytes) {
+                do {
+                    try piece.withUnsafeBytes { try session.feed($0) }
+                    try session.handshake()
+                    session.drainOutput(into: &out)
+                    if session.established {
+                        _ = try plaintext.withUnsafeMutableBytes { try session.open(into: $0.baseAddress!, count: $0.count) }
+                    }
+                } catch {
+                    break
+                }
+            }
+        }
     }
 
     static func frame(_ bytes: [UInt8]) {
