@@ -154,3 +154,46 @@ private final class Box: @unchecked Sendable {
     var ids: [UInt64] { lock.withLock { _ids } }
     func add(_ id: UInt64) { lock.withLock { _ids.append(id) } }
 }
+
+/// The refusal figure of docs/benchmarks.md "TLS": many attempts with a wrong key, a foreign
+/// CA's certificate and an expired one, on the data port and the control port; every one refused
+/// and none handed on. Prints `refused=R tried=T` per kind.
+@Test func everyWrongKeyOrCertificateAttemptIsRefused() async throws {
+    let attempts = 25
+    let certificates = try TestCertificates()
+    let a = try certificates.context("a")
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let handedOn = Box()
+    var report: [String] = []
+    for (kind, listenerKey, dialerKey) in [
+        ("wrong-key", testKey, try ClusterKey(string: "another cluster's key, 0123456789")),
+        ("foreign-ca", testKey.with(security: .tls(a)), testKey.with(security: .tls(try certificates.context("stranger", ca: "foreign-ca")))),
+        ("expired", testKey.with(security: .tls(a)), testKey.with(security: .tls(try certificates.context("expired")))),
+    ] {
+        let data = try DataListener(host: "127.0.0.1", port: 0, localId: a.nodeId(random: 1), key: listenerKey, logger: quiet) { link, result in
+            handedOn.add(result.remoteId)
+            link.close()
+        }
+        let control = try await TransportNode(localId: a.nodeId(random: 1), key: listenerKey, group: group, logger: quiet)
+            .listen(host: "127.0.0.1", port: 0) { connection in
+                handedOn.add(connection.remoteId)
+                return Recorder()
+            }
+        let dialer = TransportNode(localId: 0x0BAD, key: dialerKey, group: group, logger: quiet)
+        var refused = 0
+        for _ in 0..<attempts {
+            if await failure({ _ = try BlockingSocket.dial(host: "127.0.0.1", port: data.port, localId: 0x0BAD, key: dialerKey,
+                                                          purpose: .ring, info: [], timeout: 10) }) != nil { refused += 1 }
+            if await failure({ _ = try await dialer.dial(host: "127.0.0.1", port: control.port, purpose: .control, delegate: Recorder()) }) != nil {
+                refused += 1
+            }
+        }
+        data.stop()
+        await control.close()
+        report.append("\(kind): refused=\(refused) tried=\(2 * attempts)")
+        #expect(refused == 2 * attempts, "\(kind)")
+    }
+    print("tls refusals: " + report.joined(separator: ", "))
+    #expect(handedOn.ids.isEmpty)
+    try await group.shutdownGracefully()
+}
