@@ -182,8 +182,9 @@ public final class DataListener: @unchecked Sendable {
             guard !state.withLock({ stopped }) else { return }
             onConnection(link, result)
         case .failure(let error):
-            if let handshake = error as? HandshakeError, handshake.code == .timeout {
+            if let handshake = error as? HandshakeError, handshake.code == .timeout, case .plaintext = key.security {
                 // The peer is told why (it may be slow, not hostile); no wait for it to read.
+                // (Over TLS a plaintext frame would only confuse it: it gets the close.)
                 HandshakeStateMachine.sendReject(on: socket, code: .timeout, reason: "handshake not finished within \(handshakeTimeout) s")
             } else if let handshake = error as? HandshakeError, handshake.code == .security, case .plaintext = key.security {
                 // A TLS peer at a plaintext port: a plaintext reject, which its TLS layer names.

@@ -44,10 +44,10 @@ public final class TLSLink: SocketLink, @unchecked Sendable {
         gathered.reserveCapacity(Self.chunk)
     }
 
-    deinit {
-        socket.close()
-        inbox.deallocate()
-    }
+    // The socket closes itself when its last owner lets go (BlockingSocket's deinit): closing
+    // it here would free its descriptor number while a caller that still holds the socket (a
+    // failed handshake about to send its reject) could write to whatever reuses the number.
+    deinit { inbox.deallocate() }
 
     /// Runs the TLS handshake on `socket`, all of it by `deadline`; returns the link and the
     /// channel binding for the peernode handshake that follows. A server that finds plaintext
