@@ -82,6 +82,11 @@ static inline BIO *peernode_memory_bio(void) {
     return bio;
 }
 
+/// The bytes a memory BIO holds (pointer and count), and emptying it: for taking its contents
+/// with one copy.
+static inline long peernode_bio_contents(BIO *bio, char **data) { return BIO_get_mem_data(bio, data); }
+static inline int peernode_bio_empty(BIO *bio) { return (int)BIO_reset(bio); }
+
 /// SHA-256 of a certificate's SubjectPublicKeyInfo (DER); 1 on success.
 static inline int peernode_spki_sha256(X509 *cert, unsigned char out[32]) {
     if (cert == NULL) return 0;
