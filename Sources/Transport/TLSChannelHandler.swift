@@ -52,6 +52,15 @@ final class TLSChannelHandler: ChannelDuplexHandler {
         openAll(context: context)
     }
 
+    /// Writes still waiting for the TLS handshake fail with the channel, so no promise is left
+    /// unfulfilled.
+    func channelInactive(context: ChannelHandlerContext) {
+        let queued = waiting
+        waiting = []
+        for (_, promise) in queued { promise?.fail(ChannelError.ioOnClosedChannel) }
+        context.fireChannelInactive()
+    }
+
     func channelReadComplete(context: ChannelHandlerContext) {
         context.fireChannelReadComplete()
     }

@@ -45,6 +45,7 @@ enum StatusPage {
       <span id="health">…</span>
       <span class="kv">node <b id="id">–</b></span>
       <span class="kv">role <b id="role">–</b></span>
+      <span class="kv">tls <b id="tls">–</b></span>
       <span class="kv">epoch <b id="epoch">–</b></span>
       <span class="kv">revision <b id="revision">–</b></span>
       <span class="kv">digest <b><code id="digest">–</code></b></span>
@@ -161,6 +162,7 @@ enum StatusPage {
       health.className = s.healthy ? "ok" : "bad";
       $("id").textContent = s.id;
       $("role").textContent = s.role;
+      $("tls").textContent = s.tls === "off" ? "off (plaintext)" : s.tls;
       $("epoch").textContent = s.epoch;
       $("revision").textContent = s.revision;
       $("digest").textContent = s.digest ? s.digest.slice(0, 12) : "–";
