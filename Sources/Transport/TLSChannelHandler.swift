@@ -137,7 +137,7 @@ final class TLSChannelHandler: ChannelDuplexHandler {
     private func fail(context: ChannelHandlerContext, _ error: any Error) {
         guard !failed else { return }
         failed = true
-        if let tls = error as? TLSError, tls.code == .securityMismatch, session.role == .server, !session.established {
+        if let tls = error as? TLSError, tls.code == .plaintextPeer, session.role == .server, !session.established {
             // A plaintext peer: answer in its language, so its log says why.
             let reason = Array("this node requires TLS (\(session.context.mode)); it does not accept plaintext peers (give both ends --plaintext, or neither)".utf8)
             var buffer = context.channel.allocator.buffer(capacity: FrameHeader.size + 1 + reason.count)

@@ -73,7 +73,7 @@ public final class TLSLink: SocketLink, @unchecked Sendable {
                 try flush()
             }
         } catch let error as TLSError {
-            if error.code == .securityMismatch, role == .server {
+            if error.code == .plaintextPeer, role == .server {
                 HandshakeStateMachine.sendReject(on: socket, code: .security,
                     reason: "this node requires TLS (\(context.mode)); it does not accept plaintext peers (give both ends --plaintext, or neither)")
             } else {

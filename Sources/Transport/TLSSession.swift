@@ -8,7 +8,10 @@ public struct TLSError: Error, CustomStringConvertible, Sendable {
         /// A certificate was refused: expired, not signed by the CA, missing, or not matching
         /// the node id it came with.
         case badCertificate
-        /// The peer spoke plaintext peernode frames where TLS was due, or the other way round.
+        /// The peer spoke plaintext peernode frames where TLS was due.
+        case plaintextPeer
+        /// Both ends speak TLS but authenticate differently (the cluster key's PSK on one end,
+        /// certificates on the other).
         case securityMismatch
         /// A record failed its integrity check: the bytes were altered on the way.
         case integrity
@@ -79,7 +82,7 @@ final class TLSSession {
             sawFirstBytes = true
             // TLS records begin with 22 (handshake) or 21 (alert); a peernode frame with 'P'.
             if bytes[0] == UInt8(ascii: "P") {
-                throw TLSError(code: .securityMismatch, message: role == .client
+                throw TLSError(code: .plaintextPeer, message: role == .client
                     ? "the peer answered in plaintext: it runs with --plaintext and this node with TLS (\(context.mode)); both ends must agree"
                     : "the peer spoke plaintext: it runs with --plaintext and this node with TLS (\(context.mode)); both ends must agree")
             }

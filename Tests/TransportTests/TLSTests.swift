@@ -115,6 +115,7 @@ private func dial(_ context: TLSContext, id: UInt64? = nil, to listener: DataLis
         _ = try BlockingSocket.dial(host: "127.0.0.1", port: listener.port, localId: 9, key: testKey, purpose: .ring, info: [], timeout: 10)
     }
     #expect(keyOnly != nil, "a PSK node was accepted by a certificate node")
+    #expect(keyOnly?.contains("plaintext") == false, "\(keyOnly ?? "")")
     #expect(accepted.ids.count == 1)
 }
 
