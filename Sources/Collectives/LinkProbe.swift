@@ -52,24 +52,24 @@ extension Communicator {
     public func probeLink(to peer: PeerEndpoint, options: LinkProbeOptions = LinkProbeOptions()) throws -> LinkMeasurement {
         let started = ContinuousClock.now
         let deadline = started + .seconds(options.maxSeconds * 2 + 2)
-        let (socket, _) = try BlockingSocket.dial(host: peer.host, port: peer.port, localId: localId, key: key,
+        let (link, _) = try BlockingSocket.dial(host: peer.host, port: peer.port, localId: localId, key: key,
                                                   purpose: .linkProbe, info: [], timeout: max(1, options.maxSeconds))
-        defer { socket.close() }
+        defer { link.close() }
         // What the kernel holds beyond what the link has carried is sent after the probe ends:
         // a small send buffer bounds that (and the probe's bytes) on a slow link.
         var sendBuffer: Int32 = 1 << 20
-        setsockopt(socket.socket.fd, SOL_SOCKET, SO_SNDBUF, &sendBuffer, socklen_t(MemoryLayout<Int32>.size))
-        socket.socket.setTimeouts(options.maxSeconds * 2 + 2)
+        setsockopt(link.socket.fd, SOL_SOCKET, SO_SNDBUF, &sendBuffer, socklen_t(MemoryLayout<Int32>.size))
+        link.socket.setTimeouts(options.maxSeconds * 2 + 2)
         var best = Double.infinity
         for i in 0..<max(1, options.pings) {
             let t = ContinuousClock.now
-            try socket.sendFrame(.collectiveControl, aux: ProbeFrame.ping, bytes: be64(UInt64(i)))
-            let (header, _) = try socket.receiveFrame(limits: ProbeFrame.limits, deadline: deadline)
+            try link.sendFrame(.collectiveControl, aux: ProbeFrame.ping, bytes: be64(UInt64(i)))
+            let (header, _) = try link.receiveFrame(limits: ProbeFrame.limits, deadline: deadline)
             guard header.type == .collectiveControl, header.aux == ProbeFrame.pong else { throw probeError(peer, "expected a pong") }
             best = min(best, seconds(ContinuousClock.now - t))
         }
         // The budget, for the receiver: bytes, then milliseconds.
-        try socket.sendFrame(.collectiveControl, aux: ProbeFrame.budget,
+        try link.sendFrame(.collectiveControl, aux: ProbeFrame.budget,
                              bytes: be64(UInt64(options.maxBytes)) + be64(UInt64(options.maxSeconds * 800)))
         let bulk = [UInt8](repeating: 0x5A, count: max(1024, options.frameBytes))
         let bulkStart = ContinuousClock.now
@@ -77,9 +77,9 @@ extension Communicator {
         var ended = false
         var result: [UInt8]?
         while result == nil {
-            var ready = pollfd(fd: socket.socket.fd, events: Int16(POLLIN), revents: 0)
+            var ready = pollfd(fd: link.socket.fd, events: Int16(POLLIN), revents: 0)
             if poll(&ready, 1, ended ? Int32(max(1, seconds(deadline - .now) * 1000)) : 0) > 0 {
-                let (header, payload) = try socket.receiveFrame(limits: ProbeFrame.limits, deadline: deadline)
+                let (header, payload) = try link.receiveFrame(limits: ProbeFrame.limits, deadline: deadline)
                 guard header.type == .collectiveControl, header.aux == ProbeFrame.result, payload.count == 16 else {
                     throw probeError(peer, "expected the probe's result")
                 }
@@ -88,10 +88,10 @@ extension Communicator {
                 throw probeError(peer, "no result")
             } else if sent >= options.maxBytes || seconds(ContinuousClock.now - bulkStart) >= options.maxSeconds {
                 // The receiver ends the bulk by its own clock; this is the sender's bound.
-                try socket.sendFrame(.collectiveControl, aux: ProbeFrame.end, bytes: be64(UInt64(sent)))
+                try link.sendFrame(.collectiveControl, aux: ProbeFrame.end, bytes: be64(UInt64(sent)))
                 ended = true
             } else {
-                try socket.sendFrame(.data, bytes: bulk)
+                try link.sendFrame(.data, bytes: bulk)
                 sent += bulk.count
             }
         }
@@ -100,7 +100,7 @@ extension Communicator {
         guard received > 0, rate > 0 else { throw probeError(peer, "the peer measured nothing") }
         // Unsent bytes are dropped on close (SO_LINGER 0): the measurement is done.
         var off = linger(l_onoff: 1, l_linger: 0)
-        setsockopt(socket.socket.fd, SOL_SOCKET, SO_LINGER, &off, socklen_t(MemoryLayout<linger>.size))
+        setsockopt(link.socket.fd, SOL_SOCKET, SO_LINGER, &off, socklen_t(MemoryLayout<linger>.size))
         return LinkMeasurement(bandwidth: Double(rate), latency: best / 2, bytes: Int(received), seconds: seconds(ContinuousClock.now - started))
     }
 

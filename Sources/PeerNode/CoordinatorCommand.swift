@@ -43,7 +43,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         let control = settings.listen
         /// A node started with `seeds` (none: it founds the cluster).
         func start(seeds: [(host: String, port: Int)]) async throws -> (MembershipNode, UInt64, Logger, Int) {
-            let id = key.tlsContext?.nodeId(random: UInt64.random(in: 1...UInt64.max)) ?? UInt64.random(in: 1...UInt64.max)
+            let id = key.newNodeId()
             var logger = Logger(label: "peernode")
             logger[metadataKey: "node.id"] = "\(hex(id))"
             let node = MembershipNode(localId: id, key: key, options: settings.membershipOptions, logger: logger)

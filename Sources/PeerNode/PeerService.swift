@@ -62,8 +62,7 @@ final class PeerService: Service, @unchecked Sendable {
         let key = try settings.clusterKey()
         let control = settings.listen
         let dataAddress = settings.dataListen
-        // With certificates, the id begins with the certificate's (peers check it).
-        let id = key.tlsContext?.nodeId(random: UInt64.random(in: 1...UInt64.max)) ?? UInt64.random(in: 1...UInt64.max)
+        let id = key.newNodeId()
         var logger = Logger(label: "peernode")
         logger[metadataKey: "node.id"] = "\(hex(id))"
 

@@ -100,6 +100,13 @@ extension HandshakeError {
     }
 }
 
+extension HandshakeError {
+    /// A refused TLS handshake as the handshake's error: one error type for every refusal.
+    init(_ error: TLSError) {
+        self.init(code: error.code == .badKey ? .badKey : .security, message: error.message)
+    }
+}
+
 extension HandshakeStateMachine {
     /// A plaintext `reject` frame straight on the socket, without waiting for the peer to read
     /// it: for refusals before (or instead of) a handshake, so the peer's log says why.

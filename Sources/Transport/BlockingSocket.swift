@@ -221,28 +221,7 @@ public final class BlockingSocket: Link, @unchecked Sendable {
     /// for reads that must not outlast a stopped peer (state transfer), not the ring's hot path.
     public func receive(into buffer: UnsafeMutableRawPointer, count: Int, deadline: ContinuousClock.Instant) throws {
         var done = 0
-        while done < count {
-            let left = ContinuousClock.now.duration(to: deadline)
-            guard left > .zero else { throw IOError(operation: "receive (deadline passed)", errno: ETIMEDOUT) }
-            let (seconds, attoseconds) = left.components
-            // Rounded up, so that a wait never ends just before the deadline and spins.
-            let ms = Int32(clamping: seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
-            var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&entry, 1, ms)
-            if ready < 0 {
-                if errno == EINTR { continue }
-                throw IOError(operation: "receive", errno: errno)
-            }
-            if ready == 0 { continue }  // the loop's check throws, or waits out the rest
-            let n = recv(fd, buffer + done, count - done, Int32(MSG_DONTWAIT))
-            if n > 0 {
-                done += n
-            } else if n == 0 {
-                throw IOError(operation: "receive", errno: 0)
-            } else if errno != EINTR, errno != EAGAIN, errno != EWOULDBLOCK {
-                throw IOError(operation: "receive", errno: errno)
-            }
-        }
+        while done < count { done += try receiveSome(into: buffer + done, count: count - done, deadline: deadline) }
     }
 
     /// Reads what is there, at least one byte and at most `count`, waiting for it until
@@ -253,6 +232,7 @@ public final class BlockingSocket: Link, @unchecked Sendable {
                 let left = ContinuousClock.now.duration(to: deadline)
                 guard left > .zero else { throw IOError(operation: "receive (deadline passed)", errno: ETIMEDOUT) }
                 let (seconds, attoseconds) = left.components
+                // Rounded up, so that a wait never ends just before the deadline and spins.
                 let ms = Int32(clamping: seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
                 var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
                 let ready = poll(&entry, 1, ms)
@@ -260,7 +240,7 @@ public final class BlockingSocket: Link, @unchecked Sendable {
                     if errno == EINTR { continue }
                     throw IOError(operation: "receive", errno: errno)
                 }
-                if ready == 0 { continue }
+                if ready == 0 { continue }  // the check above throws, or waits out the rest
             }
             let n = recv(fd, buffer, count, deadline == nil ? 0 : Int32(MSG_DONTWAIT))
             if n > 0 { return n }

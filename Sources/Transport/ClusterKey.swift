@@ -47,6 +47,13 @@ public struct ClusterKey: Sendable {
         return nil
     }
 
+    /// A fresh node id for a process of this cluster: random, and with certificates beginning
+    /// with the certificate's four bytes, which peers check.
+    public func newNodeId() -> UInt64 {
+        let random = UInt64.random(in: 1...UInt64.max)
+        return tlsContext?.nodeId(random: random) ?? random
+    }
+
     /// The same key with links protected as given (plaintext, or TLS with certificates).
     public func with(security: LinkSecurity) -> ClusterKey {
         var copy = self

@@ -182,13 +182,12 @@ public final class DataListener: @unchecked Sendable {
             guard !state.withLock({ stopped }) else { return }
             onConnection(link, result)
         case .failure(let error):
-            if let handshake = error as? HandshakeError, handshake.code == .timeout, case .plaintext = key.security {
-                // The peer is told why (it may be slow, not hostile); no wait for it to read.
-                // (Over TLS a plaintext frame would only confuse it: it gets the close.)
-                HandshakeStateMachine.sendReject(on: socket, code: .timeout, reason: "handshake not finished within \(handshakeTimeout) s")
-            } else if let handshake = error as? HandshakeError, handshake.code == .security, case .plaintext = key.security {
-                // A TLS peer at a plaintext port: a plaintext reject, which its TLS layer names.
-                HandshakeStateMachine.sendReject(on: socket, code: .security, reason: handshake.message)
+            // The peer is told why, in plaintext: a slow one (it may be slow, not hostile), and a
+            // TLS peer at a plaintext port (its TLS layer names the plaintext answer). No wait
+            // for it to read. On a TLS port a plaintext frame would only confuse the peer.
+            if case .plaintext = key.security, let handshake = error as? HandshakeError, [.timeout, .security].contains(handshake.code) {
+                let reason = handshake.code == .timeout ? "handshake not finished within \(handshakeTimeout) s" : handshake.message
+                HandshakeStateMachine.sendReject(on: socket, code: handshake.code, reason: reason)
             }
             logFailure("data-port handshake failed with \(remote): \(escapedForLog("\(error)"))", level: .error)
             socket.close()
@@ -254,11 +253,10 @@ extension BlockingSocket {
             do {
                 (secured, binding, prefix) = try TLSLink.establish(on: socket, context: context, role: tlsRole, deadline: deadline)
             } catch let error as TLSError {
-                // One error type for every refused handshake, TLS or peernode.
-                throw HandshakeError(code: error.code == .badKey ? .badKey : .security, message: error.message)
+                throw HandshakeError(error)
             }
             machine.binding = binding
-            machine.peerPrefix = context.identityPrefix == nil ? nil : prefix
+            machine.peerPrefix = prefix
             link = secured
         }
         let result = try BlockingHandshake.run(link, machine: &machine, deadline: deadline)

@@ -120,9 +120,7 @@ struct HandshakeStateMachine {
                   let infoLength = p.readInteger(as: UInt16.self), Int(infoLength) <= Self.maxInfo,
                   let info = p.readBytes(length: Int(infoLength)), p.readableBytes == 0
             else { return fail(.protocolViolation, "malformed hello") }
-            if let peerPrefix, UInt32(truncatingIfNeeded: dialerId >> 32) != peerPrefix {
-                return fail(.security, "peer claims node id \(hex(dialerId)), which is not its certificate's (it must begin with \(String(peerPrefix, radix: 16)))")
-            }
+            if let refusal = refusingAnotherCertificate(dialerId) { return refusal }
             let nonceA = randomBytes(Self.nonceSize)
             let result = HandshakeResult(remoteId: dialerId, purpose: ConnectionPurpose(rawValue: purpose), info: info)
             state = .acceptorAwaitingResponse(result, nonceD: nonceD, nonceA: nonceA)
@@ -135,9 +133,7 @@ struct HandshakeStateMachine {
                   let nonceA = p.readBytes(length: Self.nonceSize),
                   let proof = p.readBytes(length: Self.macSize), p.readableBytes == 0
             else { return fail(.protocolViolation, "malformed challenge") }
-            if let peerPrefix, UInt32(truncatingIfNeeded: acceptorId >> 32) != peerPrefix {
-                return fail(.security, "peer claims node id \(hex(acceptorId)), which is not its certificate's (it must begin with \(String(peerPrefix, radix: 16)))")
-            }
+            if let refusal = refusingAnotherCertificate(acceptorId) { return refusal }
             let expected = key.mac(Array("peernode/1 acceptor".utf8), nonceD, nonceA, be(acceptorId), be(localId), binding)
             guard constantTimeEqual(proof, expected) else {
                 return fail(.badKey, "peer \(hex(acceptorId)) failed the cluster key check (different cluster key?)")
@@ -167,6 +163,12 @@ struct HandshakeStateMachine {
         default:
             return fail(.protocolViolation, "unexpected \(type) frame during the handshake")
         }
+    }
+
+    /// With certificates, a peer id that does not begin with its certificate's four bytes.
+    private mutating func refusingAnotherCertificate(_ id: UInt64) -> Step? {
+        guard let peerPrefix, UInt32(truncatingIfNeeded: id >> 32) != peerPrefix else { return nil }
+        return fail(.security, "peer claims node id \(hex(id)), which is not its certificate's (it must begin with \(String(peerPrefix, radix: 16)))")
     }
 
     /// A failure the other side should hear about gets a reject frame before the close.

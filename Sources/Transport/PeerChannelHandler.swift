@@ -31,14 +31,11 @@ final class PeerChannelHandler: ChannelInboundHandler {
     private let failureLog: LogRateLimiter?
     /// A TLS handler below: the handshake starts on ``TLSEstablished``, bound to its channel.
     private let awaitsTLS: Bool
-    /// With certificates: the peer's node id must begin with its certificate's prefix.
-    private let checksCertificateIdentity: Bool
 
     init(machine: HandshakeStateMachine, side: Side, established: EventLoopPromise<Connection>,
          handshakeTimeout: TimeAmount, logger: Logger, failureLog: LogRateLimiter? = nil,
-         onHandshakeEnded: (() -> Void)? = nil, awaitsTLS: Bool = false, checksCertificateIdentity: Bool = false) {
+         onHandshakeEnded: (() -> Void)? = nil, awaitsTLS: Bool = false) {
         self.awaitsTLS = awaitsTLS
-        self.checksCertificateIdentity = checksCertificateIdentity
         self.state = .handshaking(machine)
         self.side = side
         self.established = established
@@ -80,7 +77,7 @@ final class PeerChannelHandler: ChannelInboundHandler {
             return
         }
         machine.binding = tls.binding
-        if checksCertificateIdentity { machine.peerPrefix = tls.peerPrefix }
+        machine.peerPrefix = tls.peerPrefix
         let step = machine.start()
         state = .handshaking(machine)
         apply(step, context: context)
@@ -118,7 +115,7 @@ final class PeerChannelHandler: ChannelInboundHandler {
                 failHandshake(context: context, HandshakeError(decoding), reject: true)
             } else if let tls = error as? TLSError {
                 // The TLS layer already told the peer (an alert, or a plaintext reject).
-                failHandshake(context: context, HandshakeError(code: tls.code == .badKey ? .badKey : .security, message: tls.message), reject: false)
+                failHandshake(context: context, HandshakeError(tls), reject: false)
             } else {
                 failHandshake(context: context, HandshakeError(code: .refused, message: "\(error)"), reject: false)
             }

@@ -3,7 +3,7 @@ import NIOCore
 /// Sent up the pipeline once the TLS handshake is done: the peernode handshake binds to it.
 struct TLSEstablished {
     var binding: [UInt8]
-    /// With certificates: the first four bytes of the peer certificate's public-key hash.
+    /// With certificates: the four bytes the peer's node id must begin with; nil otherwise.
     var peerPrefix: UInt32?
 }
 

@@ -151,8 +151,10 @@ final class TLSSession {
         return out
     }
 
-    /// With certificates: the first four bytes of SHA-256 over the peer's public key.
+    /// With certificates: the first four bytes of SHA-256 over the peer's public key, which its
+    /// node id must begin with; nil with the cluster key's PSK (no certificates, no such rule).
     func peerIdentityPrefix() -> UInt32? {
+        guard case .certificates = context.mode else { return nil }
         var digest = [UInt8](repeating: 0, count: 32)
         guard peernode_peer_spki_sha256(ssl, &digest) == 1 else { return nil }
         return digest.prefix(4).reduce(0) { $0 << 8 | UInt32($1) }

@@ -94,8 +94,7 @@ public final class TransportNode: Sendable {
                         machine: HandshakeStateMachine(role: .acceptor, localId: localId, key: key),
                         side: .acceptor(accept), established: promise,
                         handshakeTimeout: options.handshakeTimeout, logger: logger, failureLog: failureLog,
-                        onHandshakeEnded: { admission.release(remote) },
-                        awaitsTLS: key.tlsContext != nil, checksCertificateIdentity: key.tlsContext?.identityPrefix != nil)
+                        onHandshakeEnded: { admission.release(remote) }, awaitsTLS: key.tlsContext != nil)
                     if let tls = key.tlsContext {
                         try channel.pipeline.syncOperations.addHandler(try TLSChannelHandler(context: tls, role: .server))
                     }
@@ -128,8 +127,7 @@ public final class TransportNode: Sendable {
                     let handler = PeerChannelHandler(
                         machine: HandshakeStateMachine(role: .dialer(purpose, info: info), localId: localId, key: key),
                         side: .dialer(delegate), established: promise,
-                        handshakeTimeout: options.handshakeTimeout, logger: logger,
-                        awaitsTLS: key.tlsContext != nil, checksCertificateIdentity: key.tlsContext?.identityPrefix != nil)
+                        handshakeTimeout: options.handshakeTimeout, logger: logger, awaitsTLS: key.tlsContext != nil)
                     if let tls = key.tlsContext {
                         try channel.pipeline.syncOperations.addHandler(try TLSChannelHandler(context: tls, role: .client))
                     }

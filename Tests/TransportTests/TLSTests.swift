@@ -32,6 +32,17 @@ private func logged(_ logs: InMemoryLogHandler, _ text: String) async -> Bool {
     return false
 }
 
+/// The dialer's error and the listener's log line each name the cause of a plaintext/TLS mismatch.
+private func expectMismatchLines(listenerTLS: Bool, dialer message: String?, listener logs: InMemoryLogHandler) async {
+    if listenerTLS {
+        #expect(message?.contains("this node requires TLS") == true, "\(message ?? "accepted")")
+        #expect(await logged(logs, "the peer spoke plaintext"))
+    } else {
+        #expect(message?.contains("the peer answered in plaintext") == true, "\(message ?? "accepted")")
+        #expect(await logged(logs, "the peer speaks TLS and this node runs with --plaintext"))
+    }
+}
+
 @Test(arguments: [true, false]) func plaintextAgainstTLSIsRefusedOnTheDataPortWithAClearLineOnBothSides(listenerTLS: Bool) async throws {
     let logs = InMemoryLogHandler()
     let listener = try DataListener(host: "127.0.0.1", port: 0, localId: 1, key: listenerTLS ? testKey : plaintextTestKey,
@@ -41,14 +52,7 @@ private func logged(_ logs: InMemoryLogHandler, _ text: String) async -> Bool {
         _ = try BlockingSocket.dial(host: "127.0.0.1", port: listener.port, localId: 2, key: listenerTLS ? plaintextTestKey : testKey,
                                     purpose: .ring, info: [], timeout: 10)
     }
-    // The dialer's line names the cause; so does the listener's.
-    if listenerTLS {
-        #expect(message?.contains("this node requires TLS") == true, "\(message ?? "accepted")")
-        #expect(await logged(logs, "the peer spoke plaintext"))
-    } else {
-        #expect(message?.contains("the peer answered in plaintext") == true, "\(message ?? "accepted")")
-        #expect(await logged(logs, "the peer speaks TLS and this node runs with --plaintext"))
-    }
+    await expectMismatchLines(listenerTLS: listenerTLS, dialer: message, listener: logs)
 }
 
 @Test(arguments: [true, false]) func plaintextAgainstTLSIsRefusedOnTheControlPortWithAClearLineOnBothSides(listenerTLS: Bool) async throws {
@@ -59,13 +63,7 @@ private func logged(_ logs: InMemoryLogHandler, _ text: String) async -> Bool {
     let client = TransportNode(localId: 2, key: listenerTLS ? plaintextTestKey : testKey, group: group, logger: quiet)
     let listener = try await server.listen(host: "127.0.0.1", port: 0) { _ in Recorder() }
     let message = await failure { _ = try await client.dial(host: "127.0.0.1", port: listener.port, purpose: .control, delegate: Recorder()) }
-    if listenerTLS {
-        #expect(message?.contains("this node requires TLS") == true, "\(message ?? "accepted")")
-        #expect(await logged(logs, "the peer spoke plaintext"))
-    } else {
-        #expect(message?.contains("the peer answered in plaintext") == true, "\(message ?? "accepted")")
-        #expect(await logged(logs, "the peer speaks TLS and this node runs with --plaintext"))
-    }
+    await expectMismatchLines(listenerTLS: listenerTLS, dialer: message, listener: logs)
     await listener.close()
     try await group.shutdownGracefully()
 }

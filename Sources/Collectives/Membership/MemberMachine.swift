@@ -86,6 +86,11 @@ struct MemberMachine {
     /// its own with the state it holds (availability first; docs/membership.md, "Lines"); the
     /// lines merge when they meet. nil: it keeps trying for ever.
     var foundLineAfter: Duration?
+    /// When a rejoin that reaches nobody founds its line (nil: not rejoining, or never).
+    private var foundLineAt: ContinuousClock.Instant? {
+        guard rejoinReason != nil, let foundLineAfter, let rejoinSince else { return nil }
+        return rejoinSince + foundLineAfter
+    }
     private var seeds: [Address] = []
     /// Every control address this node has seen (seeds, redirects, views), oldest first: where
     /// it looks for the cluster when it has to join anew.
@@ -223,7 +228,7 @@ struct MemberMachine {
             return [.joinRetry(reason: reason, delay: interval / 10)]
         }
         joinRounds += 1
-        if rejoinReason != nil, let after = foundLineAfter, let since = rejoinSince, now - since >= after {
+        if let foundAt = foundLineAt, now >= foundAt {
             return foundLine(now: now)
         }
         // The next round also tries every address learned meanwhile (redirect targets, say).
@@ -234,8 +239,8 @@ struct MemberMachine {
         var delay = base * (0.5 + random.unit())
         // The backoff does not carry a rejoin past its founding bound: the round that finds
         // nobody at that bound founds the line.
-        if rejoinReason != nil, let after = foundLineAfter, let since = rejoinSince {
-            delay = max(min(delay, since + after - now), interval / 10)
+        if let foundAt = foundLineAt {
+            delay = max(min(delay, foundAt - now), interval / 10)
         }
         joinRetryAt = now + delay
         return [.joinRetry(reason: reason, delay: delay)]

@@ -47,7 +47,8 @@ struct AllReduceBench: AsyncParsableCommand {
         defer { cluster.terminate() }
         let workers = cluster.workers
 
-        print("# peernode bench allreduce: peers=\(peers) quant=\(quant.rawValue) segment_kib=\(segmentKiB) streams=\(streams) stream_rate_mbps=\(streamRateMbps) tls=\(plaintext ? "off" : "psk") reps=\(reps) kernels=\(Kernels.instructionSet.rawValue) host=\(ProcessInfo.processInfo.hostName)")
+        let tls = plaintext ? "off" : "psk"
+        print("# peernode bench allreduce: peers=\(peers) quant=\(quant.rawValue) segment_kib=\(segmentKiB) streams=\(streams) stream_rate_mbps=\(streamRateMbps) tls=\(tls) reps=\(reps) kernels=\(Kernels.instructionSet.rawValue) host=\(ProcessInfo.processInfo.hostName)")
         for size in sizes {
             var times: [[Double]] = [], cpuTimes: [[Double]] = []
             var digests: [String] = []
@@ -73,7 +74,7 @@ struct AllReduceBench: AsyncParsableCommand {
             let parity = Set(digests).count == 1
             var line = "impl=\(impl) N=\(peers) size_mib=\(size == size.rounded() ? String(Int(size)) : fmt(size)) reps=\(reps) median_ms=\(fmt(medianMs)) "
                 + "min_ms=\(fmt(perOp.first!)) max_ms=\(fmt(perOp.last!)) algbw_GBps=\(fmt(algbw)) busbw_GBps=\(fmt(busbw)) "
-                + "cpu_ms=\(fmt(cpuPerOp)) quant=\(quant.rawValue) tls=\(plaintext ? "off" : "psk") digest=\(digests[0].prefix(16)) parity=\(parity ? "equal" : "DIFFERENT")"
+                + "cpu_ms=\(fmt(cpuPerOp)) quant=\(quant.rawValue) tls=\(tls) digest=\(digests[0].prefix(16)) parity=\(parity ? "equal" : "DIFFERENT")"
             if !parity || checks.contains(false) { line += " CHECK=FAIL" }
             print(line)
             fflush(nil)
